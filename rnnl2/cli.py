@@ -1,0 +1,205 @@
+"""The `rnnl2` command line: the only module that prints. Torch is imported inside the
+commands that need it, so `rnnl2 --help` and `rnnl2 config show` answer at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError, Rnnl2Error, RunConfig, load_config, to_plain_dict
+
+app = typer.Typer(
+    help="Experiments on L2 regularization of recurrent networks: train, evaluate, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect configs: the resolved values, or the JSON Schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console(soft_wrap=True)  # results: the run folder, tables, JSON
+err = Console(stderr=True, soft_wrap=True)  # progress, logs and errors
+
+ConfigPath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML config file.")]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a key: --set l2.lambda=1e-4 (value parsed as YAML; repeatable)."),
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code=code)
+
+
+def load_or_exit(config: Path, overrides: list[str] | None) -> RunConfig:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as error:
+        fail(str(error))
+
+
+class RichObserver:
+    """Progress for `train`: a Rich bar on a terminal, one plain line per epoch otherwise."""
+
+    def __init__(self, quiet: bool, verbose: bool):
+        self.quiet, self.verbose = quiet, verbose
+        self.live = err.is_terminal and not quiet
+        self.progress = None
+        self.epochs = 0
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.epochs = info["epochs"]
+        if self.quiet:
+            return
+        err.print(f"run folder {info['run_dir']}  device {info['device']}  parameters {info['parameters']:,}", highlight=False)
+        if self.verbose:
+            err.print(selection_table(info["l2"]))
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=err, transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=1, epoch=0, epochs=self.epochs, loss="…")
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        if self.progress is not None:
+            self.progress.reset(self.task, total=steps, epoch=epoch, loss="…")
+
+    def on_step(self, step: int, loss: float | None) -> None:
+        if self.progress is not None:
+            fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
+            self.progress.update(self.task, completed=step, **fields)
+
+    def on_epoch_end(self, row: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        parts = [f"epoch {row['epoch']}/{self.epochs}", f"step {row['step']}"]
+        parts += [f"{key} {row[key]:.4g}" for key in row if key.startswith(("train_data_loss", "penalty", "val_"))]
+        parts += [f"{row['seconds']:.1f}s"]
+        err.print("  ".join(parts), highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def selection_table(rows: list[tuple[str, tuple[int, ...], float | None]]) -> Table:
+    table = Table(title="L2 selection: (λ/2)·Σθ² over the marked parameters")
+    for column in ("parameter", "shape", "λ"):
+        table.add_column(column)
+    for name, shape, lam in rows:
+        table.add_row(name, "×".join(map(str, shape)), "—" if lam is None else f"{lam:g}")
+    return table
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    return table
+
+
+@app.command()
+def train(
+    config: ConfigPath,
+    overrides: Overrides = None,
+    runs_dir: Annotated[Path, typer.Option(help="Folder that receives runs/<name>/<time>-<id>/.")] = Path("runs"),
+    run_dir: Annotated[Optional[Path], typer.Option(help="Write the run into exactly this (new or empty) folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list which parameters get which λ.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+) -> None:
+    """Train one model from a YAML config; the last line on stdout is the run folder."""
+    cfg = load_or_exit(config, overrides)
+    from .train import TrainingDiverged, TrainingInterrupted, run
+
+    observer = RichObserver(quiet=quiet or as_json, verbose=verbose)
+    try:
+        result = run(cfg, runs_dir, run_dir, observer)
+    except TrainingDiverged as error:
+        observer.close()
+        fail(str(error), code=1)
+    except TrainingInterrupted as stopped:
+        observer.close()
+        err.print(f"[yellow]interrupted[/yellow]; the last checkpoint is in {stopped}")
+        raise typer.Exit(code=130)
+    except Rnnl2Error as error:
+        observer.close()
+        fail(str(error))
+    observer.close()
+    summary = result.summary
+    if as_json:
+        print(json.dumps(summary))
+        return
+    tests = "  ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.startswith("test_"))
+    err.print(
+        f"[green]finished[/green] {summary['status']}: best epoch {summary['best_epoch']} "
+        f"({summary['best_metric']} {summary['best_value']:.4g})  {tests}  {summary['wall_seconds']:.1f}s",
+        highlight=False,
+    )
+    print(result.run_dir)
+
+
+@app.command("eval")
+def eval_command(
+    path: Annotated[Path, typer.Argument(help="A checkpoint file, or a run folder (its best checkpoint).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate: train, val or test.")] = "test",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
+) -> None:
+    """Evaluate a trained model on one split; also writes eval-<split>.json into the run folder."""
+    if split not in ("train", "val", "test"):
+        fail(f"--split must be train, val or test, got {split!r}")
+    from .evaluate import evaluate_checkpoint
+    from .runs import write_json
+
+    try:
+        result = evaluate_checkpoint(path, split, device)
+    except Rnnl2Error as error:
+        fail(str(error))
+    checkpoint = Path(result["checkpoint"])
+    if checkpoint.parent.name == "checkpoints":
+        write_json(checkpoint.parent.parent / f"eval-{split}.json", result)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(metrics_table(f"{checkpoint} on {split}", result))
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigPath,
+    overrides: Overrides = None,
+    params: Annotated[bool, typer.Option("--params", help="Build the model and list which parameters get which λ.")] = False,
+) -> None:
+    """Print the resolved, validated config (defaults filled in, overrides applied) as YAML."""
+    cfg = load_or_exit(config, overrides)
+    out.print(yaml.safe_dump(to_plain_dict(cfg), sort_keys=False), end="", highlight=False, markup=False)
+    if params:
+        from .train import build_setup
+
+        try:
+            setup = build_setup(cfg)
+        except Rnnl2Error as error:
+            fail(str(error))
+        from .regularization import describe_selection
+
+        out.print(selection_table(describe_selection(setup.model, setup.groups)))
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the config file, for editors and validators."""
+    print(json.dumps(RunConfig.model_json_schema(by_alias=True), indent=2))

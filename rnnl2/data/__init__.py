@@ -1,0 +1,125 @@
+"""Datasets as in-memory tensors: `Split` batches them by index, `build_splits` picks the
+builder for `data.kind`, and `DataSpec` tells the model and eval what the data looks like."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Literal, NamedTuple
+
+import torch
+
+from ..config import Rnnl2Error
+
+Task = Literal["tagging", "classification", "regression", "lm"]
+
+
+class DataError(Rnnl2Error):
+    """A data file or generated dataset cannot be used; the message names file, column or line."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the model and the metrics need to know about a dataset."""
+
+    task: Task
+    input_size: int
+    """Features per time step (for token inputs: the vocabulary size)."""
+    output_size: int
+    """Classes (tagging, classification, lm) or target features per forecast step (regression)."""
+    tokens: bool = False
+    """Inputs are token ids (the model gets an embedding layer)."""
+    horizon: int = 1
+    """Regression: forecast steps per example."""
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    """JSON-ready state that rebuilds the data pipeline at eval time (vocabulary, scaler, labels)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "input_size": self.input_size, "output_size": self.output_size,
+            "tokens": self.tokens, "horizon": self.horizon, "pipeline": self.pipeline,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "DataSpec":
+        return cls(**raw)
+
+
+class Batch(NamedTuple):
+    inputs: torch.Tensor  # (batch, time, features) float, or (batch, time) token ids
+    targets: torch.Tensor  # tagging (batch, time); classification (batch,); regression (batch, horizon, out)
+    lengths: torch.Tensor | None  # (batch,) valid steps of padded sequences, on the CPU
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held as whole tensors; batches are slices by index, never per-sample Python."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    lengths: torch.Tensor | None = None
+    stateful: bool = False
+    """Consecutive batches continue the same sequences (carry the hidden state across them)."""
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def to(self, device: torch.device) -> "Split":
+        """Move the tensors once; lengths stay on the CPU, as pack_padded_sequence wants."""
+        return replace(self, inputs=self.inputs.to(device), targets=self.targets.to(device))
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Batches in order, or shuffled when a generator is given."""
+        count = len(self)
+        if generator is None:
+            for start in range(0, count, batch_size):
+                stop = start + batch_size
+                lengths = None if self.lengths is None else self.lengths[start:stop]
+                yield Batch(self.inputs[start:stop], self.targets[start:stop], lengths)
+            return
+        order = torch.randperm(count, generator=generator)
+        device_order = order.to(self.inputs.device)
+        for start in range(0, count, batch_size):
+            index = device_order[start : start + batch_size]
+            lengths = None if self.lengths is None else self.lengths[order[start : start + batch_size]]
+            yield Batch(self.inputs[index], self.targets[index], lengths)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    spec: DataSpec
+
+    def get(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}; choose train, val or test")
+        return getattr(self, name)
+
+
+BUILDERS: dict[str, Callable[[Any], Splits]] = {}
+
+
+def register(kind: str) -> Callable[[Callable[[Any], Splits]], Callable[[Any], Splits]]:
+    """Register the function that builds the splits of one `data.kind`."""
+
+    def wrap(builder: Callable[[Any], Splits]) -> Callable[[Any], Splits]:
+        BUILDERS[kind] = builder
+        return builder
+
+    return wrap
+
+
+def build_splits(data_cfg: Any) -> Splits:
+    """Build train/val/test for the config's `kind`; empty splits are an error."""
+    splits = BUILDERS[data_cfg.kind](data_cfg)
+    for name in ("train", "val", "test"):
+        if len(splits.get(name)) == 0:
+            raise DataError(f"data ({data_cfg.kind}): the {name} split is empty")
+    return splits
+
+
+from . import synthetic  # noqa: E402,F401  (registers the built-in kinds)

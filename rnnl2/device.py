@@ -1,0 +1,37 @@
+"""Pick the torch device a run asks for, with a clear error when it is not there."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import ConfigError
+
+
+def resolve_device(requested: str) -> torch.device:
+    """auto → CUDA, then MPS, else CPU; an explicit device must exist."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {requested!r} requested, but CUDA is not available here")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {requested!r} requested, but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device: {requested!r} requested, but MPS is not available here")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """A human name for the run record: `cpu`, or `cuda:0 (NVIDIA H100 ...)`."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device.type

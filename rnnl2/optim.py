@@ -1,0 +1,66 @@
+"""Optimizer and learning-rate schedule, with L2 placed where `l2.mode` says: in the loss
+(penalty), in the optimizer's coupled weight_decay, or as decoupled decay θ ← θ − lr·λ·θ."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import L2Config, OptimizerConfig
+from .regularization import L2Group
+
+
+def param_groups(model: nn.Module, groups: list[L2Group], decay: bool) -> list[dict]:
+    """One optimizer group per λ (weight_decay=λ when `decay`), plus the unselected rest."""
+    selected = {id(p) for g in groups for p in g.params}
+    rest = [p for p in model.parameters() if id(p) not in selected]
+    out = [{"params": list(g.params), "weight_decay": g.lam if decay else 0.0} for g in groups]
+    if rest:
+        out.append({"params": rest, "weight_decay": 0.0})
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, l2: L2Config, groups: list[L2Group]) -> torch.optim.Optimizer:
+    """The torch optimizer. weight_decay mode → coupled decay; decoupled mode with adam/adamw →
+    AdamW (torch's own); with sgd/rmsprop → `decoupled_decay_` in the loop, weight_decay=0 here."""
+    native_decoupled = l2.mode == "decoupled" and cfg.name in ("adam", "adamw")
+    decay = l2.mode == "weight_decay" or native_decoupled
+    params = param_groups(model, groups, decay)
+    name = cfg.name
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if name == "adam" and native_decoupled or name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+    return torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps)
+
+
+def needs_manual_decoupled_decay(cfg: OptimizerConfig, l2: L2Config) -> bool:
+    """sgd and rmsprop have no decoupled decay of their own (SGDW-style), so the loop applies it."""
+    return l2.mode == "decoupled" and cfg.name in ("sgd", "rmsprop")
+
+
+@torch.no_grad()
+def decoupled_decay_(optimizer: torch.optim.Optimizer, groups: list[L2Group]) -> None:
+    """θ ← θ·(1 − lr·λ) before the step, exactly as AdamW orders it; lr follows the schedule."""
+    lr = optimizer.param_groups[0]["lr"]
+    for group in groups:
+        if group.lam:
+            torch._foreach_mul_(list(group.params), 1.0 - lr * group.lam)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, epochs: int):
+    """Epoch-level schedule, or None; plateau watches the validation loss."""
+    sched = cfg.scheduler
+    if sched.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+    if sched.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=sched.min_lr)
+    if sched.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=sched.gamma, patience=sched.patience, min_lr=sched.min_lr
+        )
+    return None

@@ -1,0 +1,102 @@
+"""Every term added to the loss besides the data loss: which parameters get L2, with which λ,
+and the penalty (λ/2)·Σθ² itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+from .config import GROUPS, ConfigError, L2Config
+
+# Named groups as globs on RecurrentNet's parameter names. RNN biases are `bias_ih_l0` and
+# `bias_hh_l0`, so `weight_*` globs never catch them and `bias` catches both plus the head's.
+GROUP_PATTERNS: dict[str, tuple[str, ...]] = {
+    "weight_ih": ("rnn.weight_ih_l*",),
+    "weight_hh": ("rnn.weight_hh_l*",),
+    "bias": ("rnn.bias_*", "head.bias"),
+    "embedding": ("embedding.weight",),
+    "head": ("head.weight",),
+}
+assert set(GROUP_PATTERNS) == set(GROUPS)
+
+
+@dataclass(frozen=True)
+class L2Group:
+    """Parameters that share one λ."""
+
+    lam: float
+    names: tuple[str, ...]
+    params: tuple[nn.Parameter, ...]
+
+
+def matches(name: str, selector: str) -> bool:
+    """Whether a parameter name is picked by a group name or a glob."""
+    return any(fnmatchcase(name, pattern) for pattern in GROUP_PATTERNS.get(selector, (selector,)))
+
+
+def select_l2_parameters(model: nn.Module, l2: L2Config) -> list[L2Group]:
+    """The parameters `l2.apply_to` names, grouped by their λ (`l2.lambdas` overrides `l2.lambda`).
+
+    A glob that matches no parameter is an error (it is almost always a typo); a named group
+    the model lacks (`embedding` on feature inputs) simply selects nothing.
+    """
+    named = list(model.named_parameters())
+    for selector in [*l2.apply_to, *l2.lambdas]:
+        if selector not in GROUP_PATTERNS and not any(matches(n, selector) for n, _ in named):
+            raise ConfigError(
+                f"l2: {selector!r} matches no parameter; groups are {', '.join(GROUPS)}, "
+                f"parameters are {', '.join(n for n, _ in named)}"
+            )
+    by_lambda: dict[float, list[tuple[str, nn.Parameter]]] = {}
+    for name, param in named:
+        if not any(matches(name, s) for s in l2.apply_to):
+            continue
+        lam = next((v for s, v in l2.lambdas.items() if matches(name, s)), l2.lambda_)
+        by_lambda.setdefault(lam, []).append((name, param))
+    return [
+        L2Group(lam, tuple(n for n, _ in pairs), tuple(p for _, p in pairs))
+        for lam, pairs in by_lambda.items()
+    ]
+
+
+class L2Penalty:
+    """(λ/2)·Σθ² over the selected parameters, with one fused norm for all of them.
+
+    Built once; the per-parameter λ vector lives on the parameters' device, so a call is
+    two kernels (foreach norm, weighted sum) whatever the number of tensors.
+    """
+
+    def __init__(self, groups: list[L2Group]):
+        self.params = [p for g in groups for p in g.params]
+        lams = [g.lam for g in groups for _ in g.params]
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self.half_lams = torch.tensor(lams, dtype=torch.float32, device=device) * 0.5
+
+    def __call__(self) -> torch.Tensor:
+        """The differentiable penalty; zero (no graph) when nothing is selected."""
+        if not self.params:
+            return torch.zeros((), device=self.half_lams.device)
+        norms = torch.stack(torch._foreach_norm(self.params))
+        return (self.half_lams * norms.square()).sum()
+
+    @torch.no_grad()
+    def weight_norm(self) -> torch.Tensor:
+        """‖θ‖₂ of all selected parameters together (what the penalty shrinks)."""
+        if not self.params:
+            return torch.zeros(())
+        return torch.stack(torch._foreach_norm(self.params)).square().sum().sqrt()
+
+
+def l2_penalty(params: list[torch.Tensor], lam: float) -> torch.Tensor:
+    """(λ/2)·Σθ² over `params` for one λ, in one fused reduction."""
+    norms = torch._foreach_norm(list(params))
+    return 0.5 * lam * torch.stack(norms).square().sum()
+
+
+def describe_selection(model: nn.Module, groups: list[L2Group]) -> list[tuple[str, tuple[int, ...], float | None]]:
+    """(name, shape, λ or None) for every parameter, in model order, for `config show --params`."""
+    lam_of = {name: g.lam for g in groups for name in g.names}
+    return [(name, tuple(p.shape), lam_of.get(name)) for name, p in model.named_parameters()]

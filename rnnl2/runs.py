@@ -1,0 +1,144 @@
+"""The run folder: its unique name, `config.yaml`, `metrics.jsonl`/`metrics.csv`, `summary.json`,
+and checkpoints that load with `torch.load(weights_only=True)`. Every write is atomic."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import secrets
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from .config import Rnnl2Error, RunConfig, to_plain_dict
+
+CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
+# What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, AttributeError)
+
+
+class CheckpointError(Rnnl2Error):
+    """A checkpoint is missing, damaged, unsafe or does not fit the model."""
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write through a temp file in the same folder, fsync, rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def create_run_dir(runs_dir: Path, name: str, explicit: Path | None = None) -> Path:
+    """`runs/<name>/<YYYYmmdd-HHMMSS>-<6 hex>/`, created exclusively so no two runs share one."""
+    if explicit is not None:
+        if explicit.exists() and any(explicit.iterdir()):
+            raise Rnnl2Error(f"--run-dir {explicit} exists and is not empty; choose a new folder")
+        explicit.mkdir(parents=True, exist_ok=True)
+        return explicit
+    parent = runs_dir / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while True:
+        run_dir = parent / f"{stamp}-{secrets.token_hex(3)}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training when the runs folder cannot be written."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise Rnnl2Error(f"cannot write run folders under {folder}: {probe} is not writable")
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    """The resolved config, so `rnnl2 train <run>/config.yaml` repeats the run."""
+    write_text(run_dir / "config.yaml", yaml.safe_dump(to_plain_dict(cfg), sort_keys=False))
+
+
+class MetricsLog:
+    """Appends one row per epoch to `metrics.jsonl` and `metrics.csv` (same names in both)."""
+
+    def __init__(self, run_dir: Path):
+        self.jsonl = run_dir / "metrics.jsonl"
+        self.csv = run_dir / "metrics.csv"
+        self.columns: list[str] | None = None
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.jsonl.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        new_file = self.columns is None
+        self.columns = self.columns or list(row)
+        with self.csv.open("a", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save of plain dicts and tensors only, written atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
+    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()), binary=True)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or a run folder meaning its best (else last) checkpoint."""
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            candidate = path / "checkpoints" / name
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this folder")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint or run folder")
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True, so a crafted file cannot run code; damage is a clear error."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except LOAD_ERRORS as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a loadable rnnl2 checkpoint (unsafe, truncated or corrupt): {first}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an rnnl2 checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    return payload
