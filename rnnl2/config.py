@@ -4,11 +4,13 @@ and the errors rnnl2 reports to users instead of tracebacks."""
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 
 class Rnnl2Error(Exception):
@@ -26,6 +28,27 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
+
+
+def expand_path(value: str, info: ValidationInfo) -> str:
+    """Expand `~`, `$VAR` and `${VAR}`; resolve a relative path against the config file's folder.
+
+    An unset variable is an error that names it, rather than a path with a literal `$` in it.
+    """
+    for match in re.finditer(r"\$(?:\{(\w+)\}|(\w+))", value):
+        name = match.group(1) or match.group(2)
+        if name not in os.environ:
+            raise ValueError(f"environment variable ${name} is not set")
+    path = Path(os.path.expanduser(os.path.expandvars(value)))
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path)
+
+
+FilePath = Annotated[str, AfterValidator(expand_path)]
+"""A path field of a data config: expanded and made absolute when the config is loaded."""
+
 
 
 class SeedTaggingData(Section):
@@ -307,13 +330,15 @@ def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML file, apply `a.b=value` overrides, validate the result."""
     raw = apply_overrides(read_yaml(Path(path)), overrides)
     raw.setdefault("name", Path(path).stem)
-    return validate_config(raw, source=str(path))
+    return validate_config(raw, source=str(path), base_dir=Path(path).resolve().parent)
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a raw mapping; a failure lists every bad key with its value and the rule."""
+def validate_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> RunConfig:
+    """Validate a raw mapping; a failure lists every bad key with its value and the rule.
+
+    Relative data paths resolve against `base_dir` (the config file's folder)."""
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as err:
         lines = [describe_error(e, raw) for e in err.errors()]
         raise ConfigError(f"{source}: invalid config\n" + "\n".join(f"  {l}" for l in lines)) from None

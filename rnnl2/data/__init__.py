@@ -4,6 +4,7 @@ builder for `data.kind`, and `DataSpec` tells the model and eval what the data l
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, NamedTuple
 
 import torch
@@ -111,6 +112,31 @@ def register(kind: str) -> Callable[[Callable[[Any], Splits]], Callable[[Any], S
         return builder
 
     return wrap
+
+
+# kind → function(data_cfg, spec, path) that reads a new file through the saved pipeline
+# (vocabulary, label map, scaler in `spec.pipeline`), for `eval --data` and `predict`.
+LOADERS: dict[str, Callable[[Any, DataSpec, Path], Split]] = {}
+
+
+def register_loader(kind: str) -> Callable[[Callable[..., Split]], Callable[..., Split]]:
+    """Register how one file-based `data.kind` reads a new file with a trained pipeline."""
+
+    def wrap(loader: Callable[..., Split]) -> Callable[..., Split]:
+        LOADERS[kind] = loader
+        return loader
+
+    return wrap
+
+
+def load_new_data(data_cfg: Any, spec: DataSpec, path: Path) -> Split:
+    """A split read from `path` exactly as the training data was prepared."""
+    if data_cfg.kind not in LOADERS:
+        raise DataError(f"--data: data kind {data_cfg.kind!r} is generated, not read from files")
+    split = LOADERS[data_cfg.kind](data_cfg, spec, Path(path))
+    if len(split) == 0:
+        raise DataError(f"{path}: no examples")
+    return split
 
 
 def build_splits(data_cfg: Any) -> Splits:
