@@ -110,7 +110,78 @@ class AddingData(Section):
     seed: int = 0
     """Seed of the generator; independent of the run's `seed`."""
 
-DATA_KINDS: tuple[type[Section], ...] = (SeedTaggingData, SineData, AddingData)
+
+class ForecastData(Section):
+    """Forecast from a CSV: `lookback` rows of `features` predict the next `horizon` rows of `targets`.
+
+    Rows split chronologically; val and test windows start `lookback` rows before their
+    boundary, so no target row is seen twice (the ETT protocol with `rows: [8640, 2880, 2880]`)."""
+
+    kind: Literal["timeseries_forecast"] = "timeseries_forecast"
+    path: FilePath
+    """CSV file with a header row (CRLF and a missing final newline are fine)."""
+    time_column: str | None = None
+    """Column of timestamps: parsed, checked strictly increasing, never a feature; needed for `dates`."""
+    features: list[str] | None = Field(None, min_length=1)
+    """Input columns; null means every column except `time_column`."""
+    targets: list[str] | None = Field(None, min_length=1)
+    """Columns to forecast (numeric); null means the numeric `features`."""
+    lookback: int = Field(96, ge=1, le=100_000)
+    """Past rows the model sees (L)."""
+    horizon: int = Field(1, ge=1, le=10_000)
+    """Future rows the model predicts (H)."""
+    stride: int = Field(1, ge=1)
+    """Rows between the starts of consecutive windows."""
+    ratios: tuple[float, float, float] | None = None
+    """Chronological train/val/test fractions of the rows; the default split is (0.7, 0.1, 0.2)."""
+    rows: tuple[int, int, int] | None = None
+    """Train/val/test row counts from the top; later rows are unused (ETT: [8640, 2880, 2880])."""
+    dates: list[str] | None = Field(None, min_length=2, max_length=3)
+    """[val_start, test_start] or [val_start, test_start, end): split by `time_column`."""
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+    """Per-column scaling fitted on the train rows only (standard uses the population std)."""
+    missing: Literal["error", "ffill", "interpolate", "drop"] = "error"
+    """Empty/NA cells: an error naming column and line, forward fill, linear interpolation, or
+    drop the row. After ffill/interpolate, rows before the first observed value are dropped."""
+    one_hot: list[str] = Field(default_factory=list)
+    """Categorical feature columns to one-hot encode (categories from the train rows)."""
+    window_norm: bool = False
+    """Subtract each window's last observed row from its inputs and add it back to the forecast
+    (inside the model; needs `targets` among `features`)."""
+
+    @model_validator(mode="after")
+    def _check_split(self) -> "ForecastData":
+        chosen = [name for name in ("ratios", "rows", "dates") if getattr(self, name) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"give only one of ratios, rows and dates, got {' and '.join(chosen)}")
+        if self.ratios is not None and (min(self.ratios) < 0 or sum(self.ratios) > 1 + 1e-9):
+            raise ValueError(f"ratios must be >= 0 and sum to at most 1, got {list(self.ratios)}")
+        if self.rows is not None and min(self.rows) < 1:
+            raise ValueError(f"rows must be positive counts, got {list(self.rows)}")
+        if self.dates is not None and self.time_column is None:
+            raise ValueError("dates needs time_column")
+        return self
+
+
+class SequenceClassificationData(Section):
+    """Classify whole series in the UCR format: label in column 0, the values after it."""
+
+    kind: Literal["sequence_classification"] = "sequence_classification"
+    train_path: FilePath
+    """TRAIN file (tab- or comma-separated, no header)."""
+    test_path: FilePath
+    """TEST file, same format."""
+    val_ratio: float = Field(0.2, gt=0.0, lt=1.0)
+    """Fraction of each training class held out for validation (seeded)."""
+    znorm: bool = False
+    """z-normalize each series by its own mean and (population) std."""
+    seed: int = 0
+    """Seed of the validation carve-out; independent of the run's `seed`."""
+
+
+DATA_KINDS: tuple[type[Section], ...] = (
+    SeedTaggingData, SineData, AddingData, ForecastData, SequenceClassificationData,
+)
 DataConfig = Annotated[Union[DATA_KINDS], Field(discriminator="kind")]
 
 # -------------------------------------------------------------------------- model
