@@ -179,8 +179,111 @@ class SequenceClassificationData(Section):
     """Seed of the validation carve-out; independent of the run's `seed`."""
 
 
+class TextLMData(Section):
+    """Language modelling on plain text: one file cut by `ratios`, or train/valid/test files.
+
+    The token stream is cut into `train.batch_size` contiguous columns (eval: `train.eval_batch_size`)
+    and read in windows of `bptt` steps; the hidden state carries across windows (stateful)."""
+
+    kind: Literal["text_lm"] = "text_lm"
+    path: FilePath | None = None
+    """One text file split by `ratios`, or a folder holding exactly one *train*, one *valid* (or
+    *val*) and one *test* file (the PTB layout: ptb.train.txt, ptb.valid.txt, ptb.test.txt)."""
+    train_path: FilePath | None = None
+    """Explicit training file (with `val_path` and `test_path`, instead of `path`)."""
+    val_path: FilePath | None = None
+    """Explicit validation file."""
+    test_path: FilePath | None = None
+    """Explicit test file."""
+    ratios: list[float] = Field(default_factory=lambda: [0.9, 0.1], min_length=2, max_length=3)
+    """One-file split, in order: [train, val] (nanoGPT: first 90% train, last 10% val; the test
+    metrics then reuse the val part) or [train, val, test]. Must sum to 1."""
+    level: Literal["char", "word"] = "char"
+    """Tokens are characters (newline included) or whitespace-separated words."""
+    eos: bool = True
+    """word level: append `<eos>` at each line end, as every PTB reference does."""
+    lowercase: bool = False
+    """Lowercase the text before tokenizing."""
+    min_freq: int = Field(1, ge=1)
+    """Tokens seen fewer times in the training text become `<unk>`."""
+    max_size: int | None = Field(None, ge=2)
+    """Keep at most this many tokens (the most frequent, `<unk>` included)."""
+    bptt: int = Field(35, ge=1, le=100_000)
+    """Time steps per truncated-BPTT window."""
+    encoding: str = "utf-8"
+    """Text encoding of the files (e.g. latin-1)."""
+    encoding_errors: Literal["strict", "replace", "ignore"] = "strict"
+    """strict: an undecodable byte is an error naming file and line; replace: it becomes U+FFFD."""
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> "TextLMData":
+        explicit = (self.train_path, self.val_path, self.test_path)
+        if self.path is None and None in explicit:
+            raise ValueError("give path (a file or a folder) or all of train_path, val_path, test_path")
+        if self.path is not None and any(p is not None for p in explicit):
+            raise ValueError("give path or train_path/val_path/test_path, not both")
+        if min(self.ratios) <= 0 or abs(sum(self.ratios) - 1.0) > 1e-6:
+            raise ValueError(f"ratios must be positive and sum to 1, got {list(self.ratios)}")
+        return self
+
+
+class TextClassificationData(Section):
+    """One label per text, from CSV, TSV, JSONL or regex-parsed lines (TREC: `LABEL:fine text`)."""
+
+    kind: Literal["text_classification"] = "text_classification"
+    path: FilePath
+    """Training file (also the source of the test split when `test_path` is not given)."""
+    test_path: FilePath | None = None
+    """Separate test file; without it a stratified `test_ratio` of `path` is held out (seeded)."""
+    format: Literal["csv", "tsv", "jsonl", "lines"] = "csv"
+    """csv/tsv: one row per example (a header row unless `header: false`); jsonl: one object per
+    line; lines: each line parsed by `line_pattern`."""
+    header: bool = True
+    """csv/tsv: the first row names the columns."""
+    text_field: str | int = "text"
+    """Column name (or 0-based index) or JSON key of the text."""
+    label_field: str | int = "label"
+    """Column name (or 0-based index) or JSON key of the label."""
+    line_pattern: str = r"^(?P<label>\S+)\s+(?P<text>.*)$"
+    """lines: a regex with named groups `label` and `text` (TREC coarse: `^(?P<label>[^:]+):\S+\s+(?P<text>.*)$`)."""
+    tokenizer: Literal["char", "word"] = "word"
+    """Characters, or the matches of `token_pattern`."""
+    token_pattern: str = r"\w+|[^\w\s]"
+    """word: the regex whose matches are the tokens (default: runs of word characters, and each punctuation mark)."""
+    lowercase: bool = True
+    """Lowercase the text before tokenizing."""
+    max_len: int | None = Field(None, ge=1, le=1_000_000)
+    """Keep the first `max_len` tokens of each text."""
+    min_freq: int = Field(1, ge=1)
+    """Tokens seen fewer times in the training split become `<unk>`."""
+    max_size: int | None = Field(None, ge=3)
+    """Keep at most this many tokens (the most frequent, `<pad>` and `<unk>` included)."""
+    val_ratio: float = Field(0.1, gt=0.0, lt=1.0)
+    """Fraction of the training examples carved out (stratified, seeded) for validation."""
+    test_ratio: float = Field(0.2, gt=0.0, lt=1.0)
+    """Without `test_path`: fraction of `path` held out (stratified, seeded) for testing."""
+    seed: int = 0
+    """Seed of the stratified splits; independent of the run's `seed`."""
+    encoding: str = "utf-8"
+    """Text encoding of the files (TREC's train file needs latin-1)."""
+    encoding_errors: Literal["strict", "replace", "ignore"] = "strict"
+    """strict: an undecodable byte is an error naming file and line; replace: it becomes U+FFFD."""
+
+    @model_validator(mode="after")
+    def _check_patterns(self) -> "TextClassificationData":
+        for name in ("line_pattern", "token_pattern"):
+            try:
+                compiled = re.compile(getattr(self, name))
+            except re.error as error:
+                raise ValueError(f"{name} is not a valid regex: {error}") from None
+            if name == "line_pattern" and not {"label", "text"} <= set(compiled.groupindex):
+                raise ValueError("line_pattern needs the named groups (?P<label>...) and (?P<text>...)")
+        return self
+
+
 DATA_KINDS: tuple[type[Section], ...] = (
     SeedTaggingData, SineData, AddingData, ForecastData, SequenceClassificationData,
+    TextLMData, TextClassificationData,
 )
 DataConfig = Annotated[Union[DATA_KINDS], Field(discriminator="kind")]
 
