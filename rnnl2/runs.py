@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import yaml
 
 from .config import Rnnl2Error, RunConfig, to_plain_dict
@@ -114,6 +113,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """torch.save of plain dicts and tensors only, written atomically."""
+    import torch  # here, not at the top: compare and report read run folders without torch
+
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
     atomic_write(path, lambda handle: handle.write(buffer.getbuffer()), binary=True)
@@ -134,6 +135,8 @@ def resolve_checkpoint(path: Path) -> Path:
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with weights_only=True, so a crafted file cannot run code; damage is a clear error."""
+    import torch
+
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except LOAD_ERRORS as err:
