@@ -1,0 +1,252 @@
+"""The run folder: unique names, atomic writes, metrics, checkpoints, reproducibility, and how
+`train.run` stops (early stopping, max_steps)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_TAGGING
+from rnnl2.config import ConfigError, Rnnl2Error, RunConfig, apply_overrides, validate_config
+from rnnl2.data import DataSpec
+from rnnl2.evaluate import evaluate_checkpoint
+from rnnl2.models import build_model
+from rnnl2 import runs
+from rnnl2.runs import (
+    CheckpointError,
+    MetricsLog,
+    atomic_write,
+    create_run_dir,
+    load_checkpoint,
+    read_metrics,
+    resolve_checkpoint,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
+from rnnl2.train import build_setup, run
+
+TIMING = {"seconds", "samples_per_s"}
+
+
+def make_config(*overrides: str) -> RunConfig:
+    return validate_config(apply_overrides(copy.deepcopy(TINY_TAGGING), list(overrides)))
+
+
+def visible_and_hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ------------------------------------------------------------------- run folders
+
+
+def test_run_dirs_created_in_the_same_second_are_distinct(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
+    made = [create_run_dir(tmp_path, "tiny") for _ in range(50)]
+    assert len(set(made)) == 50
+    assert all(p.is_dir() and p.parent == tmp_path / "tiny" and p.name.startswith("20260101-000000-") for p in made)
+
+
+def test_a_colliding_random_id_is_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
+    ids = iter(["aaaaaa", "aaaaaa", "aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(ids))
+    first = create_run_dir(tmp_path, "tiny")
+    (first / "marker").write_text("first run")
+    second = create_run_dir(tmp_path, "tiny")
+    assert first.name.endswith("-aaaaaa") and second.name.endswith("-bbbbbb")
+    assert (first / "marker").read_text() == "first run"  # never reused
+
+
+def test_explicit_run_dir_must_be_new_or_empty(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert create_run_dir(tmp_path, "x", empty) == empty
+    assert create_run_dir(tmp_path, "x", tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    (empty / "keep.txt").write_text("data")
+    with pytest.raises(Rnnl2Error, match="not empty"):
+        create_run_dir(tmp_path, "x", empty)
+    assert visible_and_hidden(empty) == ["keep.txt"]
+
+
+# ------------------------------------------------------------------ atomic writes
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path):
+    write_text(tmp_path / "a.txt", "hello")
+    write_json(tmp_path / "b.json", {"x": [1, 2]})
+    write_json(tmp_path / "b.json", {"x": [3]})  # replace
+    save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(2)}})
+    assert visible_and_hidden(tmp_path) == ["a.txt", "b.json", "c.pt"]
+    assert json.loads((tmp_path / "b.json").read_text()) == {"x": [3]}
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temp_file(tmp_path):
+    target = tmp_path / "summary.json"
+    write_json(target, {"old": True})
+
+    def crash(handle):
+        handle.write('{"new": ')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, crash)
+    assert json.loads(target.read_text()) == {"old": True}
+    assert visible_and_hidden(tmp_path) == ["summary.json"]
+
+
+def test_metrics_log_writes_the_same_names_to_jsonl_and_csv(tmp_path):
+    log = MetricsLog(tmp_path)
+    log.append({"epoch": 1, "val_loss": 0.5})
+    log.append({"epoch": 2, "val_loss": 0.25})
+    assert read_metrics(tmp_path) == [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.25}]
+    with (tmp_path / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [{"epoch": "1", "val_loss": "0.5"}, {"epoch": "2", "val_loss": "0.25"}]
+    assert read_metrics(tmp_path / "nowhere") == []
+
+
+# ------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_and_weights_only(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"model": {"w": torch.arange(3.0)}, "epoch": 4, "config": {"name": "x"}})
+    raw = torch.load(path, weights_only=True)
+    assert raw["epoch"] == 4 and torch.equal(raw["model"]["w"], torch.arange(3.0))
+    assert load_checkpoint(path)["config"] == {"name": "x"}
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("content", ["not a checkpoint at all", "pickle", "truncated", "foreign"])
+def test_bad_checkpoint_files_are_a_clear_error(tmp_path, content, capsys):
+    path = tmp_path / "bad.pt"
+    if content == "pickle":
+        torch.save({"format": runs.CHECKPOINT_FORMAT, "x": Evil()}, path)
+    elif content == "truncated":
+        save_checkpoint(path, {"model": {"w": torch.ones(100)}})
+        path.write_bytes(path.read_bytes()[:200])
+    elif content == "foreign":
+        torch.save({"state_dict": {"w": torch.ones(1)}}, path)  # loads, but is not ours
+    else:
+        path.write_text(content)
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_resolve_checkpoint_prefers_best_then_last(tmp_path):
+    folder = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        resolve_checkpoint(tmp_path)
+    save_checkpoint(folder / "checkpoints" / "last.pt", {"epoch": 2})
+    assert resolve_checkpoint(folder).name == "last.pt"
+    save_checkpoint(folder / "checkpoints" / "best.pt", {"epoch": 1})
+    assert resolve_checkpoint(folder).name == "best.pt"
+    with pytest.raises(CheckpointError, match="no such"):
+        resolve_checkpoint(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------- a whole run
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny run, with the Setup kept so the trained model can be compared with its checkpoint."""
+    cfg = make_config("train.epochs=3")
+    setup = build_setup(cfg)
+    result = run(cfg, tmp_path_factory.mktemp("runs"), setup=setup)
+    return cfg, setup, result
+
+
+def test_run_folder_contents(finished):
+    cfg, _, result = finished
+    folder = result.run_dir
+    assert folder.parent.name == "tiny"
+    names = set(visible_and_hidden(folder))
+    assert {"config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", "checkpoints"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temp files left
+    assert validate_config(__import__("yaml").safe_load((folder / "config.yaml").read_text())) == cfg
+    rows = read_metrics(folder)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and [r["step"] for r in rows] == [4, 8, 12]
+    for key in ("train_data_loss", "penalty", "train_loss", "val_loss", "val_accuracy", "lr", "weight_norm",
+                "grad_norm", "seconds", "samples_per_s"):
+        assert all(isinstance(r[key], float) for r in rows), key
+    with (folder / "metrics.csv").open() as handle:
+        assert next(csv.reader(handle)) == list(rows[0])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_run"] == 3
+    assert summary["best_value"] == min(r["val_loss"] for r in rows)
+    assert rows[summary["best_epoch"] - 1]["val_loss"] == summary["best_value"]
+    assert {"test_loss", "test_accuracy", "val_loss"} <= set(summary)
+    assert summary["device"] == "cpu" and summary["versions"]["torch"] == torch.__version__
+    assert summary["parameters"] == sum(p.numel() for p in finished[1].model.parameters())
+
+
+def test_checkpoints_load_with_weights_only_and_reproduce_the_model(finished):
+    cfg, setup, result = finished
+    best = torch.load(result.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["step"] == 12 and last["optimizer"]["state"]
+    assert validate_config(best["config"]) == cfg
+    model = build_model(validate_config(best["config"]).model, DataSpec.from_dict(best["data_spec"]))
+    model.load_state_dict(best["model"])
+    model.eval()
+    setup.model.eval()  # `run` leaves the best weights in the setup's model
+    inputs = setup.test.inputs
+    with torch.no_grad():
+        assert torch.equal(model(inputs)[0], setup.model(inputs)[0])
+    evaluated = evaluate_checkpoint(result.run_dir, "test", device="cpu")
+    assert evaluated["test_loss"] == pytest.approx(result.summary["test_loss"], rel=1e-6)
+    assert evaluated["epoch"] == result.summary["best_epoch"]
+
+
+def test_same_seed_gives_identical_metrics(tmp_path, finished):
+    cfg, _, first = finished
+    second = run(cfg, tmp_path)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+    assert strip(read_metrics(first.run_dir)) == strip(read_metrics(second.run_dir))
+    other = run(make_config("train.epochs=3", "seed=1"), tmp_path)
+    assert strip(read_metrics(other.run_dir)) != strip(read_metrics(first.run_dir))
+
+
+def test_early_stopping_with_patience_stops_early(tmp_path):
+    # lr so small the weights cannot move: the validation loss never improves after epoch 1
+    cfg = make_config("train.epochs=10", "train.early_stopping.patience=2", "optimizer.name=sgd",
+                      "optimizer.lr=1e-30", "output.save_checkpoints=false")
+    result = run(cfg, tmp_path)
+    assert result.summary["status"] == "early_stopped"
+    assert result.summary["epochs_run"] == 3 and result.summary["best_epoch"] == 1
+    assert not (result.run_dir / "checkpoints").exists()
+
+
+def test_early_stopping_on_a_higher_is_better_metric(tmp_path):
+    cfg = make_config("train.epochs=10", "train.early_stopping.patience=1", "train.early_stopping.metric=val_accuracy",
+                      "train.early_stopping.mode=max", "optimizer.name=sgd", "optimizer.lr=1e-30")
+    result = run(cfg, tmp_path)
+    assert result.summary["status"] == "early_stopped" and result.summary["epochs_run"] == 2
+
+
+def test_max_steps_stops_mid_epoch(tmp_path):
+    result = run(make_config("train.epochs=10", "train.max_steps=6"), tmp_path)  # 4 steps per epoch
+    rows = read_metrics(result.run_dir)
+    assert [r["step"] for r in rows] == [4, 6]
+    assert result.summary["status"] == "max_steps" and result.summary["steps"] == 6
+
+
+@pytest.mark.parametrize("stop", [["train.early_stopping.metric=val_mse"],
+                                  ["train.early_stopping.metric=val_accuracy"]])
+def test_an_unusable_early_stopping_metric_is_a_config_error(tmp_path, stop):
+    with pytest.raises(ConfigError, match="early_stopping"):
+        run(make_config(*stop), tmp_path)
+    assert not any(tmp_path.iterdir())  # no run folder
