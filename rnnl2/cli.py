@@ -158,24 +158,47 @@ def eval_command(
     split: Annotated[str, typer.Option(help="Split to evaluate: train, val or test.")] = "test",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
+    data: Annotated[Optional[Path], typer.Option(help="Evaluate on this file instead, read through the saved pipeline.")] = None,
 ) -> None:
-    """Evaluate a trained model on one split; also writes eval-<split>.json into the run folder."""
+    """Evaluate a trained model on one split (writes eval-<split>.json into the run folder) or on a new file."""
     if split not in ("train", "val", "test"):
         fail(f"--split must be train, val or test, got {split!r}")
     from .evaluate import evaluate_checkpoint
     from .runs import write_json
 
     try:
-        result = evaluate_checkpoint(path, split, device)
+        result = evaluate_checkpoint(path, split, device, data=data)
     except Rnnl2Error as error:
         fail(str(error))
     checkpoint = Path(result["checkpoint"])
-    if checkpoint.parent.name == "checkpoints":
+    if checkpoint.parent.name == "checkpoints" and data is None:
         write_json(checkpoint.parent.parent / f"eval-{split}.json", result)
     if as_json:
         print(json.dumps(result))
     else:
-        out.print(metrics_table(f"{checkpoint} on {split}", result))
+        out.print(metrics_table(f"{checkpoint} on {data or split}", result))
+
+
+@app.command()
+def predict(
+    path: Annotated[Path, typer.Argument(help="A checkpoint file, or a run folder (its best checkpoint).")],
+    data: Annotated[Path, typer.Option(help="File to predict, read through the saved pipeline.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV here instead of stdout.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Write predictions as CSV: forecasts per window, step and target (file units), or label and probabilities."""
+    from .predict import predict_file, to_csv_text
+    from .runs import write_text
+
+    try:
+        text = to_csv_text(predict_file(path, data, device))
+    except Rnnl2Error as error:
+        fail(str(error))
+    if output is None:
+        print(text, end="")
+    else:
+        write_text(output, text)
+        err.print(f"wrote {output}", highlight=False)
 
 
 @config_app.command("show")

@@ -9,8 +9,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import validate_config
-from .data import DataSpec, Split, Task, build_splits
+from .config import RunConfig, validate_config
+from .data import DataSpec, Split, Task, build_splits, load_new_data
 from .device import resolve_device
 from .models import build_model
 from .runs import CheckpointError, load_checkpoint, resolve_checkpoint
@@ -55,7 +55,11 @@ def finish_metrics(task: Task, sums: dict[str, float]) -> dict[str, float]:
     count = max(sums["count"], 1)
     if task == "regression":
         mse = sums["squared"] / count
-        return {"loss": mse, "mse": mse, "mae": sums["absolute"] / count, "rmse": math.sqrt(mse)}
+        metrics = {"loss": mse, "mse": mse, "mae": sums["absolute"] / count, "rmse": math.sqrt(mse)}
+        if "squared_orig" in sums:  # the same errors in the file's units
+            mse_orig = sums["squared_orig"] / count
+            metrics |= {"mse_orig": mse_orig, "mae_orig": sums["absolute_orig"] / count, "rmse_orig": math.sqrt(mse_orig)}
+        return metrics
     loss = sums["nll"] / count
     if task == "lm":
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bpc": loss / math.log(2)}
@@ -69,10 +73,16 @@ def evaluate(model: torch.nn.Module, split: Split, task: Task, batch_size: int) 
     model.eval()
     totals: dict[str, torch.Tensor] = {}
     hidden = None
+    # Scaled regression data: errors times the scaler's scale are errors in the file's units.
+    scale = split.unscale[1].to(split.targets.device) if task == "regression" and split.unscale else None
     for batch in split.batches(batch_size):
         outputs, new_hidden = model(batch.inputs, batch.lengths, hidden)
         hidden = new_hidden if split.stateful else None
-        for key, value in batch_sums(task, outputs, batch.targets).items():
+        sums = batch_sums(task, outputs, batch.targets)
+        if scale is not None:
+            error = (outputs - batch.targets) * scale
+            sums |= {"squared_orig": error.square().sum(), "absolute_orig": error.abs().sum()}
+        for key, value in sums.items():
             totals[key] = totals[key] + value if key in totals else value
     model.train(was_training)
     return finish_metrics(task, {key: value.item() for key, value in totals.items()})
@@ -82,19 +92,30 @@ def prefixed(split_name: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{split_name}_{key}": value for key, value in metrics.items()}
 
 
-def evaluate_checkpoint(path: Path, split_name: str = "test", device: str = "auto", batch_size: int | None = None) -> dict:
-    """Rebuild data and model from a checkpoint and evaluate one split; returns the result record."""
+def load_trained(path: Path, target: torch.device) -> tuple[Path, dict, RunConfig, DataSpec, torch.nn.Module]:
+    """(checkpoint file, payload, config, data spec, model with its weights on `target`)."""
     checkpoint_path = resolve_checkpoint(path)
     payload = load_checkpoint(checkpoint_path)
     cfg = validate_config(payload["config"], source=f"{checkpoint_path} (config)")
     spec = DataSpec.from_dict(payload["data_spec"])
-    target = resolve_device(device)
-    split = build_splits(cfg.data).get(split_name).to(target)
     model = build_model(cfg.model, spec)
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{checkpoint_path}: weights do not fit the model in its config: {str(err).splitlines()[0]}") from None
-    model.to(target)
+    return checkpoint_path, payload, cfg, spec, model.to(target)
+
+
+def evaluate_checkpoint(path: Path, split_name: str = "test", device: str = "auto", batch_size: int | None = None,
+                        data: Path | None = None) -> dict:
+    """Rebuild data and model from a checkpoint and evaluate one split, or the file `data` read
+    through the saved pipeline (metrics prefixed `data_`); returns the result record."""
+    target = resolve_device(device)
+    checkpoint_path, payload, cfg, spec, model = load_trained(path, target)
+    if data is not None:
+        split_name, split = "data", load_new_data(cfg.data, spec, data).to(target)
+    else:
+        split = build_splits(cfg.data).get(split_name).to(target)
     metrics = evaluate(model, split, spec.task, batch_size or cfg.train.eval_batch_size)
-    return {"checkpoint": str(checkpoint_path), "split": split_name, "epoch": payload.get("epoch"), **prefixed(split_name, metrics)}
+    record = {"checkpoint": str(checkpoint_path), "split": split_name, "epoch": payload.get("epoch")}
+    return record | ({"data": str(data)} if data is not None else {}) | prefixed(split_name, metrics)

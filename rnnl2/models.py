@@ -39,10 +39,17 @@ class RecurrentNet(nn.Module):
         self.output_shape = (spec.horizon, spec.output_size) if spec.task == "regression" else None
         directions = 2 if cfg.bidirectional else 1
         self.head = nn.Linear(cfg.hidden_size * directions, spec.output_size * spec.horizon)
+        # Per-window normalization (forecasting): inputs minus the window's last row, forecast plus
+        # the targets' last values; `window_norm` lists the targets' input columns.
+        norm = spec.pipeline.get("window_norm") if spec.task == "regression" else None
+        self.register_buffer("norm_index", torch.tensor(norm) if norm else None, persistent=False)
 
     def forward(self, inputs, lengths=None, hidden=None):
         """Returns (outputs, hidden); `hidden` is only carried by stateful (lm) training."""
         x = self.embedding(inputs) if self.embedding is not None else inputs
+        if self.norm_index is not None:
+            last = inputs[:, -1:, :]  # (batch, 1, features)
+            x = inputs - last
         if lengths is not None:  # padding never reaches the cell, so it cannot change a result
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             packed_out, hidden = self.rnn(packed, hidden)
@@ -55,6 +62,8 @@ class RecurrentNet(nn.Module):
         outputs = self.head(self.dropout(summary))
         if self.output_shape is not None:
             outputs = outputs.view(-1, *self.output_shape)
+            if self.norm_index is not None:
+                outputs = outputs + last[:, :, self.norm_index]  # (batch, horizon, targets)
         return outputs, hidden
 
     def pool(self, steps, hidden, lengths):

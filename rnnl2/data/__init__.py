@@ -60,6 +60,10 @@ class Split:
     lengths: torch.Tensor | None = None
     stateful: bool = False
     """Consecutive batches continue the same sequences (carry the hidden state across them)."""
+    unscale: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Regression on scaled data: per-target (offset, scale), so `targets * scale + offset` is in
+    the file's units (evaluate adds `*_orig` metrics)."""
+
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -149,3 +153,5 @@ def build_splits(data_cfg: Any) -> Splits:
 
 
 from . import synthetic  # noqa: E402,F401  (registers the built-in kinds)
+from . import series  # noqa: E402,F401  (timeseries_forecast)
+from . import ucr  # noqa: E402,F401  (sequence_classification)

@@ -1,0 +1,65 @@
+"""`predict`: run a trained model over a new file, read through the checkpoint's saved pipeline, and
+write a CSV: forecasts per window, step and target in the file's units, or class and probabilities."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Rnnl2Error
+from .data import DataSpec, Split, load_new_data
+from .device import resolve_device
+from .evaluate import load_trained
+
+
+@torch.inference_mode()
+def run_model(model: torch.nn.Module, split: Split, batch_size: int) -> torch.Tensor:
+    """The model's outputs for every example, in order, on the CPU."""
+    model.eval()
+    outputs = [model(batch.inputs, batch.lengths)[0].cpu() for batch in split.batches(batch_size)]
+    return torch.cat(outputs)
+
+
+def forecast_table(outputs: torch.Tensor, split: Split, spec: DataSpec) -> pd.DataFrame:
+    """One row per (window, step): `window` counts from 0, `step` from 1; one column per target."""
+    values = outputs.double()  # (windows, horizon, targets)
+    if split.unscale is not None:
+        offset, scale = split.unscale
+        values = values * scale.double() + offset.double()
+    windows, horizon, count = values.shape
+    names = spec.pipeline.get("targets") or [f"target_{i}" for i in range(count)]
+    table = pd.DataFrame(values.reshape(-1, count).numpy(), columns=names)
+    table.insert(0, "step", np.tile(np.arange(1, horizon + 1), windows))
+    table.insert(0, "window", np.repeat(np.arange(windows), horizon))
+    return table
+
+
+def class_table(logits: torch.Tensor, spec: DataSpec) -> pd.DataFrame:
+    """One row per example: its predicted label, then `prob_<label>` for every class."""
+    labels = spec.pipeline.get("labels") or [str(i) for i in range(logits.shape[-1])]
+    probs = torch.softmax(logits.double(), dim=-1).numpy()
+    table = pd.DataFrame(probs, columns=[f"prob_{label}" for label in labels])
+    table.insert(0, "label", np.array(labels, dtype=object)[probs.argmax(axis=1)])
+    table.insert(0, "index", np.arange(len(table)))
+    return table
+
+
+def predict_file(checkpoint: Path, data: Path, device: str = "auto", batch_size: int | None = None) -> pd.DataFrame:
+    """Predictions of the checkpoint's model for every example of `data`."""
+    target = resolve_device(device)
+    _, _, cfg, spec, model = load_trained(checkpoint, target)
+    if spec.task not in ("regression", "classification"):
+        raise Rnnl2Error(f"predict: {spec.task} models are not supported (regression and classification are)")
+    split = load_new_data(cfg.data, spec, data).to(target)
+    outputs = run_model(model, split, batch_size or cfg.train.eval_batch_size)
+    return forecast_table(outputs, split, spec) if spec.task == "regression" else class_table(outputs, spec)
+
+
+def to_csv_text(table: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, float_format="%.6g", lineterminator="\n")
+    return buffer.getvalue()

@@ -1,0 +1,189 @@
+"""timeseries_forecast: parsing, the ETT split protocol, train-only scaling, windows as views,
+per-window normalization, original-unit metrics, and every bad-input case through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from conftest import write_config
+from rnnl2.cli import app
+from rnnl2.config import ForecastData, ModelConfig
+from rnnl2.data import DataError, build_splits
+from rnnl2.evaluate import evaluate
+from rnnl2.models import build_model
+
+
+def write_csv(path: Path, header: str, rows: list[str], crlf: bool = True, final_newline: bool = False) -> Path:
+    """A CSV as the jbrownlee files are: CRLF line ends and no final newline (by default)."""
+    end = "\r\n" if crlf else "\n"
+    path.write_bytes((end.join([header, *rows]) + (end if final_newline else "")).encode())
+    return path
+
+
+def counting_csv(path: Path, rows: int = 200) -> Path:
+    """time, x = row index, y = 10·row index: every window's values name its rows."""
+    lines = [f"2020-01-01 {i // 60:02d}:{i % 60:02d}:00,{i},{10 * i}" for i in range(rows)]
+    return write_csv(path, "time,x,y", lines)
+
+
+def forecast(path: Path, **overrides) -> ForecastData:
+    raw = {"kind": "timeseries_forecast", "path": str(path), "time_column": "time", "lookback": 8,
+           "horizon": 4, "scaling": "none", "rows": [100, 50, 50]}
+    return ForecastData.model_validate(raw | overrides)
+
+
+def test_ett_protocol_split_indices(tmp_path):
+    """train rows [0, a), val [a−L, b), test [b−L, c): val/test inputs start L rows early."""
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), rows=[100, 50, 40]))
+    L, H = 8, 4
+    for split, lo, hi in ((splits.train, 0, 100), (splits.val, 100 - L, 150), (splits.test, 150 - L, 190)):
+        assert len(split) == hi - lo - L - H + 1
+        assert split.inputs[0, :, 0].tolist() == list(range(lo, lo + L))
+        assert split.targets[0, :, 0].tolist() == list(range(lo + L, lo + L + H))
+        assert split.targets[-1, -1, 0].item() == hi - 1  # the last target row is the split's last row
+    assert splits.val.targets[0, 0, 0].item() == 100 and splits.test.targets[0, 0, 0].item() == 150
+
+
+def test_crlf_without_final_newline_and_lf_read_the_same(tmp_path):
+    lines = [f"{i},{i * 0.5}" for i in range(40)]
+    a = build_splits(forecast(write_csv(tmp_path / "a.csv", "x,y", lines), time_column=None, rows=None))
+    b = build_splits(forecast(write_csv(tmp_path / "b.csv", "x,y", lines, crlf=False, final_newline=True),
+                              time_column=None, rows=None))
+    assert torch.equal(a.test.inputs, b.test.inputs) and a.test.inputs[-1, -1, 1].item() == 39 * 0.5 - 4 * 0.5
+
+
+def test_standard_scaler_is_fitted_on_train_rows_only(tmp_path):
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), scaling="standard"))
+    train = np.arange(100, dtype=np.float64)
+    scaler = splits.spec.pipeline["scaler"]
+    assert scaler["mean"]["x"] == pytest.approx(train.mean()) and scaler["std"]["x"] == pytest.approx(train.std())
+    assert splits.test.targets[0, 0, 0].item() == pytest.approx((150 - train.mean()) / train.std(), rel=1e-6)
+
+
+def test_minmax_scaler(tmp_path):
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), scaling="minmax", targets=["y"]))
+    assert splits.train.inputs.min().item() == 0.0 and splits.train.targets.max().item() == pytest.approx(1.0)
+    assert splits.val.targets[0, 0, 0].item() == pytest.approx(100 / 99)
+
+
+def test_windows_are_views_of_one_table(tmp_path):
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv")))
+    storage = splits.train.inputs.untyped_storage()
+    assert storage.nbytes() == 200 * 2 * 4  # the whole table, once: not windows × lookback
+    assert splits.test.inputs.untyped_storage().data_ptr() == storage.data_ptr()
+    assert splits.test.targets.untyped_storage().data_ptr() == storage.data_ptr()  # targets = a column view
+    moved = splits.train.to(torch.device("cpu"))
+    assert moved.inputs.untyped_storage().nbytes() == storage.nbytes()
+
+
+@settings(deadline=None, max_examples=25)
+@given(lookback=st.integers(1, 10), horizon=st.integers(1, 5), stride=st.integers(1, 4))
+def test_each_window_target_is_the_next_rows(tmp_path_factory, lookback, horizon, stride):
+    path = counting_csv(tmp_path_factory.mktemp("w") / "s.csv", rows=60)
+    cfg = forecast(path, lookback=lookback, horizon=horizon, stride=stride, rows=None, ratios=(1.0, 0.0, 0.0))
+    from rnnl2.data.series import load_forecast_file  # every window of the file, no split
+
+    spec = build_splits(forecast(path, lookback=lookback, horizon=horizon, rows=[30, 15, 15])).spec
+    split = load_forecast_file(cfg, spec, path)
+    assert len(split) == (60 - lookback - horizon) // stride + 1
+    starts = split.inputs[:, 0, 0]
+    assert torch.equal(starts, torch.arange(len(split), dtype=torch.float32) * stride)
+    expected = starts[:, None] + lookback + torch.arange(horizon)
+    assert torch.equal(split.targets[:, :, 0], expected)
+
+
+def test_missing_values(tmp_path):
+    lines = [f"{i},{'' if i in (5, 6) else i}" for i in range(40)]
+    path = write_csv(tmp_path / "m.csv", "a,b", lines)
+    base = {"time_column": None, "rows": None, "lookback": 3, "horizon": 1, "ratios": (1.0, 0.0, 0.0)}
+    with pytest.raises(DataError, match=r"column 'b', line 7: missing value"):
+        build_splits(forecast(path, **base))
+    from rnnl2.data.series import load_forecast_file
+
+    spec = build_splits(forecast(path, **base | {"missing": "ffill", "ratios": None})).spec
+    for how, expected in (("ffill", [4, 4, 4]), ("interpolate", [4, 5, 6])):
+        split = load_forecast_file(forecast(path, **base, missing=how), spec, path)
+        assert split.inputs[4, :, 1].tolist() == expected
+    dropped = load_forecast_file(forecast(path, **base, missing="drop"), spec, path)
+    assert len(dropped) == 38 - 3 and dropped.inputs[4, :, 0].tolist() == [4, 7, 8]
+
+
+def test_one_hot_column(tmp_path):
+    lines = [f"{i},{'NW' if i % 3 else 'cv'}" for i in range(40)]
+    path = write_csv(tmp_path / "c.csv", "v,wind", lines)
+    splits = build_splits(forecast(path, time_column=None, rows=None, one_hot=["wind"], lookback=3, horizon=1))
+    assert splits.spec.pipeline["columns"] == ["v", "wind=NW", "wind=cv"]
+    assert splits.spec.output_size == 1 and splits.train.inputs[0, :, 1:].tolist() == [[0, 1], [1, 0], [1, 0]]
+
+
+def test_split_by_dates(tmp_path):
+    lines = [f"2021-01-{d:02d},{d}" for d in range(1, 32)]
+    path = write_csv(tmp_path / "d.csv", "day,v", lines)
+    cfg = forecast(path, time_column="day", rows=None, dates=["2021-01-16", "2021-01-24"], lookback=3, horizon=1)
+    splits = build_splits(cfg)
+    assert splits.val.targets[0, 0, 0].item() == 16 and splits.test.targets[0, 0, 0].item() == 24
+
+
+def test_window_norm_makes_forecasts_shift_with_the_level(tmp_path):
+    """Subtract the last row, add it back: a constant shift of the inputs shifts the forecast exactly."""
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), window_norm=True, scaling="standard"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="gru", hidden_size=4), splits.spec).eval()
+    inputs = splits.test.inputs[:5]
+    with torch.no_grad():
+        base, shifted = model(inputs)[0], model(inputs + 3.0)[0]
+    assert torch.allclose(shifted, base + 3.0, atol=1e-5)
+
+
+def test_metrics_in_original_units(tmp_path):
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), scaling="standard", targets=["y"]))
+    model = build_model(ModelConfig(cell="rnn", hidden_size=4), splits.spec)
+    metrics = evaluate(model, splits.test, "regression", batch_size=16)
+    std = splits.spec.pipeline["scaler"]["std"]["y"]
+    assert metrics["mse_orig"] == pytest.approx(metrics["mse"] * std**2, rel=1e-4)
+    assert metrics["mae_orig"] == pytest.approx(metrics["mae"] * std, rel=1e-4)
+
+
+# ------------------------------------------------------------------ bad input, through the CLI
+
+TINY = {"name": "fc", "device": "cpu", "model": {"cell": "gru", "hidden_size": 4},
+        "train": {"epochs": 1, "batch_size": 16}}
+
+
+def run_train(tmp_path: Path, data: dict):
+    config = write_config(tmp_path, TINY | {"data": {"kind": "timeseries_forecast", "lookback": 4, "horizon": 2} | data})
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(runs), "-q"])
+    return result, runs
+
+
+@pytest.mark.parametrize(
+    "content, data, message",
+    [
+        ("", {}, "the file is empty"),
+        ("a,b", {}, "no data rows"),
+        ("a,b\n" + "\n".join(f"{i},{i}" for i in range(30)), {"features": ["a", "c"]}, "column 'c' not found"),
+        ("a,b\n" + "\n".join(f"{i},x{i}" for i in range(30)), {}, "column 'b' is not numeric (line 2: 'x0')"),
+        ("a,b\n" + "\n".join(f"{i},{'' if i == 9 else i}" for i in range(30)), {"targets": ["b"]}, "column 'b', line 11: missing value"),
+        ("a,b\n" + "\n".join(f"{i},{'inf' if i == 3 else i}" for i in range(30)), {}, "column 'b', line 5: infinite value"),
+        ("a,b\n1,2\n3,4\n5,6", {}, "3 rows, fewer than lookback + horizon = 6"),
+        ("a,b\n" + "\n".join(f"{i},{i}" for i in range(30)), {"ratios": [0.9, 0.1, 0.0]}, "the test split is empty"),
+        ("t,a\n2020-01-02,1\n2020-01-01,2\n" + "\n".join(f"2020-02-{i:02d},{i}" for i in range(1, 20)),
+         {"time_column": "t"}, "column 't' is not sorted: line 3"),
+    ],
+)
+def test_bad_data_exits_2_without_a_run_folder(tmp_path, content, data, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    result, runs = run_train(tmp_path, {"path": str(path)} | data)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "bad.csv" in result.output
+    assert "Traceback" not in result.output
+    assert not runs.exists() or not any(runs.rglob("config.yaml"))
