@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import secrets
+import struct
 import tempfile
 import time
 import zipfile
@@ -21,7 +22,8 @@ from .config import Rnnl2Error, RunConfig, to_plain_dict
 
 CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
-LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, AttributeError)
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError,
+               AttributeError, IndexError, struct.error)  # IndexError, struct.error: text or random bytes
 
 
 class CheckpointError(Rnnl2Error):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import TINY_TAGGING
 from rnnl2.config import ConfigError, Rnnl2Error, RunConfig, apply_overrides, validate_config
@@ -143,6 +145,15 @@ def test_bad_checkpoint_files_are_a_clear_error(tmp_path, content, capsys):
     with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint(path)
     assert "must never run" not in capsys.readouterr().out
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.binary(min_size=1, max_size=64) | st.text(min_size=1, max_size=40).map(str.encode))
+def test_any_garbage_file_is_a_checkpoint_error(tmp_path, garbage):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(garbage)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
 
 
 def test_resolve_checkpoint_prefers_best_then_last(tmp_path):
