@@ -245,7 +245,7 @@ class TextClassificationData(Section):
     label_field: str | int = "label"
     """Column name (or 0-based index) or JSON key of the label."""
     line_pattern: str = r"^(?P<label>\S+)\s+(?P<text>.*)$"
-    """lines: a regex with named groups `label` and `text` (TREC coarse: `^(?P<label>[^:]+):\S+\s+(?P<text>.*)$`)."""
+    """lines: a regex with named groups `label` and `text` (configs/trec.yaml reads TREC's `COARSE:fine text`)."""
     tokenizer: Literal["char", "word"] = "word"
     """Characters, or the matches of `token_pattern`."""
     token_pattern: str = r"\w+|[^\w\s]"
@@ -405,11 +405,16 @@ class TrainConfig(Section):
     """Which validation metric is best, and when to stop."""
     eval_batch_size: int = Field(256, ge=1)
     """Sequences per batch when evaluating."""
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    """Also write checkpoints/last.pt every this many optimizer steps, mid-epoch, so a long epoch
+    resumes (`rnnl2 train --resume`) close to where it stopped; null: only at the end of each epoch."""
 
 
 class OutputConfig(Section):
     save_checkpoints: bool = True
     """Write checkpoints/last.pt and checkpoints/best.pt."""
+    tensorboard: bool = False
+    """Also log every epoch's metrics to <run>/tensorboard/ (needs `pip install 'rnnl2[tensorboard]'`)."""
 
 
 # ---------------------------------------------------------------------------- run

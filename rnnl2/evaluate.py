@@ -20,7 +20,7 @@ IGNORE_INDEX = -100  # targets at padded steps
 # Metric names per task, without the split prefix (`val_loss`, `test_accuracy`, ...).
 METRICS: dict[str, tuple[str, ...]] = {
     "tagging": ("loss", "accuracy"),
-    "classification": ("loss", "accuracy"),
+    "classification": ("loss", "accuracy", "macro_f1"),
     "regression": ("loss", "mse", "mae", "rmse"),
     "lm": ("loss", "perplexity", "bpc"),
 }
@@ -43,11 +43,15 @@ def batch_sums(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> dict
         return {"squared": error.square().sum(), "absolute": error.abs().sum(), "count": torch.tensor(error.numel(), device=error.device)}
     logits, labels = (outputs.flatten(0, 1), targets.flatten()) if task in ("tagging", "lm") else (outputs, targets)
     valid = labels != IGNORE_INDEX
-    return {
+    sums = {
         "nll": F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum"),
         "correct": ((logits.argmax(-1) == labels) & valid).sum(),
         "count": valid.sum(),
     }
+    if task == "classification":  # confusion[true, predicted], additive over batches, for macro-F1
+        classes = logits.shape[-1]
+        sums["confusion"] = torch.bincount(labels * classes + logits.argmax(-1), minlength=classes * classes).view(classes, classes)
+    return sums
 
 
 def finish_metrics(task: Task, sums: dict[str, float]) -> dict[str, float]:
@@ -63,7 +67,20 @@ def finish_metrics(task: Task, sums: dict[str, float]) -> dict[str, float]:
     loss = sums["nll"] / count
     if task == "lm":
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bpc": loss / math.log(2)}
-    return {"loss": loss, "accuracy": sums["correct"] / count}
+    metrics = {"loss": loss, "accuracy": sums["correct"] / count}
+    if "confusion" in sums:
+        metrics["macro_f1"] = macro_f1(sums["confusion"])
+    return metrics
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Mean over classes of 2·TP / (2·TP + FP + FN), over the classes that occur in the labels or
+    the predictions (scikit-learn's `f1_score(average="macro")`)."""
+    confusion = confusion.double()
+    true_pos = confusion.diag()
+    support = confusion.sum(1) + confusion.sum(0)  # 2·TP + FN + FP
+    present = support > 0
+    return (2 * true_pos[present] / support[present]).mean().item() if present.any() else 0.0
 
 
 @torch.inference_mode()
@@ -85,7 +102,7 @@ def evaluate(model: torch.nn.Module, split: Split, task: Task, batch_size: int) 
         for key, value in sums.items():
             totals[key] = totals[key] + value if key in totals else value
     model.train(was_training)
-    return finish_metrics(task, {key: value.item() for key, value in totals.items()})
+    return finish_metrics(task, {key: value.item() if value.dim() == 0 else value.cpu() for key, value in totals.items()})
 
 
 def prefixed(split_name: str, metrics: dict[str, float]) -> dict[str, float]:

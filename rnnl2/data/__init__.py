@@ -64,7 +64,6 @@ class Split:
     """Regression on scaled data: per-target (offset, scale), so `targets * scale + offset` is in
     the file's units (evaluate adds `*_orig` metrics)."""
 
-
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
@@ -153,5 +152,6 @@ def build_splits(data_cfg: Any) -> Splits:
 
 
 from . import synthetic  # noqa: E402,F401  (registers the built-in kinds)
+from . import text, text_classification  # noqa: E402,F401  (text_lm, text_classification)
 from . import series  # noqa: E402,F401  (timeseries_forecast)
 from . import ucr  # noqa: E402,F401  (sequence_classification)
