@@ -144,35 +144,44 @@ def resolve_columns(cfg: ForecastData, frame: pd.DataFrame, path: Path) -> tuple
     return features, targets
 
 
-def encode_features(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]],
-                    path: Path) -> tuple[np.ndarray, list[str]]:
-    """(rows, expanded features) float64: numeric columns as they are, categorical ones one-hot."""
-    blocks, names = [], []
-    for column in features:
+def feature_names(features: list[str], categories: dict[str, list[str]]) -> list[str]:
+    """Input columns after one-hot encoding: `wind` becomes `wind=NE`, `wind=NW`, ..."""
+    return [name for c in features for name in ([f"{c}={v}" for v in categories[c]] if c in categories else [c])]
+
+
+def encode_columns(frame: pd.DataFrame, columns: list[str], categories: dict[str, list[str]],
+                   scaler: dict[str, Any], path: Path) -> np.ndarray:
+    """(rows, encoded columns) float32, scaled in float64 one column at a time (no full float64 copy)."""
+    names = feature_names(columns, categories)
+    offset, scale = scaler_arrays(scaler, names)
+    table = np.empty((len(frame), len(names)), dtype=np.float32)
+    j = 0
+    for column in columns:
         if column not in categories:
-            blocks.append(frame[column].to_numpy(dtype=np.float64)[:, None])
-            names.append(column)
+            table[:, j] = (frame[column].to_numpy(dtype=np.float64) - offset[j]) / scale[j]
+            j += 1
             continue
         values = frame[column].astype(str).to_numpy()
         unknown = np.flatnonzero(~np.isin(values, categories[column]))
         if unknown.size:
             raise DataError(f"{path}: column {column!r}, line {line_of(frame, unknown[0])}: category "
                             f"{values[unknown[0]]!r} was not seen in training ({categories[column]})")
-        blocks.append((values[:, None] == np.array(categories[column])[None, :]).astype(np.float64))
-        names += [f"{column}={value}" for value in categories[column]]
-    return np.concatenate(blocks, axis=1), names
+        for category in categories[column]:
+            table[:, j] = values == category
+            j += 1
+    return table
 
 
 def fit_scaler(kind: str, rows: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     """Per-column statistics of the train rows: mean/std (population) or min/max, by column name."""
     if kind == "none":
         return {"kind": "none"}
-    values = rows[columns].to_numpy(dtype=np.float64)
+    values = {column: rows[column].to_numpy(dtype=np.float64) for column in columns}
     if kind == "standard":
-        return {"kind": kind, "mean": dict(zip(columns, values.mean(axis=0).tolist())),
-                "std": dict(zip(columns, values.std(axis=0).tolist()))}
-    return {"kind": kind, "min": dict(zip(columns, values.min(axis=0).tolist())),
-            "max": dict(zip(columns, values.max(axis=0).tolist()))}
+        return {"kind": kind, "mean": {c: float(v.mean()) for c, v in values.items()},
+                "std": {c: float(v.std()) for c, v in values.items()}}
+    return {"kind": kind, "min": {c: float(v.min()) for c, v in values.items()},
+            "max": {c: float(v.max()) for c, v in values.items()}}
 
 
 def scaler_arrays(scaler: dict[str, Any], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -232,17 +241,12 @@ def prepare_rows(cfg: ForecastData, path: Path, pipeline: dict[str, Any] | None 
 def scaled_tables(frame: pd.DataFrame, features: list[str], targets: list[str], pipeline: dict[str, Any],
                   path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled float32 tensors (rows, F) and (rows, T); the targets are a column view when they can be."""
-    inputs, names = encode_features(frame, features, pipeline["categories"], path)
-    offset, scale = scaler_arrays(pipeline["scaler"], names)
-    inputs = torch.from_numpy(((inputs - offset) / scale).astype(np.float32))
+    inputs = torch.from_numpy(encode_columns(frame, features, pipeline["categories"], pipeline["scaler"], path))
+    names = pipeline["columns"]
     index = [names.index(t) for t in targets] if all(t in names for t in targets) else None
     if index is not None and index == list(range(index[0], index[0] + len(index))):
-        target_table = inputs[:, index[0] : index[0] + len(index)]  # a view: no second copy of the rows
-    else:
-        raw = frame[targets].to_numpy(dtype=np.float64)
-        t_offset, t_scale = scaler_arrays(pipeline["scaler"], targets)
-        target_table = torch.from_numpy(((raw - t_offset) / t_scale).astype(np.float32))
-    return inputs, target_table
+        return inputs, inputs[:, index[0] : index[0] + len(index)]  # a view: no second copy of the rows
+    return inputs, torch.from_numpy(encode_columns(frame, targets, {}, pipeline["scaler"], path))
 
 
 def target_unscale(pipeline: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -266,7 +270,7 @@ def build_forecast(cfg: ForecastData) -> Splits:
                             f"lookback + horizon = {L + cfg.horizon}")
     train_rows = frame.iloc[:a]
     categories = {col: sorted(train_rows[col].astype(str).unique().tolist()) for col in cfg.one_hot}
-    names = encode_features(train_rows.iloc[:1], features, categories, path)[1]
+    names = feature_names(features, categories)
     numeric = [c for c in dict.fromkeys(features + targets) if c not in cfg.one_hot]
     scaler = fit_scaler(cfg.scaling, train_rows, numeric)
     pipeline = {

@@ -1,0 +1,116 @@
+"""sequence_classification: UCR TSV/CSV parsing, label maps, the seeded validation carve-out,
+z-normalization, variable lengths, and bad input through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import write_config
+from rnnl2.cli import app
+from rnnl2.config import SequenceClassificationData
+from rnnl2.data import DataError, build_splits
+
+
+def write_ucr(path: Path, rows: list[tuple[object, list[float]]], sep: str = "\t", crlf: bool = True) -> Path:
+    """UCR lines `label<sep>v1<sep>v2...`, CRLF and no final newline by default."""
+    lines = [sep.join([str(label), *(f"{v:g}" for v in values)]) for label, values in rows]
+    path.write_bytes(("\r\n" if crlf else "\n").join(lines).encode())
+    return path
+
+
+def two_class_rows(count: int, labels=(-1, 1), length: int = 6, seed: int = 0) -> list[tuple[object, list[float]]]:
+    rng = np.random.default_rng(seed)
+    return [(labels[i % 2], (rng.standard_normal(length) + 3 * (i % 2)).tolist()) for i in range(count)]
+
+
+def ucr(tmp_path: Path, train_rows, test_rows, sep="\t", **extra) -> SequenceClassificationData:
+    train = write_ucr(tmp_path / "X_TRAIN.tsv", train_rows, sep)
+    test = write_ucr(tmp_path / "X_TEST.tsv", test_rows, sep)
+    return SequenceClassificationData(train_path=str(train), test_path=str(test), **extra)
+
+
+@pytest.mark.parametrize("sep", ["\t", ","])
+def test_reads_tab_and_comma_files(tmp_path, sep):
+    splits = build_splits(ucr(tmp_path, two_class_rows(20), two_class_rows(6, seed=1), sep=sep))
+    assert splits.spec.task == "classification" and splits.spec.output_size == 2
+    assert splits.spec.pipeline["labels"] == ["-1", "1"]  # numeric order, not text order
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (16, 4, 6)
+    assert splits.test.inputs.shape == (6, 6, 1) and splits.test.targets.tolist() == [0, 1] * 3
+
+
+def test_string_labels_and_numeric_spellings(tmp_path):
+    splits = build_splits(ucr(tmp_path, two_class_rows(10, labels=("gun", "point")), two_class_rows(4, labels=("point", "gun"))))
+    assert splits.spec.pipeline["labels"] == ["gun", "point"] and splits.test.targets.tolist() == [1, 0, 1, 0]
+    spelled = build_splits(ucr(tmp_path, two_class_rows(10, labels=("1", "2")), two_class_rows(4, labels=("1.0", "2.0e0"))))
+    assert spelled.test.targets.tolist() == [0, 1, 0, 1]
+
+
+def test_validation_carve_out_is_stratified_and_seeded(tmp_path):
+    cfg = ucr(tmp_path, two_class_rows(40), two_class_rows(4), val_ratio=0.25, seed=3)
+    a, b = build_splits(cfg), build_splits(cfg)
+    assert torch.equal(a.val.inputs, b.val.inputs)
+    assert a.val.targets.bincount().tolist() == [5, 5]
+    other = build_splits(cfg.model_copy(update={"seed": 4}))
+    assert not torch.equal(a.val.inputs, other.val.inputs)
+    together = torch.cat([a.train.inputs, a.val.inputs]).flatten(1)
+    assert len({tuple(row.tolist()) for row in together}) == 40  # nothing lost or repeated
+
+
+def test_znorm_per_series(tmp_path):
+    splits = build_splits(ucr(tmp_path, two_class_rows(10), two_class_rows(4), znorm=True))
+    series = splits.test.inputs[..., 0].double()
+    assert torch.allclose(series.mean(1), torch.zeros(4, dtype=torch.double), atol=1e-6)
+    assert torch.allclose(series.std(1, unbiased=False), torch.ones(4, dtype=torch.double), atol=1e-5)
+
+
+def test_variable_length_series_get_lengths(tmp_path):
+    train = [(1, [1, 2, 3]), (2, [4, 5]), (1, [6, 7, 8]), (2, [9, 10, 11]), (1, [1, 2]), (2, [3, 4, 5])]
+    path = tmp_path / "V_TRAIN.tsv"
+    path.write_text("\n".join("\t".join(map(str, [label, *values])) for label, values in train))
+    cfg = SequenceClassificationData(train_path=str(path), test_path=str(path), val_ratio=0.34)
+    splits = build_splits(cfg)
+    assert splits.test.lengths.tolist() == [3, 2, 3, 3, 2, 3]
+    assert splits.test.inputs[1, :, 0].tolist() == [4, 5, 0]
+
+
+def test_unseen_test_label_names_it(tmp_path):
+    with pytest.raises(DataError, match=r"X_TEST.tsv: line 2: label '7' was not seen in training"):
+        build_splits(ucr(tmp_path, two_class_rows(10), [(1, [0.0] * 6), (7, [0.0] * 6)]))
+
+
+TINY = {"name": "ucr", "device": "cpu", "model": {"cell": "gru", "hidden_size": 4},
+        "train": {"epochs": 1, "batch_size": 8}}
+
+
+@pytest.mark.parametrize(
+    "train_text, message",
+    [
+        ("", "the file is empty"),
+        ("\n".join(f"1\t{i}\t{i + 1}" for i in range(10)), "only one class ('1')"),
+        ("1\t0.5\t0.1\n2\t0.3\tabc\n1\t1\t2\n2\t1\t2", "line 2, column 3: 'abc' is not a finite number"),
+        ("1\t0.5\t\t0.2\n2\t0.3\t1\t2\n1\t1\t2\t3\n2\t1\t2\t3", "line 1: missing value inside the series"),
+    ],
+)
+def test_bad_ucr_files_exit_2_without_a_run_folder(tmp_path, train_text, message):
+    train = tmp_path / "BAD_TRAIN.tsv"
+    train.write_text(train_text)
+    test = write_ucr(tmp_path / "OK_TEST.tsv", two_class_rows(4, labels=(1, 2)))
+    config = write_config(tmp_path, TINY | {"data": {"kind": "sequence_classification", "train_path": str(train),
+                                                     "test_path": str(test), "val_ratio": 0.5}})
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "BAD_TRAIN.tsv" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_train_end_to_end(tmp_path):
+    cfg = ucr(tmp_path, two_class_rows(16), two_class_rows(6, seed=1), val_ratio=0.25)
+    config = write_config(tmp_path, TINY | {"data": cfg.model_dump()})
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"test_accuracy"' in result.output
