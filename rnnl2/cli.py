@@ -201,6 +201,25 @@ def predict(
         err.print(f"wrote {output}", highlight=False)
 
 
+@app.command()
+def sample(
+    path: Annotated[Path, typer.Argument(help="A text_lm checkpoint file, or its run folder (best checkpoint).")],
+    prompt: Annotated[str, typer.Option(help="Text to continue, read through the training vocabulary.")] = "",
+    length: Annotated[int, typer.Option(min=0, help="Tokens (characters or words) to generate.")] = 200,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Softmax temperature; 0 always takes the most likely token.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Generate text from a language model: prints the prompt and its continuation."""
+    from .sample import sample_text
+
+    try:
+        text = sample_text(path, prompt, length, temperature, seed, device)
+    except Rnnl2Error as error:
+        fail(str(error))
+    print(text)
+
+
 @config_app.command("show")
 def config_show(
     config: ConfigPath,

@@ -5,6 +5,7 @@ the training text only, and `text_lm` streams are batched for truncated BPTT (`S
 from __future__ import annotations
 
 import re
+from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -23,11 +24,16 @@ IGNORE_INDEX = -100  # cross_entropy's ignore_index (evaluate.IGNORE_INDEX): pad
 # ------------------------------------------------------------------------ reading
 
 
-def read_chunks(path: Path, encoding: str, errors: str, lowercase: bool = False) -> Iterator[str]:
-    """The file as text, in pieces that end at a line end; bad bytes are errors naming the line."""
+def read_chunks(path: Path, encoding: str, errors: str, lowercase: bool = False,
+                raw_ascii: bool = False) -> Iterator[str | bytes]:
+    """The file as text, in pieces that end at a line end; bad bytes are errors naming the line.
+
+    With `raw_ascii`, an all-ASCII piece of an ASCII-compatible encoding comes back undecoded,
+    as bytes (one byte per character): the fast path of character-level reading."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    raw_ascii = raw_ascii and is_ascii_compatible(path, encoding)
     lines_before, seen = 0, False
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
@@ -37,20 +43,31 @@ def read_chunks(path: Path, encoding: str, errors: str, lowercase: bool = False)
             if nul >= 0:
                 line = lines_before + chunk.count(b"\n", 0, nul) + 1
                 raise DataError(f"{path}:{line}: not a text file (it holds a NUL byte)")
-            try:
-                text = chunk.decode(encoding, errors)
-            except UnicodeDecodeError as error:
-                line = lines_before + chunk.count(b"\n", 0, error.start) + 1
-                raise DataError(
-                    f"{path}:{line}: not valid {encoding} text (byte 0x{chunk[error.start]:02x}); set "
-                    f"data.encoding (e.g. latin-1) or data.encoding_errors: replace"
-                ) from None
-            except LookupError:
-                raise DataError(f"{path}: unknown text encoding {encoding!r}") from None
+            if raw_ascii and chunk.isascii():
+                text = chunk
+            else:
+                try:
+                    text = chunk.decode(encoding, errors)
+                except UnicodeDecodeError as error:
+                    line = lines_before + chunk.count(b"\n", 0, error.start) + 1
+                    raise DataError(
+                        f"{path}:{line}: not valid {encoding} text (byte 0x{chunk[error.start]:02x}); set "
+                        f"data.encoding (e.g. latin-1) or data.encoding_errors: replace"
+                    ) from None
+                except LookupError:
+                    raise DataError(f"{path}: unknown text encoding {encoding!r}") from None
             lines_before += chunk.count(b"\n")
             yield text.lower() if lowercase else text
     if not seen:
         raise DataError(f"{path}: the file is empty")
+
+
+def is_ascii_compatible(path: Path, encoding: str) -> bool:
+    """Whether bytes 0-127 decode to the same characters (utf-8, latin-1, cp1252, ...)."""
+    try:
+        return bytes(range(128)).decode(encoding) == "".join(map(chr, range(128)))
+    except (LookupError, UnicodeDecodeError):
+        return False
 
 
 def smallest_dtype(size: int) -> np.dtype:
@@ -59,56 +76,63 @@ def smallest_dtype(size: int) -> np.dtype:
 
 
 class CharInterner:
-    """Characters → ids in order of first appearance, through a table over all code points."""
+    """A character's id before the vocabulary is known is its code point: no table to grow, and
+    an ASCII chunk is used as it is, one byte per character."""
 
-    def __init__(self, tokens: list[str] = ()):
-        self.table = np.full(0x110000, -1, dtype=np.int32)
-        self.tokens: list[str] = []
-        for token in tokens:
-            self.add(token)
+    raw_ascii = True
 
-    def add(self, token: str) -> None:
-        if len(token) == 1 and self.table[ord(token)] < 0:
-            self.table[ord(token)] = len(self.tokens)
-        self.tokens.append(token)
+    def __init__(self):
+        self.size = 0  # 1 + the largest code point seen
 
-    def ids(self, text: str) -> np.ndarray:
-        codes = (np.frombuffer(text.encode("ascii"), np.uint8) if text.isascii()
-                 else np.frombuffer(text.encode("utf-32-le"), np.uint32))
-        found = self.table[codes]
-        if (found < 0).any():
-            for code in np.unique(codes[found < 0]).tolist():
-                self.add(chr(code))
-            found = self.table[codes]
-        return found.astype(smallest_dtype(len(self.tokens)))
+    def ids(self, text: str | bytes) -> np.ndarray:
+        if isinstance(text, bytes):
+            codes = np.frombuffer(text, np.uint8)
+        else:
+            codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+            top = int(codes.max()) if codes.size else 0
+            codes = codes.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32)
+        if codes.size:
+            self.size = max(self.size, int(codes.max()) + 1)
+        return codes
+
+    def tokens(self) -> list[str]:
+        return [chr(code) for code in range(self.size)]
+
+
+class WordIndex(dict):
+    """word → id, in order of first appearance; an unseen word gets the next id."""
+
+    def __missing__(self, word: str) -> int:
+        self[word] = value = len(self)
+        return value
 
 
 class WordInterner:
     """Whitespace-separated words → ids in order of first appearance; `<eos>` at line ends."""
 
-    def __init__(self, tokens: list[str] = (), eos: bool = True):
-        self.index: dict[str, int] = {}
-        self.tokens: list[str] = []
-        self.eos = eos
-        for token in tokens:
-            self.add(token)
+    raw_ascii = False
 
-    def add(self, token: str) -> None:
-        self.index.setdefault(token, len(self.tokens))
-        self.tokens.append(token)
+    def __init__(self, eos: bool = True):
+        self.index = WordIndex()
+        self.eos = eos
+
+    @property
+    def size(self) -> int:
+        return len(self.index)
 
     def ids(self, text: str) -> np.ndarray:
         words = text.replace("\n", f" {EOS} ").split() if self.eos else text.split()
-        for word in set(words).difference(self.index):
-            self.add(word)
-        return np.fromiter(map(self.index.__getitem__, words), np.int32, len(words)).astype(
-            smallest_dtype(len(self.tokens)))
+        ids = np.frombuffer(array("i", map(self.index.__getitem__, words)), np.int32) if words else np.zeros(0, np.int32)
+        return ids.astype(smallest_dtype(len(self.index)))
+
+    def tokens(self) -> list[str]:
+        return list(self.index)
 
 
 def numericalize(path: Path, interner, encoding: str, errors: str, lowercase: bool) -> np.ndarray:
     """Every token of a file as an interner id (one array); a file with no token is an error."""
     parts, last = [], ""
-    for text in read_chunks(path, encoding, errors, lowercase):
+    for text in read_chunks(path, encoding, errors, lowercase, raw_ascii=interner.raw_ascii):
         parts.append(interner.ids(text))
         last = text[-1:] or last
     if isinstance(interner, WordInterner) and interner.eos and last != "\n":
@@ -120,6 +144,22 @@ def numericalize(path: Path, interner, encoding: str, errors: str, lowercase: bo
     return ids
 
 
+def count_ids(ids: np.ndarray, size: int) -> np.ndarray:
+    """How often each id occurs, a slice at a time (bincount widens its input to int64)."""
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, len(ids), CHUNK_BYTES):
+        counts += np.bincount(ids[start : start + CHUNK_BYTES], minlength=size)
+    return counts
+
+
+def apply_table(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """table[ids], a slice at a time, so the index is never widened all at once."""
+    out = np.empty(len(ids), dtype=table.dtype)
+    for start in range(0, len(ids), CHUNK_BYTES):
+        np.take(table, ids[start : start + CHUNK_BYTES], out=out[start : start + CHUNK_BYTES])
+    return out
+
+
 def choose_vocab(counts: dict[str, int], specials: list[str], min_freq: int, max_size: int | None) -> list[str]:
     """Specials first, then tokens by falling count (ties alphabetical), cut by min_freq and max_size."""
     kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t))
@@ -129,13 +169,15 @@ def choose_vocab(counts: dict[str, int], specials: list[str], min_freq: int, max
 
 def remap_table(interner, vocab: list[str]) -> np.ndarray:
     """interner id → vocabulary id; tokens outside the vocabulary → `<unk>`."""
-    table = np.full(len(interner.tokens), vocab.index(UNK), dtype=smallest_dtype(len(vocab)))
-    first: dict[str, int] = {}
-    for position, token in enumerate(interner.tokens):
-        first.setdefault(token, position)
+    table = np.full(interner.size, vocab.index(UNK), dtype=smallest_dtype(len(vocab)))
+    if isinstance(interner, CharInterner):
+        for final, token in enumerate(vocab):
+            if len(token) == 1 and ord(token) < interner.size:
+                table[ord(token)] = final
+        return table
     for final, token in enumerate(vocab):
-        if token in first:
-            table[first[token]] = final
+        if token in interner.index:
+            table[interner.index[token]] = final
     return table
 
 
@@ -214,8 +256,8 @@ def lm_files(cfg: TextLMData) -> list[Path]:
     return [roles["train"][0], roles["valid"][0], roles["test"][0]]
 
 
-def make_interner(level: str, tokens: list[str] = (), eos: bool = True):
-    return CharInterner(tokens) if level == "char" else WordInterner(tokens, eos=eos)
+def make_interner(level: str, eos: bool = True):
+    return CharInterner() if level == "char" else WordInterner(eos=eos)
 
 
 @register("text_lm")
@@ -237,13 +279,13 @@ def build_text_lm(cfg: TextLMData) -> Splits:
     for part, name in zip(parts, names):
         if len(part) < 2:
             raise DataError(f"{name}: the split holds {len(part)} token(s); a language model needs at least 2")
-    counts = np.bincount(parts[0], minlength=len(interner.tokens))
-    merged: dict[str, int] = {}
-    for token, count in zip(interner.tokens, counts.tolist()):
-        merged[token] = merged.get(token, 0) + count
-    vocab = choose_vocab(merged, [UNK], cfg.min_freq, cfg.max_size)
+    counts = count_ids(parts[0], interner.size)
+    seen = np.flatnonzero(counts).tolist()
+    tokens = interner.tokens()
+    vocab = choose_vocab({tokens[i]: int(counts[i]) for i in seen}, [UNK], cfg.min_freq, cfg.max_size)
     table = remap_table(interner, vocab)
-    streams = [torch.from_numpy(table[part]) for part in parts]
+    streams = [torch.from_numpy(apply_table(table, part)) for part in parts[:2]]
+    streams.append(streams[1] if parts[2] is parts[1] else torch.from_numpy(apply_table(table, parts[2])))
     spec = DataSpec(task="lm", input_size=len(vocab), output_size=len(vocab), tokens=True,
                     pipeline={"vocab": vocab, "level": cfg.level, "eos": cfg.eos, "lowercase": cfg.lowercase})
     train, val, test = (StreamSplit(s, s, bptt=cfg.bptt) for s in streams)
@@ -252,11 +294,9 @@ def build_text_lm(cfg: TextLMData) -> Splits:
 
 def encode_lm_file(path: Path, pipeline: dict, encoding: str, errors: str) -> torch.Tensor:
     """A new file through a trained vocabulary: unseen tokens → `<unk>`."""
-    vocab = pipeline["vocab"]
-    interner = make_interner(pipeline["level"], vocab, eos=pipeline["eos"])
+    interner = make_interner(pipeline["level"], eos=pipeline["eos"])
     ids = numericalize(path, interner, encoding, errors, pipeline["lowercase"])
-    table = np.concatenate([np.arange(len(vocab)), np.full(len(interner.tokens) - len(vocab), vocab.index(UNK))])
-    return torch.from_numpy(table.astype(smallest_dtype(len(vocab)))[ids])
+    return torch.from_numpy(apply_table(remap_table(interner, pipeline["vocab"]), ids))
 
 
 @register_loader("text_lm")

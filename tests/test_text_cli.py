@@ -1,0 +1,121 @@
+"""Text kinds through the CLI: train → eval → eval --data → predict → sample on a tiny char LM,
+and bad text inputs exiting 2 with no run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_config
+from rnnl2.cli import app
+from rnnl2.config import load_config
+
+SHAKESPEARE = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 12
+
+
+def tiny_lm(path: Path) -> dict:
+    return {
+        "name": "tiny_lm", "seed": 0, "device": "cpu",
+        "data": {"kind": "text_lm", "path": str(path), "level": "char", "bptt": 8},
+        "model": {"cell": "gru", "hidden_size": 8, "embedding_dim": 4},
+        "train": {"epochs": 2, "batch_size": 4, "eval_batch_size": 4},
+    }
+
+
+def tiny_classifier(path: Path, **data) -> dict:
+    return {
+        "name": "tiny_cls", "seed": 0, "device": "cpu",
+        "data": {"kind": "text_classification", "path": str(path), "format": "tsv", "header": False,
+                 "text_field": 1, "label_field": 0, **data},
+        "model": {"cell": "lstm", "hidden_size": 8, "embedding_dim": 4, "pooling": "mean"},
+        "train": {"epochs": 1, "batch_size": 8},
+    }
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_char_lm_round_trip_train_eval_data_and_sample(tmp_path):
+    text = tmp_path / "input.txt"
+    text.write_text(SHAKESPEARE)
+    result = invoke("train", write_config(tmp_path, tiny_lm(text)), "--runs-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"test_loss", "test_perplexity", "test_bpc"} <= set(summary)
+    run_dir = Path(summary["run_dir"])
+
+    result = invoke("eval", run_dir, "--split", "val", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+
+    new = tmp_path / "new.txt"
+    new.write_text("Speak, citizen! ¿Qué?\n")  # ¿ and é are unseen: <unk>
+    result = invoke("eval", run_dir, "--data", new, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["data_bpc"] > 0
+
+    result = invoke("sample", run_dir, "--prompt", "All:", "--length", "30", "--temperature", "0.8", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    generated = result.stdout[:-1]  # print adds one newline
+    assert generated.startswith("All:") and len(generated) == len("All:") + 30
+    again = invoke("sample", run_dir, "--prompt", "All:", "--length", "30", "--temperature", "0.8", "--seed", "3")
+    assert again.stdout == result.stdout  # seeded
+    greedy = invoke("sample", run_dir, "--length", "5", "--temperature", "0")
+    assert greedy.exit_code == 0 and len(greedy.stdout) == 6
+
+
+def test_classifier_round_trip_with_predict_and_macro_f1(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("pos\tgood fun film\nneg\tbad dull film\n" * 20)
+    result = invoke("train", write_config(tmp_path, tiny_classifier(train)), "--runs-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"test_accuracy", "test_macro_f1", "val_macro_f1"} <= set(summary)
+    new = tmp_path / "new.tsv"
+    new.write_text("pos\tgood zebra\nneg\tdull\n")
+    result = invoke("predict", summary["run_dir"], "--data", new)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "index,label,prob_neg,prob_pos" and len(result.stdout.splitlines()) == 3
+    new.write_text("maybe\tgood\n")
+    result = invoke("eval", summary["run_dir"], "--data", new)
+    assert result.exit_code == 2 and "label 'maybe' does not occur in the training data" in result.output
+
+
+def test_sample_refuses_a_classifier(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("pos\tgood\nneg\tbad\n" * 20)
+    result = invoke("train", write_config(tmp_path, tiny_classifier(train)), "--runs-dir", tmp_path / "runs")
+    run_dir = result.stdout.strip().splitlines()[-1]
+    result = invoke("sample", run_dir, "--length", "3")
+    assert result.exit_code == 2 and "needs a text_lm checkpoint" in result.output
+
+
+@pytest.mark.parametrize("kind, content, message", [
+    ("lm", b"", "the file is empty"),
+    ("lm", b"abc\x00\x01\x02" * 40, "input.txt:1: not a text file"),
+    ("lm", b"fine\nalso fine\n\xff\xfe broken\n" * 10, "input.txt:3: not valid utf-8 text"),
+    ("lm", b"ab", "holds 1 token(s)"),
+    ("cls", b"spam\tbuy now\n" * 20, "every example has the label 'spam'"),
+    ("cls", b"spam\tbuy\nham\thi\n", "the validation split is empty"),
+    ("cls", b"spam\tbuy\n\xc3(\n", "input.txt:2: not valid utf-8 text"),
+])
+def test_bad_text_input_exits_2_without_a_run_folder(tmp_path, kind, content, message):
+    path = tmp_path / "input.txt"
+    path.write_bytes(content)
+    raw = tiny_lm(path) if kind == "lm" else tiny_classifier(path)
+    runs = tmp_path / "runs"
+    result = invoke("train", write_config(tmp_path, raw), "--runs-dir", runs)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not runs.exists() or not any(runs.rglob("config.yaml"))
+
+
+@pytest.mark.parametrize("name", ["tinyshakespeare_char", "ptb_word", "trec", "sms_spam"])
+def test_text_configs_validate_and_expand_the_data_path(name, monkeypatch):
+    monkeypatch.setenv("RNNL2_DATA", "/data/here")
+    cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
+    assert cfg.data.path.startswith("/data/here/") and cfg.name == name
