@@ -20,7 +20,7 @@ from .evaluate import HIGHER_IS_BETTER, METRICS, build_loss, evaluate, prefixed
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
-from .runs import MetricsLog, check_writable, create_run_dir, save_checkpoint, write_config, write_json
+from .runs import MetricsLog, check_tensorboard, check_writable, create_run_dir, open_metrics_log, save_checkpoint, write_config, write_json
 
 SYNC_EVERY = 50  # steps between reads of the running loss from the device (for the progress bar)
 
@@ -154,13 +154,14 @@ def run(cfg: RunConfig, runs_dir: Path = Path("runs"), run_dir: Path | None = No
     started = time.perf_counter()
     s = setup or build_setup(cfg)
     check_writable(run_dir.parent if run_dir else runs_dir)
+    check_tensorboard(cfg.output.tensorboard)
     run_dir = create_run_dir(runs_dir, cfg.name, run_dir)
     write_config(run_dir, cfg)
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.epochs)
     penalty = L2Penalty(s.groups)
     generator = torch.Generator().manual_seed(cfg.seed)
-    log = MetricsLog(run_dir)
+    log = open_metrics_log(run_dir, cfg.output.tensorboard)
     stop = cfg.train.early_stopping
     observer.on_start({
         "run_dir": run_dir, "device": describe_device(s.device), "parameters": count_parameters(s.model),
