@@ -73,12 +73,18 @@ def create_run_dir(runs_dir: Path, name: str, explicit: Path | None = None) -> P
 
 
 def check_writable(folder: Path) -> None:
-    """Fail before training when the runs folder cannot be written."""
-    probe = folder
-    while not probe.exists():
+    """Fail before training when the runs folder cannot be written: not a folder, no permission,
+    or a read-only file system (a real file is created and removed, so this holds for root too)."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and not probe.is_symlink():
         probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise Rnnl2Error(f"cannot write run folders under {folder}: {probe} is not writable")
+    if not probe.is_dir():
+        raise Rnnl2Error(f"cannot write run folders under {folder}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise Rnnl2Error(f"cannot write run folders under {folder}: {probe} is not writable ({err.strerror})") from None
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -104,6 +110,17 @@ class MetricsLog:
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Replace both files with `rows` (a resumed run drops rows written after its checkpoint)."""
+        write_text(self.jsonl, "".join(json.dumps(row) + "\n" for row in rows))
+        self.columns = list(rows[0]) if rows else None
+        table = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(table, fieldnames=self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        write_text(self.csv, table.getvalue())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -148,32 +165,3 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: not an rnnl2 checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return payload
 
-
-def check_tensorboard(enabled: bool) -> None:
-    """Before a run folder exists: `output.tensorboard` needs the tensorboard package."""
-    import importlib.util
-
-    if enabled and importlib.util.find_spec("tensorboard") is None:
-        raise Rnnl2Error("output.tensorboard: true needs TensorBoard; pip install 'rnnl2[tensorboard]'")
-
-
-class TensorBoardLog(MetricsLog):
-    """metrics.jsonl/csv plus the same numbers as TensorBoard scalars in <run>/tensorboard/, x = epoch."""
-
-    def __init__(self, run_dir: Path):
-        super().__init__(run_dir)
-        check_tensorboard(True)
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-    def append(self, row: dict[str, Any]) -> None:
-        super().append(row)
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(key, value, row["epoch"])
-        self.writer.flush()
-
-
-def open_metrics_log(run_dir: Path, tensorboard: bool = False) -> MetricsLog:
-    return TensorBoardLog(run_dir) if tensorboard else MetricsLog(run_dir)

@@ -7,8 +7,9 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -20,9 +21,12 @@ from .evaluate import HIGHER_IS_BETTER, METRICS, build_loss, evaluate, prefixed
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
-from .runs import MetricsLog, check_tensorboard, check_writable, create_run_dir, open_metrics_log, save_checkpoint, write_config, write_json
+from .runs import MetricsLog, check_writable, create_run_dir, save_checkpoint, write_config, write_json
+from .state import StopRequest, TrainState, detach_hidden, restore_training, training_payload
 
-SYNC_EVERY = 50  # steps between reads of the running loss from the device (for the progress bar)
+# Steps between reads of the running loss from the device: for the progress bar, and to catch
+# a NaN/inf loss or gradient without a device sync on every step.
+SYNC_EVERY = 50
 
 
 class TrainingDiverged(Rnnl2Error):
@@ -97,27 +101,29 @@ def build_setup(cfg: RunConfig) -> Setup:
     )
 
 
-def detach_hidden(hidden):
-    if hidden is None:
-        return None
-    return tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer: Observer, step_budget: float,
+                    state: TrainState | None = None, stop: StopRequest | None = None,
+                    checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
+    """One pass (or `step_budget` steps) over the training split; sums stay on the device.
 
-
-def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer: Observer, step_budget: int) -> dict[str, Any]:
-    """One pass (or `step_budget` steps) over the training split; sums stay on the device."""
+    With a `state` part-way through an epoch, the batches already done are skipped (same
+    shuffle order). Every `train.checkpoint_every_steps` steps `checkpoint()` saves last.pt;
+    a pending `stop` request ends the epoch after the current step."""
     cfg, model = s.cfg, s.model
+    if state is None:
+        state = TrainState()
+        state.start_epoch(s.device, generator)
     loss_fn = build_loss(s.spec.task)
-    add_penalty = cfg.l2.mode == "penalty"
+    add_penalty = cfg.l2.mode == "penalty" and any(g.lam > 0 for g in s.groups)
     manual_decay = needs_manual_decoupled_decay(cfg.optimizer, cfg.l2)
-    clip = cfg.train.clip_grad_norm
+    clip, every = cfg.train.clip_grad_norm, cfg.train.checkpoint_every_steps
     params = [p for p in model.parameters()]
+    stateful = s.train.stateful
     model.train()
-    loss_sum = torch.zeros((), device=s.device)
-    grad_sum = torch.zeros((), device=s.device)
-    samples, steps, hidden = 0, 0, None
-    for batch in s.train.batches(cfg.train.batch_size, None if s.train.stateful else generator):
-        outputs, hidden = model(batch.inputs, batch.lengths, hidden if s.train.stateful else None)
-        hidden = detach_hidden(hidden) if s.train.stateful else None
+    batches = s.train.batches(cfg.train.batch_size, None if stateful else generator)
+    for batch in islice(batches, state.step_in_epoch, None):
+        outputs, hidden = model(batch.inputs, batch.lengths, state.hidden if stateful else None)
+        state.hidden = detach_hidden(hidden) if stateful else None
         data_loss = loss_fn(outputs, batch.targets)
         loss = data_loss + penalty() if add_penalty else data_loss
         optimizer.zero_grad(set_to_none=True)
@@ -130,15 +136,44 @@ def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer
             decoupled_decay_(optimizer, s.groups)
         optimizer.step()
         size = batch.targets.shape[0]
-        loss_sum += data_loss.detach() * size
-        grad_sum += grad_norm.detach()
-        samples, steps = samples + size, steps + 1
-        synced = loss_sum.item() / samples if steps % SYNC_EVERY == 0 else None
-        observer.on_step(steps, synced)
-        if steps >= step_budget:
+        state.loss_sum += data_loss.detach() * size
+        state.grad_sum += grad_norm.detach()
+        state.samples, state.step, state.step_in_epoch = state.samples + size, state.step + 1, state.step_in_epoch + 1
+        synced = read_running_loss(state) if state.step_in_epoch % SYNC_EVERY == 0 else None
+        observer.on_step(state.step_in_epoch, synced)
+        if state.step_in_epoch >= step_budget or (stop is not None and stop.signal):
             break
-    return {"train_data_loss": loss_sum.item() / max(samples, 1), "grad_norm": grad_sum.item() / max(steps, 1),
-            "steps": steps, "samples": samples}
+        if checkpoint is not None and every and state.step % every == 0:
+            checkpoint()
+    loss_sum, grad_sum = read_sums(state)
+    return {"train_data_loss": loss_sum / max(state.samples, 1), "grad_norm": grad_sum / max(state.step_in_epoch, 1),
+            "steps": state.step_in_epoch, "samples": state.samples}
+
+
+def read_sums(state: TrainState) -> tuple[float, float]:
+    """The epoch's loss and gradient-norm sums, in one read from the device."""
+    loss_sum, grad_sum = torch.stack([state.loss_sum, state.grad_sum]).tolist()
+    return loss_sum, grad_sum
+
+
+def read_running_loss(state: TrainState) -> float:
+    """The epoch's mean data loss so far; a NaN/inf in any step since the last read stops the run."""
+    loss_sum, grad_sum = read_sums(state)
+    if not (math.isfinite(loss_sum) and math.isfinite(grad_sum)):
+        raise diverged(state)
+    state.checked_step = state.step
+    return loss_sum / max(state.samples, 1)
+
+
+def diverged(state: TrainState) -> "TrainingDiverged":
+    """The error for a NaN/inf found by a read: names the epoch and the steps since the last good read."""
+    first, last = state.checked_step + 1, state.step
+    where = f"step {last}" if first >= last else f"steps {first}–{last} (checked every {SYNC_EVERY} steps)"
+    return TrainingDiverged(
+        f"training diverged in epoch {state.epoch + 1}, {where}: the loss or gradient is NaN or infinite. "
+        f"Try a lower optimizer.lr, gradient clipping (train.clip_grad_norm: 1.0) or a smaller l2.lambda; "
+        f"checkpoints/best.pt (epoch {state.best_epoch}) is intact"
+    )
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -150,116 +185,157 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 def run(cfg: RunConfig, runs_dir: Path = Path("runs"), run_dir: Path | None = None,
         observer: Observer | None = None, setup: Setup | None = None) -> RunResult:
     """Train one model from a validated config and write its run folder."""
-    observer = observer or Observer()
     started = time.perf_counter()
-    s = setup or build_setup(cfg)
     check_writable(run_dir.parent if run_dir else runs_dir)
-    check_tensorboard(cfg.output.tensorboard)
+    s = setup or build_setup(cfg)
     run_dir = create_run_dir(runs_dir, cfg.name, run_dir)
     write_config(run_dir, cfg)
+    return train_epochs(s, run_dir, TrainState(), None, observer or Observer(), started)
+
+
+def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, Any] | None,
+                 observer: Observer, started: float) -> RunResult:
+    """Epochs from `state` on: train, evaluate, log, checkpoint, stop early; then the final summary."""
+    cfg = s.cfg
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.epochs)
-    penalty = L2Penalty(s.groups)
     generator = torch.Generator().manual_seed(cfg.seed)
-    log = open_metrics_log(run_dir, cfg.output.tensorboard)
-    stop = cfg.train.early_stopping
+    log = MetricsLog(run_dir)
+    if payload is not None:
+        restore_training(payload, optimizer, scheduler, log, state)
+    penalty = L2Penalty(s.groups)
+    steps_per_epoch = s.train.num_batches(cfg.train.batch_size)
+    save = lambda best=False: save_checkpoints(run_dir, s, optimizer, scheduler, state, best)  # noqa: E731
     observer.on_start({
         "run_dir": run_dir, "device": describe_device(s.device), "parameters": count_parameters(s.model),
-        "l2": describe_selection(s.model, s.groups), "epochs": cfg.train.epochs,
-        "steps_per_epoch": s.train.num_batches(cfg.train.batch_size),
+        "l2": describe_selection(s.model, s.groups), "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
+        "resumed_from": state.resumed_from[-1] if state.resumed_from else None,
     })
-    history: list[dict[str, Any]] = []
-    best_value, best_epoch, best_state, since_best = None, 0, None, 0
-    total_steps, status = 0, "completed"
-    try:
-        for epoch in range(1, cfg.train.epochs + 1):
-            epoch_start = time.perf_counter()
-            budget = (cfg.train.max_steps - total_steps) if cfg.train.max_steps else math.inf
-            observer.on_epoch_start(epoch, min(s.train.num_batches(cfg.train.batch_size), budget))
-            stats = train_one_epoch(s, optimizer, penalty, generator, observer, budget)
-            total_steps += stats["steps"]
-            train_seconds = time.perf_counter() - epoch_start
-            if not math.isfinite(stats["train_data_loss"]) or not math.isfinite(stats["grad_norm"]):
-                raise TrainingDiverged(
-                    f"training diverged in epoch {epoch} (step {total_steps}): the loss or gradient is "
-                    f"NaN/inf; try a lower optimizer.lr or train.clip_grad_norm (e.g. 1.0)"
-                )
-            val = prefixed("val", evaluate(s.model, s.val, s.spec.task, cfg.train.eval_batch_size))
-            with torch.no_grad():
-                pen, norm = penalty().item(), penalty.weight_norm().item()
-            row = {
-                "epoch": epoch, "step": total_steps, "train_data_loss": stats["train_data_loss"],
-                "penalty": pen, "train_loss": stats["train_data_loss"] + pen, **val,
-                "lr": optimizer.param_groups[0]["lr"], "weight_norm": norm, "grad_norm": stats["grad_norm"],
-                "seconds": time.perf_counter() - epoch_start,
-                "samples_per_s": stats["samples"] / max(train_seconds, 1e-9),
-            }
-            history.append(row)
-            log.append(row)
-            observer.on_epoch_end(row)
-            if scheduler is not None:
-                scheduler.step(val["val_loss"]) if cfg.optimizer.scheduler.name == "plateau" else scheduler.step()
-            improved = is_better(row[stop.metric], best_value, stop.mode)
-            if improved:
-                best_value, best_epoch, since_best = row[stop.metric], epoch, 0
-                best_state = copy.deepcopy(s.model.state_dict())
-            else:
-                since_best += 1
-            if cfg.output.save_checkpoints:
-                payload = checkpoint_payload(cfg, s, optimizer, scheduler, epoch, total_steps, row)
-                save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
-                if improved:
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
-            if stop.patience is not None and since_best >= stop.patience:
-                status = "early_stopped"
-                break
-            if cfg.train.max_steps is not None and total_steps >= cfg.train.max_steps:
-                status = "max_steps"
-                break
-    except KeyboardInterrupt:
-        write_summary(run_dir, cfg, s, history, best_epoch, best_value, {}, started, "interrupted")
-        raise TrainingInterrupted(str(run_dir)) from None
-    except TrainingDiverged:
-        write_summary(run_dir, cfg, s, history, best_epoch, best_value, {}, started, "diverged")
-        raise
-    if best_state is not None:
-        s.model.load_state_dict(best_state)
+    status = "completed"
+    with StopRequest() as stop:
+        try:
+            for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+                epoch_start = time.perf_counter()
+                state.start_epoch(s.device, generator)
+                done = state.step - state.step_in_epoch
+                planned = min(steps_per_epoch, cfg.train.max_steps - done if cfg.train.max_steps else math.inf)
+                observer.on_epoch_start(epoch, planned)
+                stats = train_one_epoch(s, optimizer, penalty, generator, observer, planned, state, stop,
+                                        lambda: save() if state.step_in_epoch < planned else None)
+                if state.step_in_epoch < planned:  # a signal ended the epoch part-way
+                    read_running_loss(state)  # never save a NaN
+                    save()
+                    status = "interrupted"
+                    break
+                row = epoch_row(s, state, stats, penalty, optimizer, epoch_start)
+                log.append(row)
+                observer.on_epoch_end(row)
+                if scheduler is not None:
+                    scheduler.step(row["val_loss"]) if cfg.optimizer.scheduler.name == "plateau" else scheduler.step()
+                improved = update_best(state, row, s)
+                state.end_epoch(generator)
+                save(improved)
+                status = stop_reason(cfg, state, stop)
+                if status != "completed":
+                    break
+        except KeyboardInterrupt:  # a second signal: stop at once; last.pt stays as last saved
+            status = "interrupted"
+        except TrainingDiverged:
+            write_summary(run_dir, s, state, {}, started, "diverged")
+            raise
+    if status == "interrupted":
+        write_summary(run_dir, s, state, {}, started, status)
+        raise TrainingInterrupted(str(run_dir))
+    if state.best_model is not None:
+        s.model.load_state_dict(state.best_model)
     final = {
         **prefixed("val", evaluate(s.model, s.val, s.spec.task, cfg.train.eval_batch_size)),
         **prefixed("test", evaluate(s.model, s.test, s.spec.task, cfg.train.eval_batch_size)),
     }
-    summary = write_summary(run_dir, cfg, s, history, best_epoch, best_value, final, started, status)
-    return RunResult(run_dir, summary, history)
+    summary = write_summary(run_dir, s, state, final, started, status)
+    return RunResult(run_dir, summary, state.history)
 
 
-def checkpoint_payload(cfg: RunConfig, s: Setup, optimizer, scheduler, epoch: int, step: int, row: dict) -> dict[str, Any]:
+def epoch_row(s: Setup, state: TrainState, stats: dict[str, Any], penalty: L2Penalty, optimizer,
+              epoch_start: float) -> dict[str, Any]:
+    """Check the epoch ended finite, evaluate on the validation split, and build its metrics row."""
+    train_seconds = time.perf_counter() - epoch_start
+    if not (math.isfinite(stats["train_data_loss"]) and math.isfinite(stats["grad_norm"])):
+        raise diverged(state)
+    val = prefixed("val", evaluate(s.model, s.val, s.spec.task, s.cfg.train.eval_batch_size))
+    with torch.no_grad():
+        pen, norm = penalty().item(), penalty.weight_norm().item()
+    return {
+        "epoch": state.epoch + 1, "step": state.step, "train_data_loss": stats["train_data_loss"],
+        "penalty": pen, "train_loss": stats["train_data_loss"] + pen, **val,
+        "lr": optimizer.param_groups[0]["lr"], "weight_norm": norm, "grad_norm": stats["grad_norm"],
+        "seconds": time.perf_counter() - epoch_start,
+        "samples_per_s": stats["samples"] / max(train_seconds, 1e-9),
+    }
+
+
+def update_best(state: TrainState, row: dict[str, Any], s: Setup) -> bool:
+    """Record the row; keep a copy of the weights when it is the best so far."""
+    stop = s.cfg.train.early_stopping
+    state.history.append(row)
+    if not is_better(row[stop.metric], state.best_value, stop.mode):
+        state.since_best += 1
+        return False
+    state.best_value, state.best_epoch, state.since_best = row[stop.metric], row["epoch"], 0
+    state.best_model = copy.deepcopy(s.model.state_dict())
+    return True
+
+
+def stop_reason(cfg: RunConfig, state: TrainState, stop: StopRequest) -> str:
+    """Why the run stops after this epoch, or `completed` to go on (and at the end)."""
+    if stop.signal:
+        return "interrupted"
+    if cfg.train.early_stopping.patience is not None and state.since_best >= cfg.train.early_stopping.patience:
+        return "early_stopped"
+    if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
+        return "max_steps"
+    return "completed"
+
+
+def save_checkpoints(run_dir: Path, s: Setup, optimizer, scheduler, state: TrainState, best: bool) -> None:
+    """last.pt (with the state to resume from) and, after an improved epoch, best.pt."""
+    if not s.cfg.output.save_checkpoints:
+        return
+    if best:
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(s, optimizer, scheduler, state))
+    payload = checkpoint_payload(s, optimizer, scheduler, state)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", {**payload, "resume": training_payload(state)})
+
+
+def checkpoint_payload(s: Setup, optimizer, scheduler, state: TrainState) -> dict[str, Any]:
     """Plain dicts and tensors only, so `torch.load(weights_only=True)` can read it."""
     return {
-        "config": to_plain_dict(cfg),
+        "config": to_plain_dict(s.cfg),
         "data_spec": s.spec.to_dict(),
         "model": s.model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": epoch,
-        "step": step,
-        "metrics": row,
+        "epoch": state.epoch,
+        "step": state.step,
+        "metrics": state.history[-1] if state.history else {},
         "rnnl2_version": __version__,
     }
 
 
-def write_summary(run_dir: Path, cfg: RunConfig, s: Setup, history: list[dict], best_epoch: int,
-                  best_value: float | None, final: dict[str, float], started: float, status: str) -> dict[str, Any]:
+def write_summary(run_dir: Path, s: Setup, state: TrainState, final: dict[str, float], started: float,
+                  status: str) -> dict[str, Any]:
     """summary.json: how the run ended, its best epoch and the best checkpoint's val/test metrics."""
+    cfg, history = s.cfg, state.history
     last = history[-1] if history else {}
     summary = {
         "status": status,
         "name": cfg.name,
         "run_dir": str(run_dir),
-        "best_epoch": best_epoch,
+        "best_epoch": state.best_epoch,
         "best_metric": cfg.train.early_stopping.metric,
-        "best_value": best_value,
+        "best_value": state.best_value,
         "epochs_run": len(history),
-        "steps": last.get("step", 0),
+        "steps": state.step,
         "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))} | {"penalty": last.get("penalty")},
         **final,
         "wall_seconds": time.perf_counter() - started,
@@ -268,5 +344,9 @@ def write_summary(run_dir: Path, cfg: RunConfig, s: Setup, history: list[dict], 
         "penalized_parameters": sum(p.numel() for g in s.groups for p in g.params),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "rnnl2": __version__},
     }
+    if state.resumed_from:
+        summary["resumed_from"] = state.resumed_from
+    if status == "interrupted":
+        summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
     write_json(run_dir / "summary.json", summary)
     return summary

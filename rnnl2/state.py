@@ -1,0 +1,188 @@
+"""What `checkpoints/last.pt` carries so a run continues exactly where it stopped (RNG states,
+position in the epoch, early stopping, metrics so far), and the stop requests that Ctrl-C and
+SIGTERM make. Everything stored is a tensor, number, string, list or dict, so the file still
+loads with `torch.load(weights_only=True)`."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import RunConfig, to_plain_dict
+from .runs import CheckpointError, MetricsLog
+
+
+@dataclass
+class TrainState:
+    """Where training stands; everything here is saved in last.pt and restored by --resume.
+
+    A checkpoint at an epoch boundary has `step_in_epoch == 0`; a mid-epoch one (from
+    `train.checkpoint_every_steps` or a signal) records how many batches of epoch `epoch + 1`
+    are done, the epoch's running sums, and the shuffle state *at the start* of that epoch,
+    so the resumed epoch draws the same order and skips the batches already trained on.
+    """
+
+    epoch: int = 0
+    """Completed epochs."""
+    step: int = 0
+    """Optimizer steps so far, in all epochs."""
+    step_in_epoch: int = 0
+    loss_sum: torch.Tensor | None = None  # Σ data_loss · batch size over the epoch's steps so far
+    grad_sum: torch.Tensor | None = None  # Σ gradient norm over the epoch's steps so far
+    samples: int = 0
+    hidden: Any = None  # the carried hidden state of stateful (text_lm) training
+    shuffle_state: torch.Tensor | None = None  # the shuffle generator's state at the start of epoch `epoch + 1`
+    best_value: float | None = None
+    best_epoch: int = 0
+    since_best: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: list[dict[str, int]] = field(default_factory=list)
+    checked_step: int = 0  # the last step whose loss and gradient were read as finite (not saved)
+    new_config: bool = False  # resumed with --force and a changed config: its lr, λ, ... apply (not saved)
+
+    def start_epoch(self, device: torch.device, generator: torch.Generator) -> None:
+        """Rewind the shuffle generator to this epoch's start; reset the sums unless resumed part-way."""
+        if self.shuffle_state is None:
+            self.shuffle_state = generator.get_state()
+        generator.set_state(self.shuffle_state)
+        if self.step_in_epoch == 0:
+            self.loss_sum = torch.zeros((), device=device)
+            self.grad_sum = torch.zeros((), device=device)
+            self.samples, self.hidden = 0, None
+
+    def end_epoch(self, generator: torch.Generator) -> None:
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.shuffle_state = generator.get_state()  # where the next epoch's shuffle starts
+
+
+# ------------------------------------------------------------------------- RNG states
+
+
+def capture_rng() -> dict[str, Any]:
+    """python `random`, torch CPU and every CUDA device's generator, as plain values and tensors.
+
+    numpy is not used by training, so its state is not part of a run."""
+    version, internal, gauss = random.getstate()
+    states: dict[str, Any] = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(states: dict[str, Any]) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(states["torch"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+
+def detach_hidden(hidden: Any) -> Any:
+    if hidden is None:
+        return None
+    return tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+
+
+def training_payload(state: TrainState) -> dict[str, Any]:
+    """The `resume` block of last.pt (tensors stay on their device; torch.save copies them)."""
+    return {
+        "step_in_epoch": state.step_in_epoch,
+        "loss_sum": state.loss_sum, "grad_sum": state.grad_sum, "samples": state.samples,
+        "hidden": list(state.hidden) if isinstance(state.hidden, tuple) else state.hidden,
+        "shuffle_state": state.shuffle_state,
+        "best_value": state.best_value, "best_epoch": state.best_epoch, "since_best": state.since_best,
+        "best_model": state.best_model,
+        "history": state.history,
+        "resumed_from": state.resumed_from,
+        "rng": capture_rng(),
+    }
+
+
+def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
+    """The TrainState saved in last.pt, on `device`; the RNG states are restored by the caller
+    once everything that draws random numbers while being built has been built."""
+    saved = payload["resume"]
+    hidden = saved["hidden"]
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    best = saved["best_model"]
+    return TrainState(
+        epoch=int(payload["epoch"]), step=int(payload["step"]), step_in_epoch=int(saved["step_in_epoch"]),
+        loss_sum=to(saved["loss_sum"]), grad_sum=to(saved["grad_sum"]), samples=int(saved["samples"]),
+        hidden=tuple(to(h) for h in hidden) if isinstance(hidden, list) else to(hidden),
+        shuffle_state=saved["shuffle_state"],
+        best_value=saved["best_value"], best_epoch=int(saved["best_epoch"]), since_best=int(saved["since_best"]),
+        best_model=None if best is None else {k: v.to(device) for k, v in best.items()},
+        history=list(saved["history"]), resumed_from=list(saved.get("resumed_from", [])),
+        checked_step=int(payload["step"]),
+    )
+
+
+def restore_training(payload: dict[str, Any], optimizer, scheduler, log: MetricsLog, state: TrainState) -> None:
+    """Optimizer, schedule, metrics rows up to the checkpoint, and the RNG states, as saved."""
+    fresh = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        if scheduler is not None and payload.get("scheduler") is not None:
+            scheduler.load_state_dict(payload["scheduler"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"last.pt: the optimizer state does not fit this config: {str(err).splitlines()[0]}") from None
+    if state.new_config:  # --force with a changed config: its lr, λ, ... apply from now on
+        for group, settings in zip(optimizer.param_groups, fresh):
+            group.update(settings)
+    log.rewrite(state.history)  # drops any row written after the checkpoint
+    restore_rng(payload["resume"]["rng"])
+
+
+def config_differences(saved: RunConfig, given: RunConfig) -> list[str]:
+    """`key: run value → given value` for every leaf where two configs differ."""
+    lines: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            lines.append(f"{path}: {a!r} → {b!r}")
+
+    walk(to_plain_dict(saved), to_plain_dict(given), "")
+    return lines
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+class StopRequest:
+    """Within `with StopRequest() as stop:`, SIGINT or SIGTERM sets `stop.signal`, and the loop
+    stops after the current step and saves; a second signal raises KeyboardInterrupt at once.
+
+    Handlers can only be installed from the main thread; elsewhere signals keep their defaults.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,197 @@
+"""Exact resume: a run killed with SIGKILL (mid-epoch, at an epoch boundary, or between its
+metrics row and its checkpoint) and continued with `rnnl2 train --resume` ends with the same
+parameters, metrics and summary as a run that was never stopped."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import TINY_TAGGING, write_config
+from rnnl2.cli import app
+from rnnl2.runs import read_metrics
+
+TIMING = ("seconds", "samples_per_s")
+# 96 sequences / batch 8 = 12 steps per epoch; last.pt every 5 steps; dropout and a step
+# schedule, so RNG, optimizer and scheduler state all have to come back.
+RESUMABLE = copy.deepcopy(TINY_TAGGING) | {
+    "name": "resumable",
+    "data": {**TINY_TAGGING["data"], "num_train": 96},
+    "model": {"cell": "lstm", "hidden_size": 8, "num_layers": 2, "dropout": 0.3},
+    "optimizer": {"name": "adam", "lr": 0.01, "scheduler": {"name": "step", "step_size": 1, "gamma": 0.8}},
+    "train": {"epochs": 3, "batch_size": 8, "checkpoint_every_steps": 5, "early_stopping": {"patience": 5}},
+}
+
+# Runs training in a subprocess and SIGKILLs itself at the chosen moment (a real kill -9:
+# nothing is flushed or cleaned up).
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from rnnl2.config import load_config
+    from rnnl2.train import Observer, run
+
+    config, run_dir, hook, epoch, step = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+
+    class Killer(Observer):
+        current = 0
+        def on_epoch_start(self, e, steps):
+            self.current = e
+            if hook == "epoch_start" and e == epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+        def on_step(self, s, loss):
+            if hook == "step" and self.current == epoch and s == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        def on_epoch_end(self, row):  # after the metrics row is written, before the checkpoint
+            if hook == "epoch_end" and row["epoch"] == epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    run(load_config(Path(config)), run_dir=run_dir, observer=Killer())
+""")
+
+KILL_POINTS = {
+    "mid_epoch": ("step", 2, 10),  # last.pt from global step 20 = epoch 2, batch 8 of 12
+    "epoch_boundary": ("epoch_start", 2, 0),  # last.pt from the end of epoch 1
+    "row_before_checkpoint": ("epoch_end", 2, 0),  # metrics.jsonl is one epoch ahead of last.pt
+}
+
+
+# One thread in every subprocess: the runs compare bit for bit whatever the machine, and
+# tiny models on a busy 2-core machine train several times faster than with two.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def rnnl2(*args: str) -> subprocess.Popen:
+    return spawn("-m", "rnnl2", *args)
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def finish(process: subprocess.Popen, expected: int = 0) -> str:
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == expected, f"exit {process.returncode}\n{out}\n{err}"
+    return out + err
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def final_parameters(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory) -> dict[str, Path]:
+    """One uninterrupted reference run plus one killed-and-resumed run per kill point,
+    the subprocesses of each stage started together."""
+    folder = tmp_path_factory.mktemp("resume")
+    config = write_config(folder, RESUMABLE)
+    dirs = {name: folder / name for name in ["reference", *KILL_POINTS]}
+    started = [rnnl2("train", str(config), "--run-dir", str(dirs["reference"]), "-q")]
+    for name, (hook, epoch, step) in KILL_POINTS.items():
+        started.append(spawn("-c", KILLER, str(config), str(dirs[name]), hook, str(epoch), str(step)))
+    finish(started[0])
+    for process in started[1:]:
+        finish(process, expected=-9)
+    resumed = [rnnl2("train", "--resume", str(dirs[name]), "-q") for name in KILL_POINTS]
+    for process in resumed:
+        finish(process)
+    return dirs
+
+
+@pytest.mark.parametrize("kill_point", list(KILL_POINTS))
+def test_killed_then_resumed_run_equals_uninterrupted_run(killed_and_resumed, kill_point):
+    reference, resumed = killed_and_resumed["reference"], killed_and_resumed[kill_point]
+    expected, got = final_parameters(reference), final_parameters(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert without_timing(read_metrics(resumed)) == without_timing(read_metrics(reference))
+    assert [row["epoch"] for row in read_metrics(resumed)] == [1, 2, 3]  # none duplicated, none missing
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (reference, resumed)]
+    for key in ("status", "best_epoch", "best_value", "steps", "epochs_run", "final", "test_loss", "test_accuracy"):
+        assert summaries[0][key] == summaries[1][key], key
+    assert (resumed / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
+
+
+def test_resume_reports_where_it_continued(killed_and_resumed):
+    summary = json.loads((killed_and_resumed["mid_epoch"] / "summary.json").read_text())
+    assert summary["resumed_from"] == [{"epoch": 1, "step": 20, "step_in_epoch": 8}]
+    summary = json.loads((killed_and_resumed["row_before_checkpoint"] / "summary.json").read_text())
+    assert summary["resumed_from"] == [{"epoch": 1, "step": 20, "step_in_epoch": 8}]
+    summary = json.loads((killed_and_resumed["epoch_boundary"] / "summary.json").read_text())
+    assert summary["resumed_from"] == [{"epoch": 1, "step": 12, "step_in_epoch": 0}]
+
+
+def test_last_checkpoint_loads_weights_only_with_every_state(killed_and_resumed):
+    payload = torch.load(killed_and_resumed["reference"] / "checkpoints" / "last.pt", weights_only=True)
+    state = payload["resume"]
+    assert {"python", "torch"} <= set(state["rng"])
+    assert state["shuffle_state"].dtype == torch.uint8
+    assert payload["scheduler"] is not None and payload["optimizer"]["state"]
+    assert state["best_model"].keys() == payload["model"].keys()
+
+
+# ------------------------------------------------------------------- CLI refusals
+
+
+def train_in_process(*args: str):
+    return CliRunner().invoke(app, ["train", *args])
+
+
+@pytest.fixture
+def finished_run(tmp_path) -> tuple[Path, Path]:
+    config = write_config(tmp_path, TINY_TAGGING)
+    run_dir = tmp_path / "run"
+    result = train_in_process(str(config), "--run-dir", str(run_dir), "-q")
+    assert result.exit_code == 0, result.output
+    return config, run_dir
+
+
+def test_resume_refuses_a_different_config_without_force(finished_run):
+    config, run_dir = finished_run
+    (run_dir / "summary.json").unlink()  # as if the run had been killed
+    result = train_in_process(str(config), "--set", "train.epochs=4", "--resume", str(run_dir))
+    assert result.exit_code == 2
+    assert "train.epochs: 2 → 4" in result.output and "--force" in result.output
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]
+
+
+def test_resume_with_force_extends_a_finished_run(finished_run):
+    config, run_dir = finished_run
+    result = train_in_process("--resume", str(run_dir), "--set", "train.epochs=3")
+    assert result.exit_code == 2 and "already finished" in result.output
+    result = train_in_process("--resume", str(run_dir), "--set", "train.epochs=3", "--force", "-q")
+    assert result.exit_code == 0, result.output
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]
+    assert "epochs: 3" in (run_dir / "config.yaml").read_text()
+
+
+def test_resume_with_the_same_config_is_accepted(finished_run):
+    config, run_dir = finished_run
+    (run_dir / "summary.json").unlink()
+    result = train_in_process(str(config), "--resume", str(run_dir), "-q")
+    assert result.exit_code == 0, result.output
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]
+
+
+def test_resume_needs_a_run_folder_with_a_last_checkpoint(tmp_path, finished_run):
+    _, run_dir = finished_run
+    result = train_in_process("--resume", str(tmp_path / "nothing-here"))
+    assert result.exit_code == 2 and "not a run folder" in result.output
+    (run_dir / "summary.json").unlink()
+    (run_dir / "checkpoints" / "last.pt").unlink()
+    result = train_in_process("--resume", str(run_dir))
+    assert result.exit_code == 2 and "no checkpoints/last.pt" in result.output
+    assert "Traceback" not in result.output
