@@ -263,3 +263,160 @@ def config_show(
 def config_schema() -> None:
     """Print the JSON Schema of the config file, for editors and validators."""
     print(json.dumps(RunConfig.model_json_schema(by_alias=True), indent=2))
+
+
+# ------------------------------------------------------------------ sweep, compare, report
+
+
+class SweepPrinter:
+    """Sweep events as plain stderr lines: each start, finish and failure as it happens."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet, self.finished = total, quiet, 0
+
+    def __call__(self, kind: str, record: dict[str, Any]) -> None:
+        name = record["name"]
+        if kind in ("done", "failed", "interrupted", "skip"):
+            self.finished += 1
+        where = f"[{self.finished}/{self.total}]"
+        if kind in ("failed", "interrupted"):
+            err.print(f"{where} [red]{kind}[/red] {name}: {record.get('error')}", highlight=False)
+        elif self.quiet:
+            return
+        elif kind == "done":
+            m = record.get("metrics") or {}
+            value = m.get("best_value")
+            shown = f"{m.get('best_metric')} {value:.4g}" if isinstance(value, (int, float)) else ""
+            err.print(f"{where} done {name}  {shown}  {m.get('wall_seconds', 0):.1f}s", highlight=False)
+        elif kind == "skip":
+            err.print(f"{where} already done {name}", highlight=False)
+        elif kind == "start":
+            err.print(f"{where} start {name}", highlight=False)
+
+
+def comparison_table(comparison: Any, title: str = "runs") -> Table:
+    """The Rich form of a `compare.Comparison`: best row (first after sorting) in bold green."""
+    direction = "lower" if comparison.mode == "min" else "higher"
+    table = Table(title=f"{title} — sorted by {comparison.sort} ({direction} is better)")
+    columns = comparison.shown_columns()
+    for column in columns:
+        table.add_column(column, justify="right" if column in comparison.numeric or column == "n" else "left")
+    for index, row in enumerate(comparison.rows):
+        table.add_row(*(comparison.cell(row, c) for c in columns), style="bold green" if index == 0 else None)
+    return table
+
+
+def print_table(table: Table) -> None:
+    """To stdout; whole when stdout is a file or a pipe (Rich would cut it to 80 columns)."""
+    (out if out.is_terminal else Console(width=250, soft_wrap=True)).print(table)
+
+
+@app.command()
+def sweep(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A run config, or a sweep file (config + grid/runs/seeds).")],
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="An axis KEY=V1,V2,… or KEY=logspace(-6,-2,5); repeatable, the runs are the product.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds for every configuration: 0,1,2.")] = None,
+    overrides: Overrides = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel (CPU threads are split between them).")] = 1,
+    runs_dir: Annotated[Path, typer.Option(help="Runs go to <runs-dir>/<name>/sweep-<hash>/.")] = Path("runs"),
+    sweep_dir: Annotated[Optional[Path], typer.Option(help="Use exactly this sweep folder.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print one `rnnl2 train` command per run and nothing else.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop all runs at the first failure.")] = False,
+    backend: Annotated[str, typer.Option(help="local (subprocesses here) or ray.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")] = None,
+    select: Annotated[Optional[str], typer.Option(help="Pick the best configuration by METRIC[:min|max] (mean over seeds); writes best.yaml.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
+) -> None:
+    """Run a grid of configurations × seeds; the same command again resumes it. Last stdout line: the sweep folder."""
+    if backend not in ("local", "ray"):
+        fail(f"--backend must be local or ray, got {backend!r}")
+    from .sweep import build_spec, dry_run_lines, plan_sweep
+
+    try:
+        spec = build_spec(path, grid or [], seeds, overrides or [])
+        folder, runs = plan_sweep(spec, runs_dir, sweep_dir)
+    except Rnnl2Error as error:
+        fail(str(error))
+    if dry_run:
+        print("\n".join(dry_run_lines(spec, runs)))
+        return
+    from .compare import compare_runs
+    from .launch import Launch, gpu_ids, run_sweep
+    from .sweep import select_best
+
+    metric, _, mode = (select or "").partition(":")
+    if mode not in ("", "min", "max"):
+        fail(f"--select {select!r}: write METRIC, METRIC:min or METRIC:max")
+    launch = Launch(jobs, backend, ray_address, fail_fast, gpu_ids() if backend == "local" else [])
+    if not quiet:
+        err.print(f"sweep {folder}: {len(runs)} runs, {jobs} at a time ({backend})", highlight=False)
+    try:
+        result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))
+        done = any(r["status"] == "done" for r in result.records)
+        selection = select_best(folder, metric, mode or None) if metric and done and not result.interrupted else None
+        comparison = compare_runs([folder], by_seed=len(spec.seeds) > 1)
+    except Rnnl2Error as error:
+        fail(str(error))
+    failed = [r["name"] for r in result.failed]
+    if as_json:
+        print(json.dumps({"sweep_dir": str(folder), "runs": len(runs), "skipped": result.skipped, "failed": failed,
+                          "interrupted": result.interrupted, "selection": selection, "table": comparison.to_json()}))
+    else:
+        print_table(comparison_table(comparison, title=str(folder)))
+        if selection:
+            err.print(f"[green]selected[/green] {selection['overrides']} by {metric} ({selection['mode']}): "
+                      f"{selection['mean']:.4g} ± {selection['std']:.2g} over {selection['n']} seed(s); "
+                      f"test {selection['test']}; config in {selection['best_yaml']}", highlight=False)
+        if failed:
+            err.print(f"[red]{len(failed)} of {len(runs)} runs did not finish:[/red] {', '.join(failed)}", highlight=False)
+        print(folder)
+    if result.interrupted:
+        raise typer.Exit(code=130)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def compare(
+    paths: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs (quote them).")],
+    sort: Annotated[Optional[str], typer.Option(help="Column to sort by (default: the early-stopping metric).")] = None,
+    by_seed: Annotated[Optional[bool], typer.Option("--by-seed/--no-by-seed", help="Group runs that differ only in seed (default: when only seeds differ).")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV to this file (- for stdout).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object on stdout.")] = False,
+) -> None:
+    """One row per run: the config keys that differ, best and test metrics, gap, weight norm, epochs, time."""
+    from .compare import compare_runs
+
+    try:
+        comparison = compare_runs(paths, sort=sort, by_seed=by_seed)
+    except Rnnl2Error as error:
+        fail(str(error))
+    if csv_path is not None:
+        if str(csv_path) == "-":
+            print(comparison.to_csv(), end="")
+            return
+        csv_path.write_text(comparison.to_csv(), encoding="utf-8")
+        err.print(f"wrote {csv_path}", highlight=False)
+    if as_json:
+        print(json.dumps(comparison.to_json()))
+    else:
+        print_table(comparison_table(comparison))
+
+
+@app.command()
+def report(
+    paths: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs (quote them).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs, report.md and report.html.")] = Path("report"),
+    sort: Annotated[Optional[str], typer.Option(help="Column to sort the report's table by.")] = None,
+) -> None:
+    """Plot learning curves, the λ curve, weight and gradient norms; write report.md. Last stdout line: report.md."""
+    from .report import write_report
+
+    try:
+        files = write_report(paths, output, sort=sort)
+    except Rnnl2Error as error:
+        fail(str(error))
+    for path in files[:-1]:
+        err.print(f"wrote {path}", highlight=False)
+    print(files[-2])

@@ -165,3 +165,32 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: not an rnnl2 checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return payload
 
+
+def check_tensorboard(enabled: bool) -> None:
+    """Before a run folder exists: `output.tensorboard` needs the tensorboard package."""
+    import importlib.util
+
+    if enabled and importlib.util.find_spec("tensorboard") is None:
+        raise Rnnl2Error("output.tensorboard: true needs TensorBoard; pip install 'rnnl2[tensorboard]'")
+
+
+class TensorBoardLog(MetricsLog):
+    """metrics.jsonl/csv plus the same numbers as TensorBoard scalars in <run>/tensorboard/, x = epoch."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(run_dir)
+        check_tensorboard(True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def append(self, row: dict[str, Any]) -> None:
+        super().append(row)
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, row["epoch"])
+        self.writer.flush()
+
+
+def open_metrics_log(run_dir: Path, tensorboard: bool = False) -> MetricsLog:
+    return TensorBoardLog(run_dir) if tensorboard else MetricsLog(run_dir)

@@ -21,7 +21,7 @@ from .evaluate import HIGHER_IS_BETTER, METRICS, build_loss, evaluate, prefixed
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
-from .runs import MetricsLog, check_writable, create_run_dir, save_checkpoint, write_config, write_json
+from .runs import MetricsLog, check_tensorboard, check_writable, create_run_dir, open_metrics_log, save_checkpoint, write_config, write_json
 from .state import StopRequest, TrainState, detach_hidden, restore_training, training_payload
 
 # Steps between reads of the running loss from the device: for the progress bar, and to catch
@@ -187,6 +187,7 @@ def run(cfg: RunConfig, runs_dir: Path = Path("runs"), run_dir: Path | None = No
     """Train one model from a validated config and write its run folder."""
     started = time.perf_counter()
     check_writable(run_dir.parent if run_dir else runs_dir)
+    check_tensorboard(cfg.output.tensorboard)
     s = setup or build_setup(cfg)
     run_dir = create_run_dir(runs_dir, cfg.name, run_dir)
     write_config(run_dir, cfg)
@@ -200,7 +201,7 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.epochs)
     generator = torch.Generator().manual_seed(cfg.seed)
-    log = MetricsLog(run_dir)
+    log = open_metrics_log(run_dir, cfg.output.tensorboard)
     if payload is not None:
         restore_training(payload, optimizer, scheduler, log, state)
     penalty = L2Penalty(s.groups)

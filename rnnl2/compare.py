@@ -1,0 +1,203 @@
+"""Compare runs: collect run folders (run dirs, sweep dirs, globs) and build one row per run with
+the config keys that differ, its best and test metrics, train–val gap, final weight norm, epochs
+and wall time; sort; group seeds into mean ± std. Reads JSON and YAML only, never torch."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .config import Rnnl2Error
+from .runs import read_metrics
+
+HIGHER_IS_BETTER = ("accuracy", "macro_f1")  # metric suffixes where larger wins (as in evaluate.py)
+STATS = ("best_epoch", "gap", "weight_norm", "epochs", "wall_s")
+"""Numeric columns after the metrics; averaged over seeds like them."""
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    config: dict[str, Any]
+    """The resolved config, flattened to dotted keys (`l2.lambda`)."""
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+
+@dataclass
+class Comparison:
+    keys: list[str]
+    """Config keys that differ between the runs (without `seed` when grouped by seed)."""
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    sort: str
+    mode: str
+    by_seed: bool
+    numeric: list[str] = field(default_factory=list)
+    """Columns that hold numbers (grouped rows also carry `<column>_std`)."""
+
+    def shown_columns(self) -> list[str]:
+        """The columns a person reads: no paths, std folded into `mean ± std`."""
+        return [c for c in self.columns if c not in ("run_dir", "run_dirs", "seeds") and not c.endswith("_std")]
+
+    def cell(self, row: dict[str, Any], column: str) -> str:
+        value = row.get(column)
+        if isinstance(value, float):
+            std = row.get(f"{column}_std") if self.by_seed else None
+            return f"{value:.4g} ± {std:.2g}" if isinstance(std, float) and row.get("n", 1) > 1 else f"{value:.4g}"
+        return "—" if value is None else str(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keys": self.keys, "columns": self.columns, "sort": self.sort, "mode": self.mode,
+                "by_seed": self.by_seed, "rows": self.rows}
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+        return buffer.getvalue()
+
+
+def default_mode(metric: str) -> str:
+    return "max" if metric.endswith(HIGHER_IS_BETTER) else "min"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and ((path / "summary.json").is_file() or (path / "metrics.jsonl").is_file())
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders named directly, listed by a sweep's manifest, matched by a glob, or found below a folder."""
+    found: list[Path] = []
+    for item in paths:
+        matches = [Path(p) for p in sorted(glob.glob(str(item)))] if glob.has_magic(str(item)) else [Path(item)]
+        for path in matches:
+            if is_run_dir(path):
+                found.append(path)
+            elif (path / "sweep.jsonl").is_file():
+                records = [json.loads(l) for l in (path / "sweep.jsonl").read_text().splitlines() if l.strip()]
+                found += [Path(r["run_dir"]) for r in records if is_run_dir(Path(r["run_dir"]))]
+            elif path.is_dir():
+                found += sorted(p.parent for p in path.rglob("config.yaml") if is_run_dir(p.parent))
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise Rnnl2Error(f"no run folders (config.yaml with summary.json or metrics.jsonl) in {', '.join(map(str, paths))}")
+    return unique
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def load_run(run_dir: Path) -> Run:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {"status": "running"}
+    return Run(run_dir, flatten(config), summary, read_metrics(run_dir))
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    return [load_run(p) for p in find_run_dirs(paths)]
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose value is not the same in every run, in config order."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.config))
+    return [k for k in keys if len({json.dumps(run.config.get(k), sort_keys=True) for run in runs}) > 1]
+
+
+def metric_columns(runs: list[Run]) -> list[str]:
+    """The early-stopping metric, val_loss and val_accuracy where logged, each with its test twin."""
+    names = [r.summary.get("best_metric") for r in runs if r.summary.get("best_metric")] + ["val_loss", "val_accuracy"]
+    present = {k for r in runs for k in r.summary} | {k for r in runs for row in r.metrics[:1] for k in row}
+    columns: list[str] = []
+    for name in dict.fromkeys(names):
+        if name in present:
+            columns += [name] + ([f"test_{name[4:]}"] if f"test_{name[4:]}" in present else [])
+    return columns
+
+
+def run_row(run: Run, keys: list[str], metrics: list[str]) -> dict[str, Any]:
+    s = run.summary
+    best = next((r for r in run.metrics if r.get("epoch") == s.get("best_epoch")), None)
+    row: dict[str, Any] = {"run": run.run_dir.name, **{k: run.config.get(k) for k in keys}, "status": s.get("status")}
+    for name in metrics:  # best-checkpoint values from summary.json, else that epoch's row
+        row[name] = s.get(name, best.get(name) if best and name.startswith("val_") else None)
+    row["best_epoch"] = s.get("best_epoch")
+    row["gap"] = best["val_loss"] - best["train_data_loss"] if best else None
+    row["weight_norm"] = run.metrics[-1].get("weight_norm") if run.metrics else None
+    row["epochs"] = s.get("epochs_run", len(run.metrics))
+    row["wall_s"] = s.get("wall_seconds")
+    row["run_dir"] = str(run.run_dir)
+    return row
+
+
+def number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def group_by_seed(rows: list[dict[str, Any]], keys: list[str], numeric: list[str]) -> list[dict[str, Any]]:
+    """One row per configuration: mean and sample std over its seeds, and n."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(json.dumps([row.get(k) for k in keys]), []).append(row)
+    out = []
+    for members in groups.values():
+        row = {k: members[0].get(k) for k in keys}
+        row["n"] = len(members)
+        row["status"] = ",".join(sorted({str(m.get("status")) for m in members}))
+        for column in numeric:
+            values = [v for v in (number(m.get(column)) for m in members) if v is not None]
+            row[column] = statistics.fmean(values) if values else None
+            row[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        row["seeds"] = [m.get("seed") for m in members]
+        row["run_dirs"] = [m["run_dir"] for m in members]
+        out.append(row)
+    return out
+
+
+def compare_runs(paths: Sequence[str | Path], sort: str | None = None, by_seed: bool | None = None,
+                 runs: list[Run] | None = None) -> Comparison:
+    """The comparison table of the runs under `paths`; `by_seed=None` groups when only seeds differ."""
+    runs = runs if runs is not None else load_runs(paths)
+    keys = differing_keys(runs)
+    metrics = metric_columns(runs)
+    rows = [run_row(run, keys + ["seed"] * ("seed" not in keys), metrics) for run in runs]
+    if by_seed is None:
+        by_seed = keys == ["seed"]
+    numeric = metrics + list(STATS)
+    sort = sort or (metrics[0] if metrics else "wall_s")
+    if by_seed:
+        keys = [k for k in keys if k != "seed"]
+        rows = group_by_seed(rows, keys, numeric)
+        columns = keys + ["n", "status"] + [c for name in numeric for c in (name, f"{name}_std")] + ["seeds", "run_dirs"]
+    else:
+        columns = ["run"] + keys + ["status"] + numeric + ["run_dir"]
+    if sort not in columns:
+        raise Rnnl2Error(f"--sort {sort!r}: not a column; choose one of {', '.join(c for c in columns if not c.endswith('_std'))}")
+    mode = default_mode(sort)
+    sign = 1 if mode == "min" else -1
+
+    def sort_key(row: dict[str, Any]) -> tuple:  # numbers by value, then text, missing values last
+        value = number(row.get(sort))
+        return (row.get(sort) is None, value is None, sign * value if value is not None else 0.0, str(row.get(sort)))
+
+    rows.sort(key=sort_key)
+    return Comparison(keys, columns, rows, sort, mode, by_seed, numeric)

@@ -1,0 +1,261 @@
+"""Run a planned sweep: each run is a separate `python -m rnnl2 train` process, started here
+(`--jobs N`, CPU threads split between them, one GPU each) or as a Ray task; the manifest
+records every status change, so the same command resumes an interrupted sweep."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Rnnl2Error
+from .sweep import Manifest, PlannedRun, SweepSpec, summary_metrics, train_command, write_definition
+
+EventFn = Callable[[str, dict[str, Any]], None]
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    records: list[dict[str, Any]]
+    skipped: int = 0
+    interrupted: bool = False
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Launch:
+    """How to run the sweep's processes."""
+
+    jobs: int = 1
+    backend: str = "local"
+    ray_address: str | None = None
+    fail_fast: bool = False
+    gpus: list[str] = field(default_factory=list)
+    """GPUs visible here (local backend): the child in slot k gets gpus[k mod len(gpus)]."""
+
+
+def run_sweep(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, launch: Launch,
+              on_event: EventFn = lambda kind, record: None) -> SweepResult:
+    """Run every run not yet done; rerun failed or interrupted ones from scratch."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(sweep_dir):
+        write_definition(sweep_dir, spec, runs)
+        manifest = Manifest(sweep_dir)
+        manifest.merge(runs)
+        todo = []
+        for run in runs:
+            record = next(r for r in manifest.records if r["name"] == run.name)
+            if record["status"] == "done" and (run.run_dir / "summary.json").is_file():
+                on_event("skip", record)
+                continue
+            if run.run_dir.exists():  # a failed or interrupted attempt: start it again
+                shutil.rmtree(run.run_dir)
+            todo.append((run, manifest.update(run.name, status="pending", exit_code=None, error=None)))
+        runner = run_ray if launch.backend == "ray" else run_local
+        result = SweepResult(sweep_dir, manifest.records, skipped=len(runs) - len(todo))
+        previous = signal.signal(signal.SIGTERM, raise_interrupt)
+        try:
+            runner(spec, todo, manifest, launch, on_event)
+        except KeyboardInterrupt:
+            result.interrupted = True
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        result.failed = [r for r in manifest.records if r["status"] in ("failed", "interrupted")]
+        return result
+
+
+def raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+class sweep_lock:
+    """One driver per sweep folder; the lock dies with its process, so `running` records are stale."""
+
+    def __init__(self, sweep_dir: Path):
+        self.path = sweep_dir / ".lock"
+
+    def __enter__(self):
+        self.handle = self.path.open("w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise Rnnl2Error(f"another rnnl2 sweep is running in {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def thread_env(threads: int, gpu: str | None = None) -> dict[str, str]:
+    """Environment of one child: its share of CPU threads (torch reads OMP_NUM_THREADS), its GPU."""
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs this driver sees (as CUDA_VISIBLE_DEVICES entries); torch is imported only here."""
+    import torch
+
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible.split(",")[:count] if visible else [str(i) for i in range(count)]
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def finish(manifest: Manifest, run: PlannedRun, outcome: dict[str, Any], on_event: EventFn) -> dict[str, Any]:
+    """Record how one run ended: done with its metrics, or failed/interrupted with the error."""
+    code, summary = outcome["exit_code"], outcome.get("summary")
+    fields: dict[str, Any] = {"exit_code": code, "finished": time.time()}
+    if summary:
+        fields["metrics"] = summary_metrics(summary)
+    if code == 0:
+        record = manifest.update(run.name, status="done", **fields)
+    else:
+        status = "interrupted" if code in (130, -signal.SIGTERM, -signal.SIGINT) else "failed"
+        record = manifest.update(run.name, status=status, error=outcome.get("error") or f"exit code {code}", **fields)
+    on_event(record["status"], record)
+    return record
+
+
+def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
+    """Exit code, summary.json (if written) and the last error line of the child's log."""
+    summary = read_summary(run_dir)
+    lines = [l.strip() for l in log_path.read_text(errors="replace").splitlines() if l.strip()] if log_path.exists() else []
+    errors = [l for l in lines if "error" in l.lower() or "interrupted" in l.lower()]
+    return {"exit_code": code, "summary": summary, "error": (errors or lines or [None])[-1] if code else None}
+
+
+def start_child(command: list[str], env_extra: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """A child that gets SIGTERM if this driver dies (Linux), so no orphan keeps writing a run folder."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **env_extra}, preexec_fn=die_with_parent)
+
+
+def die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_children(children: dict[subprocess.Popen, Any], grace: float = 15.0) -> None:
+    """SIGTERM (train saves its state and exits 130), then SIGKILL whatever is left."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_event: EventFn) -> None:
+    """Up to `jobs` children at once; a failure stops the others only with fail_fast."""
+    jobs = max(1, launch.jobs)
+    threads = max(1, cpu_count() // jobs)
+    program = (sys.executable, "-m", "rnnl2")
+    logs = manifest.path.parent / "logs"
+    queue, running = list(todo), {}  # Popen → (run, slot)
+    try:
+        while queue or running:
+            free = [s for s in range(jobs) if s not in {slot for _, slot in running.values()}]
+            while queue and free:
+                run, _ = queue.pop(0)
+                slot = free.pop(0)
+                gpu = launch.gpus[slot % len(launch.gpus)] if launch.gpus else None
+                child = start_child(train_command(spec, run, program), thread_env(threads, gpu), logs / f"{run.name}.log")
+                running[child] = (run, slot)
+                on_event("start", manifest.update(run.name, status="running", started=time.time(), pid=child.pid))
+            time.sleep(POLL_SECONDS)
+            for child in [c for c in running if c.poll() is not None]:
+                run, _ = running.pop(child)
+                record = finish(manifest, run, read_outcome(child.returncode, run.run_dir, logs / f"{run.name}.log"), on_event)
+                if record["status"] != "done" and launch.fail_fast:
+                    queue.clear()
+                    stop_children(running)
+    except KeyboardInterrupt:
+        stop_children(running)
+        raise
+    finally:
+        for child, (run, _) in running.items():
+            child.wait()
+            finish(manifest, run, read_outcome(child.returncode, run.run_dir, logs / f"{run.name}.log"), on_event)
+
+
+def execute_run(command: list[str], env_extra: dict[str, str], run_dir: str, log_path: str) -> dict[str, Any]:
+    """One run inside a Ray task: the same child process as the local backend, its outcome returned."""
+    child = start_child([sys.executable, "-m", "rnnl2", *command[1:]], env_extra, Path(log_path))
+    return read_outcome(child.wait(), Path(run_dir), Path(log_path))
+
+
+def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_event: EventFn) -> None:
+    """Each run a Ray task with its CPU share (and one GPU when the cluster has them); the driver
+    writes the manifest. Run folders must be on a filesystem the workers share with the driver."""
+    try:
+        import ray
+    except ImportError:
+        raise Rnnl2Error("--backend ray needs Ray: pip install 'rnnl2[ray]'") from None
+    address = launch.ray_address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
+             **({} if address else {"num_cpus": cpu_count()}))
+    threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, launch.jobs))
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute_run)
+    logs = manifest.path.parent / "logs"
+    pending = {}
+    for run, _ in todo:
+        ref = task.remote(train_command(spec, run), thread_env(threads), str(run.run_dir), str(logs / f"{run.name}.log"))
+        pending[ref] = run
+        on_event("start", manifest.update(run.name, status="running", started=time.time()))
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except Exception as error:  # the task itself died (worker lost, cancelled)
+                outcome = {"exit_code": -1, "error": f"ray task failed: {type(error).__name__}: {error}"}
+            record = finish(manifest, run, outcome, on_event)
+            if record["status"] != "done" and launch.fail_fast:
+                cancel_tasks(ray, pending, manifest, on_event)
+    except KeyboardInterrupt:
+        cancel_tasks(ray, pending, manifest, on_event)
+        raise
+    finally:
+        ray.shutdown()
+
+
+def cancel_tasks(ray, pending: dict, manifest: Manifest, on_event: EventFn) -> None:
+    for ref, run in list(pending.items()):
+        ray.cancel(ref, force=True)
+        finish(manifest, run, {"exit_code": 130, "error": "interrupted"}, on_event)
+    pending.clear()

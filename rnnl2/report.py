@@ -1,0 +1,243 @@
+"""Figures and a report of a set of runs (matplotlib, headless): learning curves, the λ curve,
+weight and gradient norms per epoch, and report.md/report.html with the comparison table.
+Reads run folders through `compare`; never imports torch."""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from matplotlib.ticker import MaxNLocator  # pyplot (and its backend) is imported in write_report
+
+from .compare import Comparison, Run, compare_runs, differing_keys, load_runs
+
+LAMBDA = "l2.lambda"
+
+
+def group_runs(runs: list[Run]) -> tuple[list[str], list[tuple[dict[str, Any], list[Run]]]]:
+    """Runs that differ only in seed form one group; groups sorted by λ when λ varies."""
+    keys = [k for k in differing_keys(runs) if k != "seed"]
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(repr(run.config.get(k)) for k in keys), []).append(run)
+    out = [({k: members[0].config.get(k) for k in keys}, members) for members in groups.values()]
+    out.sort(key=lambda g: tuple(sort_value(g[0].get(k)) for k in keys))
+    return keys, out
+
+
+def sort_value(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+
+
+def label(values: dict[str, Any]) -> str:
+    parts = []
+    for key, value in values.items():
+        name = "λ" if key == LAMBDA else key.rsplit(".", 1)[-1]
+        parts.append(f"{name}={short_number(value)}" if isinstance(value, float) else f"{name}={value}")
+    return ", ".join(parts) or "all runs"
+
+
+def short_number(value: float) -> str:
+    """0 → `0`, 0.0001 → `1e-4`, 0.000316 → `3.16e-4`: λ values read alike in every legend."""
+    if value == 0 or 0.1 <= abs(value) < 1000:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def colours(groups: list, keys: list[str]) -> list:
+    """Viridis in λ order when λ varies (dark = small λ), else the default cycle."""
+    import matplotlib
+
+    if LAMBDA in keys and len(groups) > 1:
+        cmap = matplotlib.colormaps["viridis"]
+        return [cmap(0.9 * i / (len(groups) - 1)) for i in range(len(groups))]
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    return [cycle[i % len(cycle)] for i in range(len(groups))]
+
+
+def loss_unit(runs: list[Run]) -> str:
+    first = runs[0].metrics[0] if runs[0].metrics else {}
+    if "val_mse" in first:
+        return "MSE"
+    if "val_perplexity" in first:
+        return "cross-entropy (nats/token)"
+    return "cross-entropy (nats)"
+
+
+def per_epoch(members: list[Run], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Mean and std over seeds of `key` at each epoch every seed reached."""
+    epochs = min(len(r.metrics) for r in members)
+    xs, means, stds = [], [], []
+    for i in range(epochs):
+        values = [r.metrics[i].get(key) for r in members]
+        values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        if values:
+            xs.append(members[0].metrics[i]["epoch"])
+            means.append(statistics.fmean(values))
+            stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+    return xs, means, stds
+
+
+def plot_curves(ax, groups, palette, key: str, style: str = "-", with_label: bool = True) -> None:
+    for (values, members), colour in zip(groups, palette):
+        xs, means, stds = per_epoch(members, key)
+        ax.plot(xs, means, style, color=colour, marker="o", markersize=3, label=label(values) if with_label else None)
+        if len(members) > 1:  # seeds as a band of ± one standard deviation
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=colour, alpha=0.2)
+
+
+def figure_learning_curves(runs, keys, groups, palette, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    plot_curves(axes[0], groups, palette, "train_data_loss")
+    plot_curves(axes[1], groups, palette, "val_loss")
+    unit = loss_unit(runs)
+    for ax, title in zip(axes, ("training data loss (without the L2 term)", "validation loss")):
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(unit)
+    seeds = "\n(mean ± std over seeds)" if any(len(m) > 1 for _, m in groups) else ""
+    axes[1].legend(title=label_title(keys) + seeds, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle("Learning curves")
+    return save(fig, out / "learning_curves.png")
+
+
+def label_title(keys: list[str]) -> str:
+    return ", ".join("λ" if k == LAMBDA else k for k in keys) or "runs"
+
+
+def figure_norms(groups, palette, keys, out: Path, key: str, ylabel: str, title: str, name: str, log: bool) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    plot_curves(ax, groups, palette, key)
+    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title=label_title(keys), fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return save(fig, out / name)
+
+
+def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> Path | None:
+    """Metrics against λ on a log axis; λ=0 in its own narrow panel on the left; seed error bars."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in comparison.rows if isinstance(r.get(LAMBDA), (int, float))]
+    if len({r[LAMBDA] for r in rows}) < 2:
+        return None
+    others = [k for k in comparison.keys if k not in (LAMBDA, "seed")]
+    metric = comparison.sort if comparison.sort.startswith("val_") else "val_loss"
+    panels = [("loss", [(metric, "validation (best checkpoint)", "o-"), ("train_at_best", "training data loss (same epoch)", "s--")])]
+    if any(r.get("val_accuracy") is not None for r in rows):
+        panels.append(("accuracy", [("val_accuracy", "validation", "o-"), ("test_accuracy", "test", "^:")]))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(9, 3.8 * len(panels)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 6], "wspace": 0.05}, sharey="row")
+    lines = sorted({tuple(r.get(k) for k in others) for r in rows}, key=lambda t: [sort_value(v) for v in t])
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row_index, (quantity, series) in enumerate(panels):
+        zero_ax, log_ax = axes[row_index]
+        for line_index, line in enumerate(lines):
+            members = sorted((r for r in rows if tuple(r.get(k) for k in others) == line), key=lambda r: r[LAMBDA])
+            for column, name, style in series:
+                points = [(r[LAMBDA], r.get(column), r.get(f"{column}_std") or 0.0) for r in members if r.get(column) is not None]
+                tag = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(others, line))
+                colour = cycle[(line_index * len(series) + series.index((column, name, style))) % len(cycle)]
+                positive = [p for p in points if p[0] > 0]
+                zero = [p for p in points if p[0] == 0]
+                if positive:
+                    log_ax.errorbar([p[0] for p in positive], [p[1] for p in positive], yerr=[p[2] for p in positive],
+                                    fmt=style, color=colour, capsize=3, label=f"{name}{' — ' + tag if tag else ''}")
+                for p in zero:
+                    zero_ax.errorbar([0], [p[1]], yerr=[p[2]], fmt=style[0], color=colour, capsize=3, markersize=8, mfc="none")
+        log_ax.set_xscale("log")
+        log_ax.grid(alpha=0.3, which="both")
+        log_ax.legend(fontsize=8)
+        log_ax.set_xlabel("λ (log scale)")
+        zero_ax.set_xticks([0], ["λ = 0"])
+        zero_ax.set_xlim(-1, 1)
+        zero_ax.grid(alpha=0.3)
+        zero_ax.set_ylabel(f"loss, {loss_unit(runs)}" if quantity == "loss" else "accuracy (fraction correct)")
+        log_ax.tick_params(labelleft=False)
+    n = max((r.get("n", 1) for r in rows), default=1)
+    fig.suptitle(f"λ curve: metrics at the best epoch{f', mean ± std over {n} seeds' if n > 1 else ''}")
+    return save(fig, out / "lambda_curve.png")
+
+
+def save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def markdown_table(comparison: Comparison) -> str:
+    columns = comparison.shown_columns()
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(comparison.cell(row, c) for c in columns) + " |" for row in comparison.rows]
+    return "\n".join(lines)
+
+
+def html_table(comparison: Comparison) -> str:
+    columns = comparison.shown_columns()
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(comparison.cell(r, c))}</td>" for c in columns) + "</tr>" for r in comparison.rows)
+    return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
+
+
+def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None) -> list[Path]:
+    """All figures, report.md and report.html for the runs under `paths`; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display needed
+    runs = [r for r in load_runs(paths) if r.metrics]
+    if not runs:
+        from .config import Rnnl2Error
+
+        raise Rnnl2Error(f"no run with logged epochs (metrics.jsonl) in {', '.join(map(str, paths))}")
+    out.mkdir(parents=True, exist_ok=True)
+    keys, groups = group_runs(runs)
+    palette = colours(groups, keys)
+    by_seed = any(len(members) > 1 for _, members in groups)
+    comparison = compare_runs(paths, sort=sort, by_seed=by_seed, runs=runs)
+    add_train_at_best(comparison, runs)
+    figures = [
+        figure_learning_curves(runs, keys, groups, palette, out),
+        figure_lambda_curve(comparison, runs, out),
+        figure_norms(groups, palette, keys, out, "weight_norm", "‖θ‖₂ of the penalized parameters",
+                     "Weight norm per epoch", "weight_norm.png", log=False),
+        figure_norms(groups, palette, keys, out, "grad_norm", "mean ‖∇θ‖₂ per step (log scale)",
+                     "Gradient norm per epoch", "grad_norm.png", log=True),
+    ]
+    figures = [f for f in figures if f is not None]
+    title = f"rnnl2 report: {len(runs)} runs"
+    images = "\n\n".join(f"![{f.stem}]({f.name})" for f in figures)
+    (out / "report.md").write_text(f"# {title}\n\nSources: {', '.join(map(str, paths))}\n\n{images}\n\n"
+                                   f"## Runs\n\n{markdown_table(comparison)}\n", encoding="utf-8")
+    imgs = "".join(f'<p><img src="{html.escape(f.name)}" alt="{f.stem}"></p>' for f in figures)
+    (out / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
+                                     f"{imgs}<h2>Runs</h2>{html_table(comparison)}\n", encoding="utf-8")
+    return [*figures, out / "report.md", out / "report.html"]
+
+
+def add_train_at_best(comparison: Comparison, runs: list[Run]) -> None:
+    """`train_at_best`: the training data loss at each run's best epoch (mean ± std per group)."""
+    by_dir = {str(r.run_dir): r for r in runs}
+
+    def value(run_dir: str) -> float | None:
+        run = by_dir[run_dir]
+        row = next((m for m in run.metrics if m.get("epoch") == run.summary.get("best_epoch")), None)
+        return row.get("train_data_loss") if row else None
+
+    for row in comparison.rows:
+        values = [v for v in (value(d) for d in row.get("run_dirs", [row.get("run_dir")])) if v is not None]
+        row["train_at_best"] = statistics.fmean(values) if values else None
+        row["train_at_best_std"] = statistics.stdev(values) if len(values) > 1 else 0.0

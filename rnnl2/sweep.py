@@ -1,0 +1,313 @@
+"""Sweeps: expand `--grid` axes × explicit override sets × seeds into runs, keep the manifest
+`sweep.jsonl`, and pick the best configuration. Running them lives in `launch.py`.
+
+    runs/<name>/sweep-<hash>/      sweep.json (the definition)  sweep.jsonl (one line per run)
+        000-l2.lambda=0_seed=0/    an ordinary run folder (config.yaml, metrics.jsonl, summary.json)
+        logs/000-….log             the child's stdout and stderr
+        best.yaml, selection.json  written by --select
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+import shlex
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .config import ConfigError, Rnnl2Error, load_config, read_yaml, to_plain_dict
+from .runs import write_json, write_text
+
+STATUSES = ("pending", "running", "done", "failed", "interrupted")
+HIGHER_IS_BETTER = ("accuracy", "macro_f1")  # metric suffixes where larger wins (as in evaluate.py)
+SPACING = re.compile(r"^(logspace|linspace)\(([^)]*)\)$")
+
+
+@dataclass
+class SweepSpec:
+    """What to run: one base config, overrides for every run, and what varies."""
+
+    config: Path
+    fixed: list[str] = field(default_factory=list)
+    """`--set` overrides applied to every run, before the varying ones."""
+    grid: list[tuple[str, list[Any]]] = field(default_factory=list)
+    """Axes of the Cartesian product: (dotted key, values)."""
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    """Explicit override sets (non-grid designs); each is crossed with the grid and seeds."""
+    seeds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PlannedRun:
+    index: int
+    name: str
+    """Folder name inside the sweep folder: index and the varying overrides."""
+    varying: dict[str, Any]
+    overrides: list[str]
+    config_hash: str
+    run_dir: Path
+
+
+# ------------------------------------------------------------------------ parsing
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets, parentheses and quotes: `0,[a,b],logspace(-6,-2,5)`."""
+    parts, depth, quote, current = [], 0, "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += char
+    parts.append(current.strip())
+    return [p for p in parts if p]
+
+
+def parse_value(text: str) -> Any:
+    """A YAML value; `1e-5` is a float here (PyYAML alone reads it as a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value):
+        return float(value)
+    return value
+
+
+def expand_values(items: Sequence[Any]) -> list[Any]:
+    """Values of one axis; `logspace(a,b,n)` → n values 10^a … 10^b, `linspace(a,b,n)` likewise."""
+    values: list[Any] = []
+    for item in items:
+        match = SPACING.match(item.strip()) if isinstance(item, str) else None
+        if not match:
+            values.append(parse_value(item) if isinstance(item, str) else item)
+            continue
+        try:
+            start, stop, count = (float(x) for x in match.group(2).split(","))
+        except ValueError:
+            raise ConfigError(f"{item!r}: expected {match.group(1)}(start,stop,count)") from None
+        if count < 1 or count != int(count):
+            raise ConfigError(f"{item!r}: count must be a positive whole number")
+        steps = [start + (stop - start) * i / max(int(count) - 1, 1) for i in range(int(count))]
+        values += [float(f"{10**x if match.group(1) == 'logspace' else x:.12g}") for x in steps]
+    return values
+
+
+def parse_axis(text: str) -> tuple[str, list[Any]]:
+    """`--grid l2.lambda=0,1e-5,logspace(-4,-2,3)` → ("l2.lambda", [0, 1e-05, 0.0001, 0.001, 0.01])."""
+    key, sep, rest = text.partition("=")
+    if not sep or not key.strip() or not rest.strip():
+        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,… e.g. --grid l2.lambda=0,1e-4,1e-3")
+    return key.strip(), expand_values(split_top_level(rest))
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(item) for item in split_top_level(text)]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected whole numbers such as 0,1,2") from None
+
+
+def read_sweep_file(path: Path) -> SweepSpec:
+    """A sweep file: `config` (relative to the file), `set`, `grid`, `runs` (override sets), `seeds`."""
+    raw = read_yaml(path)
+    unknown = set(raw) - {"config", "set", "grid", "runs", "seeds"}
+    if unknown or "config" not in raw:
+        raise ConfigError(f"{path}: a sweep file has keys config (required), set, grid, runs, seeds"
+                          + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
+    config = (path.parent / str(raw["config"])).resolve()
+    if not config.is_file():
+        raise ConfigError(f"{path}: config {raw['config']!r} not found ({config})")
+    fixed = [f"{k}={format_value(v)}" for k, v in (raw.get("set") or {}).items()]
+    grid = [(str(k), expand_values(v if isinstance(v, list) else split_top_level(str(v))))
+            for k, v in (raw.get("grid") or {}).items()]
+    variants = [dict(item) for item in raw.get("runs") or []]
+    return SweepSpec(config, fixed, grid, variants, [int(s) for s in raw.get("seeds") or []])
+
+
+def build_spec(path: Path, grid: Sequence[str] = (), seeds: str | None = None, overrides: Sequence[str] = ()) -> SweepSpec:
+    """The sweep of the command line: a run config or a sweep file (with a `config:` key), plus
+    `--grid` axes (replacing a file's axis of the same key), `--seeds` (replacing) and `--set`."""
+    raw = read_yaml(path)
+    spec = read_sweep_file(path) if isinstance(raw.get("config"), str) else SweepSpec(path)
+    axes = dict(spec.grid)
+    for text in grid:
+        key, values = parse_axis(text)
+        axes[key] = values
+    spec.grid = list(axes.items())
+    spec.seeds = parse_seeds(seeds) if seeds else spec.seeds
+    spec.fixed = [*spec.fixed, *overrides]
+    return spec
+
+
+def format_value(value: Any) -> str:
+    """A value as YAML that reads back to the same value (`1.0e-05`, not PyYAML's string `1e-05`)."""
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+
+
+# ----------------------------------------------------------------------- planning
+
+
+def config_hash(cfg_dict: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def slug(varying: dict[str, Any]) -> str:
+    text = "_".join(f"{k}={format_value(v)}" for k, v in varying.items()) or "base"
+    return re.sub(r"[^A-Za-z0-9._=+-]", "-", text)[:120]
+
+
+def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -> tuple[Path, list[PlannedRun]]:
+    """Every run's overrides, validated config hash and folder; the folder name hashes them all."""
+    keys = [key for key, _ in spec.grid]
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in spec.grid))]
+    seeds = spec.seeds or [None]
+    planned: list[tuple[dict[str, Any], list[str], str]] = []
+    for variant, combo, seed in itertools.product(spec.variants or [{}], combos, seeds):
+        varying = {**variant, **combo, **({"seed": seed} if seed is not None else {})}
+        overrides = spec.fixed + [f"{k}={format_value(v)}" for k, v in varying.items()]
+        try:
+            cfg = load_config(spec.config, overrides)
+        except ConfigError as error:
+            raise ConfigError(f"sweep run {slug(varying)}: {error}") from None
+        planned.append((varying, overrides, config_hash(to_plain_dict(cfg))))
+    if not planned:
+        raise ConfigError("the sweep has no runs: a --grid axis has no values")
+    base_name = load_config(spec.config, spec.fixed).name
+    digest = hashlib.sha256(" ".join(h for *_, h in planned).encode()).hexdigest()[:8]
+    sweep_dir = sweep_dir or runs_dir / base_name / f"sweep-{digest}"
+    runs = [PlannedRun(i, f"{i:03d}-{slug(v)}", v, o, h, sweep_dir / f"{i:03d}-{slug(v)}")
+            for i, (v, o, h) in enumerate(planned)]
+    return sweep_dir, runs
+
+
+def train_command(spec: SweepSpec, run: PlannedRun, program: Sequence[str] = ("rnnl2",)) -> list[str]:
+    """The `rnnl2 train` argv of one run (the CLI's --quiet keeps stdout to the run folder)."""
+    argv = [*program, "train", str(spec.config)]
+    for item in run.overrides:
+        argv += ["--set", item]
+    return argv + ["--run-dir", str(run.run_dir), "--quiet"]
+
+
+def dry_run_lines(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
+    return [shlex.join(train_command(spec, run)) for run in runs]
+
+
+# ----------------------------------------------------------------------- manifest
+
+
+class Manifest:
+    """`sweep.jsonl`: one JSON object per run, rewritten atomically whenever a status changes."""
+
+    def __init__(self, sweep_dir: Path):
+        self.path = sweep_dir / "sweep.jsonl"
+        self.records: list[dict[str, Any]] = read_manifest(sweep_dir) if self.path.exists() else []
+
+    def save(self) -> None:
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def merge(self, runs: list[PlannedRun]) -> None:
+        """Add the planned runs; keep finished records of the same run (same folder and hash)."""
+        old = {r["name"]: r for r in self.records}
+        for name, record in old.items():
+            match = next((r for r in runs if r.name == name), None)
+            if match is None or record["config_hash"] != match.config_hash:
+                raise Rnnl2Error(f"{self.path} belongs to a different sweep (run {name} differs); "
+                                 "use another --sweep-dir")
+        self.records = [old.get(r.name) or {
+            "index": r.index, "name": r.name, "overrides": r.varying, "set": r.overrides,
+            "config_hash": r.config_hash, "run_dir": str(r.run_dir), "status": "pending",
+        } for r in runs]
+        self.save()
+
+    def update(self, name: str, **fields: Any) -> dict[str, Any]:
+        record = next(r for r in self.records if r["name"] == name)
+        record.update(fields)
+        self.save()
+        return record
+
+
+def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = sweep_dir / "sweep.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest keeps of a run's summary.json: how it ended and its numbers."""
+    keep = ("status", "best_epoch", "best_metric", "best_value", "epochs_run", "steps", "wall_seconds", "final")
+    return {k: v for k, v in summary.items() if k in keep or k.startswith(("val_", "test_"))}
+
+
+def write_definition(sweep_dir: Path, spec: SweepSpec, runs: list[PlannedRun]) -> None:
+    write_json(sweep_dir / "sweep.json", {
+        "config": str(spec.config), "set": spec.fixed, "grid": [[k, v] for k, v in spec.grid],
+        "runs": spec.variants, "seeds": spec.seeds, "count": len(runs),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+
+
+# ---------------------------------------------------------------------- selection
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float | None:
+    """A metric from a run's summary: best-checkpoint val_*/test_*, else the last epoch's `final`."""
+    value = metrics.get(name, (metrics.get("final") or {}).get(name))
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def default_mode(metric: str) -> str:
+    return "max" if metric.endswith(HIGHER_IS_BETTER) else "min"
+
+
+def select_best(sweep_dir: Path, metric: str, mode: str | None = None, evaluate_test: bool = True) -> dict[str, Any]:
+    """Average `metric` over seeds per configuration, pick the best, evaluate it on the test split,
+    and write best.yaml (the winner's resolved config) and selection.json."""
+    mode = mode or default_mode(metric)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in read_manifest(sweep_dir):
+        value = metric_value(record.get("metrics") or {}, metric)
+        if record["status"] == "done" and value is not None:
+            key = json.dumps({k: v for k, v in record["overrides"].items() if k != "seed"}, sort_keys=True)
+            groups.setdefault(key, []).append({**record, "value": value})
+    if not groups:
+        raise Rnnl2Error(f"--select {metric}: no finished run in {sweep_dir} logs {metric!r}")
+    sign = 1 if mode == "min" else -1
+    means = {k: statistics.fmean(r["value"] for r in rs) for k, rs in groups.items()}
+    winner = min(means, key=lambda k: sign * means[k])
+    members = sorted(groups[winner], key=lambda r: sign * r["value"])
+    best_run = Path(members[0]["run_dir"])
+    write_text(sweep_dir / "best.yaml", (best_run / "config.yaml").read_text(encoding="utf-8"))
+    test = members[0].get("metrics", {})
+    if evaluate_test and (best_run / "checkpoints").is_dir():
+        from .evaluate import evaluate_checkpoint  # torch only when a checkpoint is evaluated
+
+        test = evaluate_checkpoint(best_run, "test", device="cpu")
+    values = [r["value"] for r in members]
+    selection = {
+        "metric": metric, "mode": mode, "overrides": json.loads(winner),
+        "mean": means[winner], "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
+        "run_dir": str(best_run), "run_dirs": [r["run_dir"] for r in members],
+        "test": {k: v for k, v in test.items() if k.startswith("test_")},
+        "best_yaml": str(sweep_dir / "best.yaml"),
+        "ranking": sorted(([json.loads(k), m, len(groups[k])] for k, m in means.items()), key=lambda x: sign * x[1]),
+    }
+    write_json(sweep_dir / "selection.json", selection)
+    return selection

@@ -1,0 +1,109 @@
+"""compare: collecting run folders, differing keys as columns, sorting, by-seed groups, csv/json."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import write_fake_run
+from typer.testing import CliRunner
+
+from rnnl2.cli import app
+from rnnl2.compare import compare_runs, find_run_dirs
+
+LAMBDAS = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+@pytest.fixture
+def lambda_runs(tmp_path):
+    """4 λ × 2 seeds of made-up finished runs; λ = 1e-3 has the lowest validation loss."""
+    for lam in LAMBDAS:
+        for seed in (0, 1):
+            write_fake_run(tmp_path / "runs", lam, seed)
+    return tmp_path / "runs"
+
+
+def test_only_differing_keys_become_columns_and_rows_sort_by_val_loss(lambda_runs):
+    table = compare_runs([lambda_runs], by_seed=False)
+    assert table.keys == ["seed", "l2.lambda"]
+    assert "model.hidden_size" not in table.columns
+    for column in ("val_loss", "test_loss", "best_epoch", "gap", "weight_norm", "epochs", "wall_s"):
+        assert column in table.columns
+    assert len(table.rows) == 8
+    values = [row["val_loss"] for row in table.rows]
+    assert values == sorted(values)
+    assert table.rows[0]["l2.lambda"] == 1e-3 and table.rows[0]["seed"] == 0
+
+
+def test_gap_is_val_minus_train_data_loss_at_the_best_epoch(lambda_runs):
+    row = compare_runs([lambda_runs / "lam0.001-seed0"]).rows[0]
+    metrics = [json.loads(l) for l in (lambda_runs / "lam0.001-seed0" / "metrics.jsonl").read_text().splitlines()]
+    best = next(m for m in metrics if m["epoch"] == row["best_epoch"])
+    assert row["gap"] == pytest.approx(best["val_loss"] - best["train_data_loss"])
+    assert row["weight_norm"] == pytest.approx(metrics[-1]["weight_norm"])
+
+
+def test_by_seed_gives_mean_std_and_n(lambda_runs):
+    table = compare_runs([lambda_runs], by_seed=True)
+    assert table.keys == ["l2.lambda"]
+    assert [row["n"] for row in table.rows] == [2, 2, 2, 2]
+    best = table.rows[0]
+    assert best["l2.lambda"] == 1e-3
+    seed0, seed1 = (compare_runs([lambda_runs / f"lam0.001-seed{s}"]).rows[0]["val_loss"] for s in (0, 1))
+    assert best["val_loss"] == pytest.approx((seed0 + seed1) / 2)
+    assert best["val_loss_std"] == pytest.approx(abs(seed0 - seed1) / 2**0.5)
+
+
+def test_by_seed_is_automatic_when_only_the_seed_differs(tmp_path):
+    for seed in (0, 1, 2):
+        write_fake_run(tmp_path, 1e-3, seed)
+    table = compare_runs([tmp_path])
+    assert table.by_seed and len(table.rows) == 1 and table.rows[0]["n"] == 3
+
+
+def test_globs_sweep_manifests_and_folders_collect_the_same_runs(lambda_runs, tmp_path):
+    by_folder = find_run_dirs([lambda_runs])
+    by_glob = find_run_dirs([str(lambda_runs / "lam*-seed*")])
+    assert sorted(by_folder) == sorted(by_glob) and len(by_folder) == 8
+    manifest = tmp_path / "sweep"
+    manifest.mkdir()
+    (manifest / "sweep.jsonl").write_text("".join(json.dumps({"run_dir": str(p)}) + "\n" for p in by_folder[:3]))
+    assert find_run_dirs([manifest]) == by_folder[:3]
+
+
+def test_sort_by_accuracy_puts_the_highest_first(lambda_runs):
+    table = compare_runs([lambda_runs], sort="val_accuracy", by_seed=True)
+    assert table.mode == "max"
+    assert table.rows[0]["val_accuracy"] == max(r["val_accuracy"] for r in table.rows)
+
+
+def test_cli_table_csv_and_json(lambda_runs, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", str(lambda_runs), "--by-seed"])
+    assert result.exit_code == 0, result.output
+    assert "l2.lambda" in result.stdout and "±" in result.stdout
+    csv_path = tmp_path / "table.csv"
+    result = runner.invoke(app, ["compare", str(lambda_runs), "--csv", str(csv_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert len(rows) == len(data["rows"]) == 8
+    assert [float(r["val_loss"]) for r in rows] == [r["val_loss"] for r in data["rows"]]
+
+
+def test_cli_errors_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "nothing-here")])
+    assert result.exit_code == 2
+    write_fake_run(tmp_path, 1e-3, 0)
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--sort", "no_such_column"])
+    assert result.exit_code == 2 and "no_such_column" in result.output
+
+
+def test_compare_and_report_never_import_torch():
+    code = "import sys, rnnl2.compare, rnnl2.report, rnnl2.sweep; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

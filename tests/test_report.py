@@ -1,0 +1,53 @@
+"""report: the PNG figures, report.md and report.html of a set of runs."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_fake_run
+from typer.testing import CliRunner
+
+from rnnl2.cli import app
+from rnnl2.report import write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def lambda_runs(tmp_path):
+    for lam in (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
+        for seed in (0, 1, 2):
+            write_fake_run(tmp_path / "runs", lam, seed)
+    return tmp_path / "runs"
+
+
+def test_report_writes_every_figure_and_the_markdown(lambda_runs, tmp_path):
+    files = write_report([lambda_runs], tmp_path / "report")
+    names = {f.name for f in files}
+    assert {"learning_curves.png", "lambda_curve.png", "weight_norm.png", "grad_norm.png",
+            "report.md", "report.html"} <= names
+    for path in files:
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG and path.stat().st_size > 10_000
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "![lambda_curve](lambda_curve.png)" in markdown
+    assert "| l2.lambda | n |" in markdown and "±" in markdown
+    assert '<img src="lambda_curve.png"' in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_no_lambda_curve_when_lambda_is_fixed(tmp_path):
+    for seed in (0, 1):
+        write_fake_run(tmp_path / "runs", 1e-3, seed)
+    files = write_report([tmp_path / "runs"], tmp_path / "report")
+    assert "lambda_curve.png" not in {f.name for f in files}
+    assert (tmp_path / "report" / "learning_curves.png").is_file()
+
+
+def test_cli_report_prints_report_md_last(lambda_runs, tmp_path):
+    result = CliRunner().invoke(app, ["report", str(lambda_runs / "lam0.001-*"), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "r" / "report.md")
+
+
+def test_cli_report_without_runs_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 2
