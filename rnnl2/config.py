@@ -148,6 +148,9 @@ class ForecastData(Section):
     window_norm: bool = False
     """Subtract each window's last observed row from its inputs and add it back to the forecast
     (inside the model; needs `targets` among `features`)."""
+    channel_independent: bool = False
+    """Forecast each column on its own with one shared network (PatchTST-style): the model sees
+    one channel at a time; needs `targets` equal to the numeric `features`."""
 
     @model_validator(mode="after")
     def _check_split(self) -> "ForecastData":

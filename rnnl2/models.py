@@ -23,9 +23,11 @@ class RecurrentNet(nn.Module):
     def __init__(self, cfg: ModelConfig, spec: DataSpec):
         super().__init__()
         self.embedding = nn.Embedding(spec.input_size, cfg.embedding_dim) if spec.tokens else None
+        # Channel-independent forecasting: every column is its own one-feature sequence.
+        self.channels = spec.input_size if spec.pipeline.get("channel_independent") else None
         extra = {"nonlinearity": cfg.nonlinearity} if cfg.cell == "rnn" else {}
         self.rnn = CELLS[cfg.cell](
-            input_size=cfg.embedding_dim if spec.tokens else spec.input_size,
+            input_size=cfg.embedding_dim if spec.tokens else 1 if self.channels else spec.input_size,
             hidden_size=cfg.hidden_size,
             num_layers=cfg.num_layers,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,  # between layers
@@ -38,7 +40,7 @@ class RecurrentNet(nn.Module):
         self.pooling = cfg.pooling
         self.output_shape = (spec.horizon, spec.output_size) if spec.task == "regression" else None
         directions = 2 if cfg.bidirectional else 1
-        self.head = nn.Linear(cfg.hidden_size * directions, spec.output_size * spec.horizon)
+        self.head = nn.Linear(cfg.hidden_size * directions, (1 if self.channels else spec.output_size) * spec.horizon)
         # Per-window normalization (forecasting): inputs minus the window's last row, forecast plus
         # the targets' last values; `window_norm` lists the targets' input columns.
         norm = spec.pipeline.get("window_norm") if spec.task == "regression" else None
@@ -50,6 +52,8 @@ class RecurrentNet(nn.Module):
         if self.norm_index is not None:
             last = inputs[:, -1:, :]  # (batch, 1, features)
             x = inputs - last
+        if self.channels:
+            x = x.transpose(1, 2).reshape(-1, x.shape[1], 1)  # (batch·channels, time, 1)
         if lengths is not None:  # padding never reaches the cell, so it cannot change a result
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             packed_out, hidden = self.rnn(packed, hidden)
@@ -60,10 +64,12 @@ class RecurrentNet(nn.Module):
             return self.head(self.dropout(steps)), hidden
         summary = self.pool(steps, hidden, lengths)  # (batch, hidden * directions)
         outputs = self.head(self.dropout(summary))
-        if self.output_shape is not None:
+        if self.channels:
+            outputs = outputs.view(-1, self.channels, self.output_shape[0]).transpose(1, 2)
+        elif self.output_shape is not None:
             outputs = outputs.view(-1, *self.output_shape)
-            if self.norm_index is not None:
-                outputs = outputs + last[:, :, self.norm_index]  # (batch, horizon, targets)
+        if self.norm_index is not None:
+            outputs = outputs + last[:, :, self.norm_index]  # (batch, horizon, targets)
         return outputs, hidden
 
     def pool(self, steps, hidden, lengths):

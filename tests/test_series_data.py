@@ -187,3 +187,18 @@ def test_bad_data_exits_2_without_a_run_folder(tmp_path, content, data, message)
     assert message in result.output and "bad.csv" in result.output
     assert "Traceback" not in result.output
     assert not runs.exists() or not any(runs.rglob("config.yaml"))
+
+
+def test_channel_independent_forecasts_each_column_from_itself(tmp_path):
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), channel_independent=True, window_norm=True,
+                                   scaling="standard"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="gru", hidden_size=4), splits.spec).eval()
+    assert model.rnn.input_size == 1
+    inputs = splits.test.inputs[:3].clone()
+    with torch.no_grad():
+        before = model(inputs)[0]  # (batch, horizon, 2)
+        inputs[:, :, 0] += torch.randn(3, 8)
+        after = model(inputs)[0]
+    assert before.shape == (3, 4, 2)
+    assert torch.equal(before[..., 1], after[..., 1]) and not torch.equal(before[..., 0], after[..., 0])

@@ -141,6 +141,8 @@ def resolve_columns(cfg: ForecastData, frame: pd.DataFrame, path: Path) -> tuple
         raise DataError(f"data.targets: {categorical[0]!r} is one-hot encoded; a forecast target must be numeric")
     if cfg.window_norm and any(t not in features for t in targets):
         raise DataError("data.window_norm needs every target among the features")
+    if cfg.channel_independent and (targets != features or cfg.one_hot):
+        raise DataError("data.channel_independent needs targets equal to the features, none one-hot")
     return features, targets
 
 
@@ -279,6 +281,8 @@ def build_forecast(cfg: ForecastData) -> Splits:
     }
     if cfg.window_norm:
         pipeline["window_norm"] = [names.index(t) for t in targets]
+    if cfg.channel_independent:
+        pipeline["channel_independent"] = True
     inputs, target_table = scaled_tables(frame, features, targets, pipeline, path)
     unscale = target_unscale(pipeline)
     splits = {name: cut_windows(inputs[lo:hi], target_table[lo:hi], L, cfg.horizon, cfg.stride, unscale)
