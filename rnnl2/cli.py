@@ -156,6 +156,10 @@ def train(
     except OSError as error:  # disk full, folder removed: a message, not a traceback
         observer.close()
         fail(f"cannot write the run folder: {error}", code=1)
+    except KeyboardInterrupt:  # Ctrl-C before the loop took over signals, or during the final evaluation
+        observer.close()
+        err.print("[yellow]interrupted[/yellow]", highlight=False)
+        raise typer.Exit(code=130)
     observer.close()
     summary = result.summary
     if as_json:

@@ -169,10 +169,11 @@ def diverged(state: TrainState) -> "TrainingDiverged":
     """The error for a NaN/inf found by a read: names the epoch and the steps since the last good read."""
     first, last = state.checked_step + 1, state.step
     where = f"step {last}" if first >= last else f"steps {first}–{last} (checked every {SYNC_EVERY} steps)"
+    kept = f"checkpoints/best.pt (epoch {state.best_epoch}) is intact" if state.best_epoch else "no epoch had finished"
     return TrainingDiverged(
-        f"training diverged in epoch {state.epoch + 1}, {where}: the loss or gradient is NaN or infinite. "
-        f"Try a lower optimizer.lr, gradient clipping (train.clip_grad_norm: 1.0) or a smaller l2.lambda; "
-        f"checkpoints/best.pt (epoch {state.best_epoch}) is intact"
+        f"training diverged in epoch {state.epoch + 1}, {where}: the loss or gradient is NaN or infinite "
+        f"({kept}). Try a lower optimizer.lr, gradient clipping (train.clip_grad_norm: 1.0) or a smaller "
+        f"l2.lambda; `rnnl2 train --resume RUN --force --set optimizer.lr=...` continues from the last checkpoint"
     )
 
 
@@ -263,6 +264,7 @@ def epoch_row(s: Setup, state: TrainState, stats: dict[str, Any], penalty: L2Pen
     train_seconds = time.perf_counter() - epoch_start
     if not (math.isfinite(stats["train_data_loss"]) and math.isfinite(stats["grad_norm"])):
         raise diverged(state)
+    state.checked_step = state.step
     val = prefixed("val", evaluate(s.model, s.val, s.spec.task, s.cfg.train.eval_batch_size))
     with torch.no_grad():
         pen, norm = penalty().item(), penalty.weight_norm().item()

@@ -69,6 +69,14 @@ KILL_POINTS = {
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def rnnl2(*args: str) -> subprocess.Popen:
     return spawn("-m", "rnnl2", *args)
 
