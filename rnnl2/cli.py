@@ -359,15 +359,16 @@ def sweep(
         result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))
         done = any(r["status"] == "done" for r in result.records)
         selection = select_best(folder, metric, mode or None) if metric and done and not result.interrupted else None
-        comparison = compare_runs([folder], by_seed=len(spec.seeds) > 1)
+        comparison = compare_runs([folder], by_seed=len(spec.seeds) > 1) if done else None
     except Rnnl2Error as error:
         fail(str(error))
     failed = [r["name"] for r in result.failed]
     if as_json:
         print(json.dumps({"sweep_dir": str(folder), "runs": len(runs), "skipped": result.skipped, "failed": failed,
-                          "interrupted": result.interrupted, "selection": selection, "table": comparison.to_json()}))
+                          "interrupted": result.interrupted, "selection": selection, "table": comparison and comparison.to_json()}))
     else:
-        print_table(comparison_table(comparison, title=str(folder)))
+        if comparison is not None:
+            print_table(comparison_table(comparison, title=str(folder)))
         if selection:
             err.print(f"[green]selected[/green] {selection['overrides']} by {metric} ({selection['mode']}): "
                       f"{selection['mean']:.4g} ± {selection['std']:.2g} over {selection['n']} seed(s); "

@@ -114,12 +114,18 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def gpu_ids() -> list[str]:
-    """The GPUs this driver sees (as CUDA_VISIBLE_DEVICES entries); torch is imported only here."""
-    import torch
-
-    count = torch.cuda.device_count()
+    """The GPUs this driver may hand out, as CUDA_VISIBLE_DEVICES entries: that variable if set,
+    else one per line of `nvidia-smi -L` (without importing torch in the driver)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return visible.split(",")[:count] if visible else [str(i) for i in range(count)]
+    if visible is not None:
+        return [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(l for l in listing.splitlines() if l.startswith("GPU "))]
 
 
 def cpu_count() -> int:

@@ -1,0 +1,163 @@
+"""sweep: grid expansion, dry-run commands, parallel runs, resume after a kill, failures, λ selection, Ray."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY_TAGGING, write_config
+from typer.testing import CliRunner
+
+from rnnl2.cli import app
+from rnnl2.config import load_config
+from rnnl2.sweep import build_spec, format_value, parse_axis, plan_sweep, read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rnnl2", "sweep", *args], capture_output=True, text=True, timeout=240)
+
+
+def test_grid_values_are_yaml_lists_and_logspace():
+    assert parse_axis("l2.lambda=0,logspace(-6,-2,5)") == ("l2.lambda", [0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
+    assert parse_axis("l2.lambda=1e-5,2.5e-4")[1] == [1e-5, 2.5e-4]  # floats, not PyYAML's strings
+    assert parse_axis("optimizer.lr=linspace(0.001,0.003,3)")[1] == [0.001, 0.002, 0.003]
+    assert parse_axis("l2.apply_to=[weight_ih,head],[head]")[1] == [["weight_ih", "head"], ["head"]]
+    assert parse_axis("l2.mode=penalty,decoupled")[1] == ["penalty", "decoupled"]
+    for value in (1e-5, 0.0001, 3.0, [1, 2], "penalty", True):
+        assert yaml.safe_load(format_value(value)) == value
+
+
+def test_plan_is_the_product_of_axes_times_seeds(tiny_config, tmp_path):
+    spec = build_spec(tiny_config, ["l2.lambda=0,1e-4,1e-3", "l2.mode=penalty,decoupled"], "0,1", ["train.epochs=1"])
+    sweep_dir, runs = plan_sweep(spec, tmp_path / "runs")
+    assert len(runs) == 3 * 2 * 2
+    assert len({r.run_dir for r in runs}) == len({r.config_hash for r in runs}) == 12
+    assert sweep_dir.parent == tmp_path / "runs" / "tiny" and sweep_dir.name.startswith("sweep-")
+    assert plan_sweep(spec, tmp_path / "runs")[0] == sweep_dir  # the same command finds the same folder
+    cfg = load_config(tiny_config, runs[-1].overrides)
+    assert (cfg.l2.lambda_, cfg.l2.mode, cfg.seed, cfg.train.epochs) == (1e-3, "decoupled", 1, 1)
+
+
+def test_sweep_file_runs_cross_the_grid_and_seeds(tmp_path):
+    write_config(tmp_path, TINY_TAGGING)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "config": "tiny.yaml", "set": {"train.epochs": 1}, "grid": {"l2.lambda": "0,logspace(-4,-3,2)"},
+        "runs": [{"l2.mode": "penalty"}, {"l2.mode": "weight_decay", "optimizer.name": "sgd"}], "seeds": [0, 1]}))
+    _, runs = plan_sweep(build_spec(tmp_path / "s.yaml"), tmp_path / "runs")
+    assert len(runs) == 2 * 3 * 2
+    assert {r.varying["l2.mode"] for r in runs} == {"penalty", "weight_decay"}
+    _, shipped = plan_sweep(build_spec(ROOT / "configs" / "sweeps" / "lambda_path.yaml"), tmp_path / "runs")
+    assert len(shipped) == 18
+
+
+def test_dry_run_prints_exactly_one_train_command_per_run(tiny_config, tmp_path):
+    result = CliRunner().invoke(app, ["sweep", str(tiny_config), "--grid", "l2.lambda=0,logspace(-4,-3,2)",
+                                      "--seeds", "0,1", "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[:3] == ["rnnl2", "train", str(tiny_config)]
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        load_config(tiny_config, sets)  # every command is a valid config
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_grid_value_exits_2_before_any_run(tiny_config, tmp_path):
+    result = CliRunner().invoke(app, ["sweep", str(tiny_config), "--grid", "l2.lambda=-1,0", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "l2.lambda" in result.output
+    assert not list(tmp_path.glob("tiny/sweep-*"))
+
+
+def test_2x2_sweep_with_two_jobs_selects_and_best_yaml_reproduces(tiny_config, tmp_path):
+    args = [str(tiny_config), "--grid", "l2.lambda=0,0.05", "--seeds", "0,1", "--jobs", "2",
+            "--runs-dir", str(tmp_path / "runs"), "--select", "val_loss", "--json"]
+    result = sweep_cli(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    sweep_dir = Path(report["sweep_dir"])
+    records = read_manifest(sweep_dir)
+    assert [r["status"] for r in records] == ["done"] * 4
+    assert all(Path(r["run_dir"], "summary.json").is_file() and r["metrics"]["val_loss"] > 0 for r in records)
+    assert len(report["table"]["rows"]) == 2 and report["table"]["by_seed"]
+    selection = report["selection"]
+    assert selection["n"] == 2 and "test_loss" in selection["test"]
+    best = sweep_dir / "best.yaml"
+    assert load_config(best) == load_config(Path(selection["run_dir"]) / "config.yaml")
+    again = CliRunner().invoke(app, ["train", str(best), "--runs-dir", str(tmp_path / "again"), "--json"])
+    assert again.exit_code == 0, again.output
+    winner = next(r for r in records if r["run_dir"] == selection["run_dir"])
+    assert json.loads(again.stdout)["best_value"] == pytest.approx(winner["metrics"]["best_value"], rel=1e-6)
+    rerun = sweep_cli(*args)  # everything is done: nothing runs again
+    assert rerun.returncode == 0 and json.loads(rerun.stdout)["skipped"] == 4
+
+
+def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path):
+    args = [sys.executable, "-m", "rnnl2", "sweep", str(tiny_config), "--grid", "l2.lambda=0,1e-3,1e-2",
+            "--set", "train.epochs=3", "--runs-dir", str(tmp_path / "runs"), "--sweep-dir", str(tmp_path / "sweep")]
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = tmp_path / "sweep" / "sweep.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill it once the first run is done and the second has started
+        records = read_manifest(tmp_path / "sweep") if manifest.exists() else []
+        if [r["status"] for r in records][:2] == ["done", "running"]:
+            break
+        time.sleep(0.05)
+    else:
+        driver.kill()
+        pytest.fail(f"the sweep never reached its second run: {records}")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    first = read_manifest(tmp_path / "sweep")[0]
+    done_at = Path(first["run_dir"], "summary.json").stat().st_mtime_ns
+    result = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "already done 000-" in result.stderr
+    records = read_manifest(tmp_path / "sweep")
+    assert [r["status"] for r in records] == ["done"] * 3
+    assert Path(first["run_dir"], "summary.json").stat().st_mtime_ns == done_at
+    assert all(len(Path(r["run_dir"], "metrics.jsonl").read_text().splitlines()) == 3 for r in records)
+
+
+def test_a_failing_run_does_not_stop_the_others_and_exits_1(tiny_config, tmp_path):
+    # val_nope passes the schema but is not a logged metric: that training exits 2 at once.
+    result = sweep_cli(str(tiny_config), "--grid", "train.early_stopping.metric=val_nope,val_loss",
+                       "--set", "train.epochs=1", "--jobs", "2", "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 1, result.stderr
+    assert "failed 000-" in result.stderr and "val_nope" in result.stderr
+    records = read_manifest(Path(result.stdout.strip().splitlines()[-1]))
+    assert [r["status"] for r in records] == ["failed", "done"]
+    assert records[0]["exit_code"] == 2
+
+
+def test_fail_fast_leaves_the_rest_pending(tiny_config, tmp_path):
+    result = sweep_cli(str(tiny_config), "--grid", "train.early_stopping.metric=val_nope,val_loss",
+                       "--set", "train.epochs=1", "--fail-fast", "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 1
+    records = read_manifest(Path(result.stdout.strip().splitlines()[-1]))
+    assert [r["status"] for r in records] == ["failed", "pending"]
+
+
+def test_ray_backend_on_a_local_ray_instance(tiny_config, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        result = sweep_cli(str(tiny_config), "--grid", "l2.lambda=0,1e-3", "--set", "train.epochs=1",
+                           "--backend", "ray", "--ray-address", address, "--runs-dir", str(tmp_path / "runs"), "--json")
+    finally:
+        ray.shutdown()
+    assert result.returncode == 0, result.stderr
+    records = read_manifest(Path(json.loads(result.stdout)["sweep_dir"]))
+    assert [r["status"] for r in records] == ["done", "done"]
+    assert all(r["metrics"]["epochs_run"] == 1 for r in records)
