@@ -51,3 +51,16 @@ def test_cli_report_prints_report_md_last(lambda_runs, tmp_path):
 def test_cli_report_without_runs_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "r")])
     assert result.exit_code == 2
+
+
+def test_tensorboard_logging_mirrors_the_metrics(tiny_config, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = CliRunner().invoke(app, ["train", str(tiny_config), "--set", "output.tensorboard=true",
+                                      "--run-dir", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"val_loss", "train_data_loss", "weight_norm", "penalty"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val_loss")] == [1, 2]
