@@ -530,6 +530,8 @@ def describe_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
     """One readable line for one pydantic error: `key.path: what is wrong, got value`."""
     loc = strip_union_tags(list(error["loc"]), raw)
     path = ".".join(str(part) for part in loc) or "(top level)"
+    if len(path) > 120:  # a huge key
+        path = short_repr(path)
     if error["type"] == "extra_forbidden":
         hint = suggest_key(loc, raw)
         return f"{path}: unknown key{hint}"
@@ -537,12 +539,18 @@ def describe_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
         return f"{path}: required key is missing"
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
-        return f"{path}.kind: must be one of {ctx['expected_tags']}, got {ctx['tag']!r}"
+        return f"{path}.kind: must be one of {ctx['expected_tags']}, got {short_repr(ctx['tag'])}"
     message = lower_first(error["msg"].removeprefix("Value error, "))
     value = error.get("input")
     if isinstance(value, dict):  # a rule across keys: the message names them
         return f"{path}: {message}"
-    return f"{path}: {message}, got {value!r}"
+    return f"{path}: {message}, got {short_repr(value)}"
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr() cut to `limit` characters, so a huge value cannot flood the error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text):,} characters)"
 
 
 def lower_first(text: str) -> str:

@@ -31,6 +31,8 @@ def resume(run_dir: Path, cfg: RunConfig | None = None, force: bool = False,
     cfg = cfg if cfg is not None else saved
     payload = read_last_checkpoint(run_dir)
     check_writable(run_dir)
+    for leftover in (run_dir / "checkpoints").glob(".*.pt.*"):  # temp files of a save that was killed
+        leftover.unlink(missing_ok=True)
     s = build_setup(cfg)
     try:
         state = restore_state(payload, s.device)

@@ -203,3 +203,83 @@ def test_resume_needs_a_run_folder_with_a_last_checkpoint(tmp_path, finished_run
     result = train_in_process("--resume", str(run_dir))
     assert result.exit_code == 2 and "no checkpoints/last.pt" in result.output
     assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------- atomic checkpoint writes
+
+HALF_WRITE = textwrap.dedent("""
+    import io, sys, time, torch
+    from pathlib import Path
+    from rnnl2.runs import CHECKPOINT_FORMAT, atomic_write, save_checkpoint
+
+    path = Path(sys.argv[1])
+    save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 1})
+    newer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {"w": torch.ones(1_000_000)}, "epoch": 2}, newer)
+
+    def write_half_then_hang(handle):
+        data = newer.getvalue()
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        print("half written", flush=True)
+        time.sleep(120)
+
+    atomic_write(path, write_half_then_hang, binary=True)
+""")
+
+SAVE_FOREVER = textwrap.dedent("""
+    import sys, torch
+    from pathlib import Path
+    from rnnl2.runs import save_checkpoint
+
+    path, epoch = Path(sys.argv[1]), 0
+    while True:
+        epoch += 1
+        save_checkpoint(path, {"model": {"w": torch.full((2_000_000,), float(epoch))}, "epoch": epoch})
+        print(epoch, flush=True)
+""")
+
+
+def test_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
+    from rnnl2.runs import load_checkpoint
+
+    half, looping = tmp_path / "half" / "last.pt", tmp_path / "loop" / "last.pt"
+    writer = spawn("-c", HALF_WRITE, str(half))
+    saver = spawn("-c", SAVE_FOREVER, str(looping))
+    assert writer.stdout.readline().strip() == "half written"
+    for _ in range(3):  # a few saves done, the next one in flight: 8 MB each
+        saver.stdout.readline()
+    writer.kill()
+    saver.kill()
+    writer.wait(), saver.wait()
+    payload = load_checkpoint(half)
+    assert payload["epoch"] == 1 and torch.equal(payload["model"]["w"], torch.zeros(3))
+    assert list(half.parent.glob(".last.pt.*")), "the kill should have left the half-written temp file"
+    payload = load_checkpoint(looping)
+    assert payload["epoch"] >= 3 and torch.equal(payload["model"]["w"], torch.full((2_000_000,), float(payload["epoch"])))
+
+
+# ------------------------------------------------------------------ unwritable output
+
+
+def test_output_under_a_file_is_refused_before_training(tmp_path, tiny_config):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should go")
+    for option in ("--runs-dir", "--run-dir"):
+        result = train_in_process(str(tiny_config), option, str(blocker / "runs"))
+        assert result.exit_code == 2, result.output
+        assert "is a file, not a folder" in result.output and "Traceback" not in result.output
+    assert blocker.read_text().startswith("a file")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders, so permissions cannot refuse it")
+def test_read_only_runs_folder_is_refused_before_training(tmp_path, tiny_config):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    runs.chmod(0o500)
+    try:
+        result = train_in_process(str(tiny_config), "--runs-dir", str(runs))
+    finally:
+        runs.chmod(0o700)
+    assert result.exit_code == 2 and "not writable" in result.output
+    assert not any(runs.iterdir())
