@@ -87,7 +87,9 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
                 found.append(path)
             elif (path / "sweep.jsonl").is_file():
                 records = [json.loads(l) for l in (path / "sweep.jsonl").read_text().splitlines() if l.strip()]
-                found += [Path(r["run_dir"]) for r in records if is_run_dir(Path(r["run_dir"]))]
+                for record in records:  # the recorded folder, else one beside the manifest (a moved sweep)
+                    candidates = [Path(record["run_dir"]), path / record.get("name", Path(record["run_dir"]).name)]
+                    found += [c for c in candidates if is_run_dir(c)][:1]
             elif path.is_dir():
                 found += sorted(p.parent for p in path.rglob("config.yaml") if is_run_dir(p.parent))
     unique = list(dict.fromkeys(p.resolve() for p in found))

@@ -231,8 +231,11 @@ def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
     except ImportError:
         raise Rnnl2Error("--backend ray needs Ray: pip install 'rnnl2[ray]'") from None
     address = launch.ray_address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
-             **({} if address else {"num_cpus": cpu_count()}))
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
+                 **({} if address else {"num_cpus": cpu_count()}))
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise Rnnl2Error(f"cannot start or reach Ray{f' at {address}' if address else ''}: {error}") from None
     threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, launch.jobs))
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
     task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute_run)

@@ -214,7 +214,7 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
         figure_lambda_curve(comparison, runs, out),
         figure_norms(groups, palette, keys, out, "weight_norm", "‖θ‖₂ of the penalized parameters",
                      "Weight norm per epoch", "weight_norm.png", log=False),
-        figure_norms(groups, palette, keys, out, "grad_norm", "mean ‖∇θ‖₂ per step (log scale)",
+        figure_norms(groups, palette, keys, out, "grad_norm", "mean ‖∇(loss)‖₂ per step, all parameters (log scale)",
                      "Gradient norm per epoch", "grad_norm.png", log=True),
     ]
     figures = [f for f in figures if f is not None]

@@ -234,7 +234,7 @@ class Manifest:
                                  "use another --sweep-dir")
         self.records = [old.get(r.name) or {
             "index": r.index, "name": r.name, "overrides": r.varying, "set": r.overrides,
-            "config_hash": r.config_hash, "run_dir": str(r.run_dir), "status": "pending",
+            "config_hash": r.config_hash, "run_dir": str(r.run_dir.absolute()), "status": "pending",
         } for r in runs]
         self.save()
 
