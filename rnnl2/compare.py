@@ -70,6 +70,7 @@ class Comparison:
 
 
 def default_mode(metric: str) -> str:
+    """`max` for accuracy and macro-F1, `min` for losses and errors."""
     return "max" if metric.endswith(HIGHER_IS_BETTER) else "min"
 
 
@@ -99,6 +100,7 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"l2": {"lambda": 0}} → {"l2.lambda": 0}."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
@@ -109,6 +111,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_run(run_dir: Path) -> Run:
+    """Config, summary (or `running` when it has none yet) and metrics of one run folder."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {"status": "running"}
@@ -152,6 +155,7 @@ def run_row(run: Run, keys: list[str], metrics: list[str]) -> dict[str, Any]:
 
 
 def number(value: Any) -> float | None:
+    """A finite float, or None for missing, NaN, booleans and text."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 

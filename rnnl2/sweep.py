@@ -1,5 +1,6 @@
 """Sweeps: expand `--grid` axes × explicit override sets × seeds into runs, keep the manifest
-`sweep.jsonl`, and pick the best configuration. Running them lives in `launch.py`.
+`sweep.jsonl`, and pick the best configuration. Running them lives in `launch.py`; `compare`
+lends the metric directions (imports: config, runs, compare; evaluate only to test the winner).
 
     runs/<name>/sweep-<hash>/      sweep.json (the definition)  sweep.jsonl (one line per run)
         000-l2.lambda=0_seed=0/    an ordinary run folder (config.yaml, metrics.jsonl, summary.json)
@@ -23,11 +24,11 @@ from typing import Any, Sequence
 
 import yaml
 
+from .compare import default_mode
 from .config import ConfigError, Rnnl2Error, load_config, read_yaml, to_plain_dict
 from .runs import write_json, write_text
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
-HIGHER_IS_BETTER = ("accuracy", "macro_f1")  # metric suffixes where larger wins (as in evaluate.py)
 SPACING = re.compile(r"^(logspace|linspace)\(([^)]*)\)$")
 
 
@@ -116,6 +117,7 @@ def parse_axis(text: str) -> tuple[str, list[Any]]:
 
 
 def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` → [0, 1, 2]."""
     try:
         return [int(item) for item in split_top_level(text)]
     except ValueError:
@@ -167,10 +169,12 @@ def format_value(value: Any) -> str:
 
 
 def config_hash(cfg_dict: dict[str, Any]) -> str:
+    """12 hex digits of the resolved config: two runs with the same hash train the same model."""
     return hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def slug(varying: dict[str, Any]) -> str:
+    """A folder-safe name for a run's varying overrides: `l2.lambda=1.0e-05_seed=2`."""
     text = "_".join(f"{k}={format_value(v)}" for k, v in varying.items()) or "base"
     return re.sub(r"[^A-Za-z0-9._=+-]", "-", text)[:120]
 
@@ -208,6 +212,7 @@ def train_command(spec: SweepSpec, run: PlannedRun, program: Sequence[str] = ("r
 
 
 def dry_run_lines(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
+    """One shell-quoted `rnnl2 train` line per run."""
     return [shlex.join(train_command(spec, run)) for run in runs]
 
 
@@ -246,6 +251,7 @@ class Manifest:
 
 
 def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The records of `sweep.jsonl`, in run order."""
     path = sweep_dir / "sweep.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -257,6 +263,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_definition(sweep_dir: Path, spec: SweepSpec, runs: list[PlannedRun]) -> None:
+    """`sweep.json`: what the sweep runs, for people and for `compare`."""
     write_json(sweep_dir / "sweep.json", {
         "config": str(spec.config), "set": spec.fixed, "grid": [[k, v] for k, v in spec.grid],
         "runs": spec.variants, "seeds": spec.seeds, "count": len(runs),
@@ -271,10 +278,6 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
     """A metric from a run's summary: best-checkpoint val_*/test_*, else the last epoch's `final`."""
     value = metrics.get(name, (metrics.get("final") or {}).get(name))
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def default_mode(metric: str) -> str:
-    return "max" if metric.endswith(HIGHER_IS_BETTER) else "min"
 
 
 def select_best(sweep_dir: Path, metric: str, mode: str | None = None, evaluate_test: bool = True) -> dict[str, Any]:
