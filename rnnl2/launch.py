@@ -152,6 +152,8 @@ def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
     summary = read_summary(run_dir)
     lines = [l.strip() for l in log_path.read_text(errors="replace").splitlines() if l.strip()] if log_path.exists() else []
     errors = [l for l in lines if "error" in l.lower() or "interrupted" in l.lower()]
+    if code and code < 0:
+        return {"exit_code": code, "summary": summary, "error": f"killed by {signal.Signals(-code).name}"}
     return {"exit_code": code, "summary": summary, "error": (errors or lines or [None])[-1] if code else None}
 
 
