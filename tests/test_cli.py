@@ -17,6 +17,8 @@ from rnnl2.cli import app
 from rnnl2.config import load_config
 from rnnl2.runs import read_metrics
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
+
 
 def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
@@ -27,7 +29,7 @@ def no_traceback(result) -> bool:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, single_thread):
     """`rnnl2 train` on the tiny config once, shared by the eval tests."""
     folder = tmp_path_factory.mktemp("cli")
     config = write_config(folder, TINY_TAGGING)

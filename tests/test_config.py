@@ -26,6 +26,8 @@ from rnnl2.config import (
 )
 from conftest import TINY_TAGGING, write_config
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
+
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 

@@ -18,6 +18,8 @@ from rnnl2.regularization import L2Penalty
 from rnnl2.runs import load_checkpoint, read_metrics
 from rnnl2.train import Observer, build_setup, run, train_one_epoch
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
+
 LAMBDA = 0.1  # large, so every effect of L2 is far above the tolerance
 LR = {"sgd": 0.1, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1}
 ATOL = 1e-6

@@ -11,6 +11,8 @@ from rnnl2.data import DataSpec
 from rnnl2.evaluate import build_loss
 from rnnl2.models import build_model, count_parameters
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
+
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
 BATCH, TIME, FEATURES = 4, 6, 3

@@ -13,6 +13,8 @@ from rnnl2.data import DataSpec
 from rnnl2.models import build_model
 from rnnl2.regularization import L2Penalty, describe_selection, l2_penalty, select_l2_parameters
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
+
 FEATURES = DataSpec(task="tagging", input_size=3, output_size=4)
 TOKENS = DataSpec(task="lm", input_size=7, output_size=7, tokens=True)
 

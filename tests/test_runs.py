@@ -34,6 +34,8 @@ from rnnl2.runs import (
 )
 from rnnl2.train import build_setup, run
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
+
 TIMING = {"seconds", "samples_per_s"}
 
 
@@ -172,7 +174,7 @@ def test_resolve_checkpoint_prefers_best_then_last(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, single_thread):
     """One tiny run, with the Setup kept so the trained model can be compared with its checkpoint."""
     cfg = make_config("train.epochs=3")
     setup = build_setup(cfg)

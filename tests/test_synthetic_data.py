@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from rnnl2.config import AddingData, SeedTaggingData, SineData
 from rnnl2.data import BUILDERS, DataError, DataSpec, Split, build_splits
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
+
 
 def tensors(splits):
     return [t for name in ("train", "val", "test") for t in (splits.get(name).inputs, splits.get(name).targets)]
