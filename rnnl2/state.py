@@ -9,12 +9,14 @@ import random
 import signal
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import __version__
 from .config import RunConfig, to_plain_dict
-from .runs import CheckpointError, MetricsLog
+from .runs import CheckpointError, MetricsLog, save_checkpoint
 
 
 @dataclass
@@ -91,6 +93,32 @@ def detach_hidden(hidden: Any) -> Any:
     if hidden is None:
         return None
     return tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+
+
+def save_checkpoints(run_dir: Path, s: Any, optimizer, scheduler, state: TrainState, best: bool) -> None:
+    """last.pt (with the state to resume from) and, after an improved epoch, best.pt; `s` is the
+    run's `train.Setup` (config, data spec, model)."""
+    if not s.cfg.output.save_checkpoints:
+        return
+    if best:
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(s, optimizer, scheduler, state))
+    payload = checkpoint_payload(s, optimizer, scheduler, state)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", {**payload, "resume": training_payload(state)})
+
+
+def checkpoint_payload(s: Any, optimizer, scheduler, state: TrainState) -> dict[str, Any]:
+    """Plain dicts and tensors only, so `torch.load(weights_only=True)` can read it."""
+    return {
+        "config": to_plain_dict(s.cfg),
+        "data_spec": s.spec.to_dict(),
+        "model": s.model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": state.epoch,
+        "step": state.step,
+        "metrics": state.history[-1] if state.history else {},
+        "rnnl2_version": __version__,
+    }
 
 
 def training_payload(state: TrainState) -> dict[str, Any]:

@@ -14,15 +14,15 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
-from .config import ConfigError, Rnnl2Error, RunConfig, to_plain_dict
+from .config import ConfigError, Rnnl2Error, RunConfig
 from .data import DataSpec, Split, build_splits
 from .device import describe_device, resolve_device
 from .evaluate import HIGHER_IS_BETTER, METRICS, build_loss, evaluate, prefixed
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
-from .runs import MetricsLog, check_tensorboard, check_writable, create_run_dir, open_metrics_log, save_checkpoint, write_config, write_json
-from .state import StopRequest, TrainState, detach_hidden, restore_training, training_payload
+from .runs import check_tensorboard, check_writable, create_run_dir, open_metrics_log, write_config, write_json
+from .state import StopRequest, TrainState, detach_hidden, restore_training, save_checkpoints
 
 # Steps between reads of the running loss from the device: for the progress bar, and to catch
 # a NaN/inf loss or gradient without a device sync on every step.
@@ -224,7 +224,7 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
                 observer.on_epoch_start(epoch, planned)
                 stats = train_one_epoch(s, optimizer, penalty, generator, observer, planned, state, stop,
                                         lambda: save() if state.step_in_epoch < planned else None)
-                if state.step_in_epoch < planned:  # a signal ended the epoch part-way
+                if stop.signal and state.step_in_epoch < planned:  # a signal ended the epoch part-way
                     read_running_loss(state)  # never save a NaN
                     save()
                     status = "interrupted"
@@ -298,31 +298,6 @@ def stop_reason(cfg: RunConfig, state: TrainState, stop: StopRequest) -> str:
     if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
         return "max_steps"
     return "completed"
-
-
-def save_checkpoints(run_dir: Path, s: Setup, optimizer, scheduler, state: TrainState, best: bool) -> None:
-    """last.pt (with the state to resume from) and, after an improved epoch, best.pt."""
-    if not s.cfg.output.save_checkpoints:
-        return
-    if best:
-        save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(s, optimizer, scheduler, state))
-    payload = checkpoint_payload(s, optimizer, scheduler, state)
-    save_checkpoint(run_dir / "checkpoints" / "last.pt", {**payload, "resume": training_payload(state)})
-
-
-def checkpoint_payload(s: Setup, optimizer, scheduler, state: TrainState) -> dict[str, Any]:
-    """Plain dicts and tensors only, so `torch.load(weights_only=True)` can read it."""
-    return {
-        "config": to_plain_dict(s.cfg),
-        "data_spec": s.spec.to_dict(),
-        "model": s.model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": state.epoch,
-        "step": state.step,
-        "metrics": state.history[-1] if state.history else {},
-        "rnnl2_version": __version__,
-    }
 
 
 def write_summary(run_dir: Path, s: Setup, state: TrainState, final: dict[str, float], started: float,
