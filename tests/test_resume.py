@@ -283,3 +283,41 @@ def test_read_only_runs_folder_is_refused_before_training(tmp_path, tiny_config)
         runs.chmod(0o700)
     assert result.exit_code == 2 and "not writable" in result.output
     assert not any(runs.iterdir())
+
+
+# ------------------------------------------------------- stateful text_lm, mid-epoch
+
+def test_text_lm_resumes_mid_epoch_with_its_hidden_state(tmp_path):
+    """A stateful run (hidden state carried across BPTT windows) stopped mid-epoch and resumed
+    in-process gives the uninterrupted run's parameters and metrics exactly."""
+    from rnnl2.config import validate_config
+    from rnnl2.resume import resume
+    from rnnl2.train import Observer, run
+
+    (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
+    raw = {"name": "lm", "device": "cpu", "model": {"hidden_size": 8, "embedding_dim": 4},
+           "data": {"kind": "text_lm", "path": str(tmp_path / "text.txt"), "ratios": [0.8, 0.1, 0.1], "bptt": 5},
+           "train": {"epochs": 2, "batch_size": 4, "checkpoint_every_steps": 7}}
+    cfg = validate_config(raw)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt(Observer):
+        epoch = 0
+
+        def on_epoch_start(self, epoch, steps):
+            self.epoch = epoch
+
+        def on_step(self, step, loss):
+            if self.epoch == 2 and step == 10:
+                raise Crash
+
+    reference = run(cfg, run_dir=tmp_path / "reference")
+    with pytest.raises(Crash):
+        run(cfg, run_dir=tmp_path / "crashed", observer=CrashAt())
+    resumed = resume(tmp_path / "crashed")
+    assert resumed.summary["resumed_from"][0]["step_in_epoch"] > 0
+    assert without_timing(resumed.history) == without_timing(reference.history)
+    expected, got = final_parameters(tmp_path / "reference"), final_parameters(tmp_path / "crashed")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
