@@ -123,6 +123,21 @@ def test_a_glob_matching_nothing_exits_2_without_a_run_folder(tiny_config, tmp_p
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
 
 
+def test_a_diverging_run_exits_1_without_traceback(tiny_config, tmp_path):
+    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--set", "model.cell=rnn",
+                    "--set", "model.nonlinearity=relu", "--set", "optimizer.name=sgd", "--set", "optimizer.lr=1e10")
+    assert result.exit_code == 1 and no_traceback(result)
+    assert "diverged" in result.stderr and "optimizer.lr" in result.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unavailable_device_exits_2_without_a_run_folder(tiny_config, tmp_path):
+    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--set", "device=cuda:1")
+    assert result.exit_code == 2 and no_traceback(result)
+    assert "CUDA is not available" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
+
+
 def test_bad_split_exits_2(trained):
     _, _, result = trained
     run_dir = result.stdout.strip().splitlines()[-1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -231,6 +232,25 @@ def test_same_seed_gives_identical_metrics(tmp_path, finished):
     assert strip(read_metrics(first.run_dir)) == strip(read_metrics(second.run_dir))
     other = run(make_config("train.epochs=3", "seed=1"), tmp_path)
     assert strip(read_metrics(other.run_dir)) != strip(read_metrics(first.run_dir))
+
+
+def test_same_seed_gives_identical_metrics_with_dropout(tmp_path):
+    cfg = make_config("train.epochs=2", "model.num_layers=2", "model.dropout=0.3")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+    assert strip(read_metrics(run(cfg, tmp_path).run_dir)) == strip(read_metrics(run(cfg, tmp_path).run_dir))
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_learning_rate_schedule_steps_once_per_epoch(tmp_path, schedule):
+    cfg = make_config("train.epochs=4", "optimizer.lr=0.01", f"optimizer.scheduler.name={schedule}",
+                      "optimizer.scheduler.step_size=1", "optimizer.scheduler.gamma=0.5",
+                      "optimizer.scheduler.min_lr=0.001", "output.save_checkpoints=false")
+    lrs = [row["lr"] for row in read_metrics(run(cfg, tmp_path).run_dir)]  # the lr each epoch trained with
+    if schedule == "step":
+        expected = [0.01 * 0.5**e for e in range(4)]
+    else:
+        expected = [0.001 + 0.009 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-9)
 
 
 def test_early_stopping_with_patience_stops_early(tmp_path):
