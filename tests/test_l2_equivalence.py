@@ -143,6 +143,22 @@ def test_decoupled_with_sgd_momentum_is_sgdw_and_differs_from_penalty():
     assert_same(decoupled, hand_loop(cfg, sgd, decay))
 
 
+def test_decoupled_with_rmsprop_decays_before_the_step():
+    cfg = make_config("optimizer.name=rmsprop", "optimizer.momentum=0.5", "l2.mode=decoupled")
+    decoupled, _ = train_steps(cfg)
+
+    def decay(named, selected):
+        with torch.no_grad():
+            for n in selected:
+                named[n].mul_(1 - LR["rmsprop"] * LAMBDA)
+
+    rmsprop = lambda named, selected: torch.optim.RMSprop(named.values(), lr=LR["rmsprop"], alpha=0.99, eps=1e-8,
+                                                          momentum=0.5)
+    assert_same(decoupled, hand_loop(cfg, rmsprop, decay))
+    penalty, _ = train_steps(make_config("optimizer.name=rmsprop", "optimizer.momentum=0.5", "l2.mode=penalty"))
+    assert max_difference(decoupled, penalty) > 1e-4
+
+
 @pytest.mark.parametrize("mode", ["penalty", "weight_decay", "decoupled"])
 def test_lambda_zero_is_no_regularization(mode):
     for optimizer in ("sgd", "adam"):
