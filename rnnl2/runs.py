@@ -23,7 +23,7 @@ from .config import Rnnl2Error, RunConfig, to_plain_dict
 CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
 LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError,
-               AttributeError, IndexError, struct.error)  # IndexError, struct.error: text or random bytes
+               AttributeError, IndexError, TypeError, struct.error)  # the last three: text or random bytes
 
 
 class CheckpointError(Rnnl2Error):

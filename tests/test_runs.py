@@ -133,7 +133,7 @@ class Evil:
         return (print, ("this must never run",))
 
 
-@pytest.mark.parametrize("content", ["not a checkpoint at all", "pickle", "truncated", "foreign"])
+@pytest.mark.parametrize("content", ["not a checkpoint at all", "pickle", "truncated", "foreign", "unhashable"])
 def test_bad_checkpoint_files_are_a_clear_error(tmp_path, content, capsys):
     path = tmp_path / "bad.pt"
     if content == "pickle":
@@ -141,6 +141,8 @@ def test_bad_checkpoint_files_are_a_clear_error(tmp_path, content, capsys):
     elif content == "truncated":
         save_checkpoint(path, {"model": {"w": torch.ones(100)}})
         path.write_bytes(path.read_bytes()[:200])
+    elif content == "unhashable":  # a pickle whose dict key is a dict: TypeError inside torch.load
+        path.write_bytes(b"\x80\x02}q\x00}q\x01K\x01s.")
     elif content == "foreign":
         torch.save({"state_dict": {"w": torch.ones(1)}}, path)  # loads, but is not ours
     else:
