@@ -113,8 +113,12 @@ def load_trained(path: Path, target: torch.device) -> tuple[Path, dict, RunConfi
     """(checkpoint file, payload, config, data spec, model with its weights on `target`)."""
     checkpoint_path = resolve_checkpoint(path)
     payload = load_checkpoint(checkpoint_path)
-    cfg = validate_config(payload["config"], source=f"{checkpoint_path} (config)")
-    spec = DataSpec.from_dict(payload["data_spec"])
+    try:
+        raw_config, spec = payload["config"], DataSpec.from_dict(payload["data_spec"])
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{checkpoint_path}: the checkpoint lacks a usable config or data spec "
+                              f"({type(err).__name__}: {err})") from None
+    cfg = validate_config(raw_config, source=f"{checkpoint_path} (config)")
     model = build_model(cfg.model, spec)
     try:
         model.load_state_dict(payload["model"])

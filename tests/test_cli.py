@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import TINY_TAGGING, write_config
 from rnnl2.cli import app
 from rnnl2.config import load_config
-from rnnl2.runs import read_metrics
+from rnnl2.runs import read_metrics, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 
@@ -159,6 +159,16 @@ def test_eval_of_a_non_checkpoint_exits_2_with_a_message(tmp_path, kind):
                 "folder": "no checkpoints/best.pt"}[kind]
     assert expected in result.stderr
     assert not list(tmp_path.glob("eval-*.json"))
+
+
+@pytest.mark.parametrize("payload", [{"model": {}}, {"model": {}, "config": {"name": "x"}, "data_spec": {"task": "lm"}}],
+                         ids=["no_config", "bad_data_spec"])
+def test_eval_of_an_incomplete_checkpoint_exits_2(tmp_path, payload):
+    path = tmp_path / "partial.pt"
+    save_checkpoint(path, payload)
+    result = invoke("eval", path)
+    assert result.exit_code == 2 and no_traceback(result)
+    assert "lacks a usable config or data spec" in result.stderr
 
 
 def test_train_of_a_missing_config_is_a_usage_error(tmp_path):
