@@ -178,6 +178,9 @@ class SequenceClassificationData(Section):
     """Fraction of each training class held out for validation (seeded)."""
     znorm: bool = False
     """z-normalize each series by its own mean and (population) std."""
+    segment: int = Field(1, ge=1, le=100_000)
+    """Values per time step: the series is cut into segments of this many values (zero-padded at
+    the end), so the network reads length/segment steps of `segment` features (SegRNN-style)."""
     seed: int = 0
     """Seed of the validation carve-out; independent of the run's `seed`."""
 

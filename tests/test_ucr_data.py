@@ -114,3 +114,10 @@ def test_train_end_to_end(tmp_path):
     result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--json"])
     assert result.exit_code == 0, result.output
     assert '"test_accuracy"' in result.output
+
+
+def test_segments_make_shorter_sequences_of_more_features(tmp_path):
+    rows = [(1, [1, 2, 3, 4, 5]), (2, [6, 7, 8, 9, 10])] * 4
+    splits = build_splits(ucr(tmp_path, rows, rows, segment=2))
+    assert splits.spec.input_size == 2 and splits.test.inputs.shape == (8, 3, 2)
+    assert splits.test.inputs[0].tolist() == [[1, 2], [3, 4], [5, 0]]

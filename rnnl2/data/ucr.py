@@ -65,13 +65,17 @@ def read_ucr(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return canonical_labels([label.strip() for label in frame[0]]), values, lengths
 
 
-def to_split(values: np.ndarray, lengths: np.ndarray, class_ids: np.ndarray, znorm: bool) -> Split:
-    """Inputs (series, time, 1), zero after each series' end; lengths only when they differ."""
+def to_split(values: np.ndarray, lengths: np.ndarray, class_ids: np.ndarray, znorm: bool, segment: int = 1) -> Split:
+    """Inputs (series, time/segment, segment), zero after each series' end; lengths only when they differ."""
     if znorm:
         mean = np.nanmean(values, axis=1, keepdims=True)
         std = np.nanstd(values, axis=1, keepdims=True)
         values = (values - mean) / np.where(std == 0, 1.0, std)
-    inputs = torch.from_numpy(np.nan_to_num(values, nan=0.0).astype(np.float32)).unsqueeze(-1)
+    steps = -(-values.shape[1] // segment)
+    padded = np.zeros((len(values), steps * segment), dtype=np.float32)
+    padded[:, : values.shape[1]] = np.nan_to_num(values, nan=0.0)
+    inputs = torch.from_numpy(padded).view(len(values), steps, segment)
+    lengths = -(-lengths // segment)
     varied = lengths.min() != lengths.max()
     return Split(inputs, torch.from_numpy(class_ids), torch.from_numpy(lengths) if varied else None)
 
@@ -108,11 +112,11 @@ def build_sequence_classification(cfg: SequenceClassificationData) -> Splits:
     train_rows, val_rows = carve_validation(class_ids, cfg.val_ratio, cfg.seed)
     test_labels, test_values, test_lengths = read_ucr(test_path)
     pipeline = {"labels": classes, "length": int(lengths.max()), "znorm": cfg.znorm}
-    spec = DataSpec(task="classification", input_size=1, output_size=len(classes), pipeline=pipeline)
+    spec = DataSpec(task="classification", input_size=cfg.segment, output_size=len(classes), pipeline=pipeline)
     return Splits(
-        train=to_split(values[train_rows], lengths[train_rows], class_ids[train_rows], cfg.znorm),
-        val=to_split(values[val_rows], lengths[val_rows], class_ids[val_rows], cfg.znorm),
-        test=to_split(test_values, test_lengths, class_ids_of(test_labels, classes, test_path), cfg.znorm),
+        train=to_split(values[train_rows], lengths[train_rows], class_ids[train_rows], cfg.znorm, cfg.segment),
+        val=to_split(values[val_rows], lengths[val_rows], class_ids[val_rows], cfg.znorm, cfg.segment),
+        test=to_split(test_values, test_lengths, class_ids_of(test_labels, classes, test_path), cfg.znorm, cfg.segment),
         spec=spec,
     )
 
@@ -121,4 +125,4 @@ def build_sequence_classification(cfg: SequenceClassificationData) -> Splits:
 def load_ucr_file(cfg: SequenceClassificationData, spec: DataSpec, path: Path) -> Split:
     """A new UCR file through the training label map and normalization."""
     labels, values, lengths = read_ucr(path)
-    return to_split(values, lengths, class_ids_of(labels, spec.pipeline["labels"], path), cfg.znorm)
+    return to_split(values, lengths, class_ids_of(labels, spec.pipeline["labels"], path), cfg.znorm, cfg.segment)
