@@ -104,7 +104,7 @@ def rnnl2_run(cfg, runs_dir: Path) -> tuple[list[float], list[float]]:
     result = run(cfg, runs_dir, observer=Clock())
     starts.append(time.perf_counter())  # after the last epoch: includes the final evaluation
     full = [b - a for a, b in zip(starts, starts[1:-1])]
-    train_only = [row["samples"] / row["samples_per_s"] if "samples" in row else 0.0 for row in result.history]
+    train_only = [cfg.data.num_train / row["samples_per_s"] for row in result.history]  # every sequence, once
     return full, train_only
 
 
@@ -154,6 +154,72 @@ def compare_penalty(args) -> dict:
     return result
 
 
+def penalty_blocks(args) -> dict:
+    """The penalty's cost at step level: blocks of 10 steps with λ>0 and with λ=0, alternating in
+    one process (slow drifts of a shared machine hit both sides alike); median block times."""
+    from rnnl2.optim import build_optimizer
+    from rnnl2.regularization import L2Penalty
+    from rnnl2.train import Observer, build_setup, train_one_epoch
+
+    sides = {}
+    for name, extra in (("penalty", []), ("lambda0", ["l2.lambda=0"])):
+        s = build_setup(load([*extra, *args.set], args.device))
+        optimizer = build_optimizer(s.model, s.cfg.optimizer, s.cfg.l2, s.groups)
+        sides[name] = (s, optimizer, L2Penalty(s.groups), torch.Generator().manual_seed(0), [])
+    for _ in range(2 + 8 * args.runs):
+        for s, optimizer, penalty, generator, times in sides.values():
+            start = time.perf_counter()
+            train_one_epoch(s, optimizer, penalty, generator, Observer(), 10)
+            times.append(time.perf_counter() - start)
+    result = {f"{name}_block_s": statistics.median(side[-1][2:]) for name, side in sides.items()}
+    result["ratio"] = result["penalty_block_s"] / result["lambda0_block_s"]
+    result["blocks"] = len(sides["penalty"][-1]) - 2
+    return result
+
+
+def overhead_blocks(args) -> dict:
+    """rnnl2's loop vs the plain loop at step level: blocks of 10 training steps (each starting
+    with a fresh shuffle), alternating in one process; median block times."""
+    from rnnl2.optim import build_optimizer
+    from rnnl2.regularization import L2Penalty
+    from rnnl2.train import Observer, build_setup, train_one_epoch
+
+    cfg = load([*args.set], args.device)
+    s = build_setup(cfg)
+    optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
+    penalty, generator = L2Penalty(s.groups), torch.Generator().manual_seed(0)
+    model = PlainLSTM(s.train.inputs.shape[-1], cfg.model.hidden_size, cfg.model.num_layers, cfg.model.dropout,
+                      s.spec.output_size).to(s.device)
+    plain_optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
+    lam, batch_size = cfg.l2.lambda_, cfg.train.batch_size
+    inputs, targets = s.train.inputs, s.train.targets
+
+    def plain_block() -> None:
+        model.train()
+        order = torch.randperm(len(inputs), generator=generator).to(inputs.device)
+        for first in range(0, 10 * batch_size, batch_size):
+            index = order[first : first + batch_size]
+            logits = model(inputs[index])
+            loss = F.cross_entropy(logits.flatten(0, 1), targets[index].flatten())
+            loss = loss + 0.5 * lam * model.lstm.weight_ih_l0.square().sum()
+            plain_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            plain_optimizer.step()
+
+    ours, plain = [], []
+    for _ in range(2 + 8 * args.runs):
+        start = time.perf_counter()
+        train_one_epoch(s, optimizer, penalty, generator, Observer(), 10)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plain_block()
+        plain.append(time.perf_counter() - start)
+    result = {"rnnl2_block_s": statistics.median(ours[2:]), "plain_block_s": statistics.median(plain[2:])}
+    result["ratio"] = result["rnnl2_block_s"] / result["plain_block_s"]
+    result["blocks"] = len(ours) - 2
+    return result
+
+
 def scaling(args) -> dict:
     """Train-only epoch time (epoch 2 of 2) at 1×, 2×, 4× the sequences and the sequence length."""
     rows = {}
@@ -181,6 +247,7 @@ def startup(args) -> dict:
     """Wall time of commands that must not import torch, next to importing torch itself."""
     python = sys.executable
     result = {
+        "python -c pass": median_wall([python, "-c", "pass"], args.runs),
         "rnnl2 --help": median_wall([python, "-m", "rnnl2", "--help"], args.runs),
         "rnnl2 config show": median_wall([python, "-m", "rnnl2", "config", "show", str(SEED_CONFIG)], args.runs),
         "python -c 'import torch'": median_wall([python, "-c", "import torch"], args.runs),
@@ -233,7 +300,7 @@ def profile_loop(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "penalty", "scaling", "startup", "profile", "cli"])
+    parser.add_argument("what", choices=["overhead", "penalty", "penalty-blocks", "overhead-blocks", "scaling", "startup", "profile", "cli"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--device", default="cpu")
@@ -243,7 +310,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
-    modes = {"overhead": compare_overhead, "penalty": compare_penalty, "scaling": scaling, "startup": startup,
+    modes = {"overhead": compare_overhead, "penalty": compare_penalty, "penalty-blocks": penalty_blocks,
+             "overhead-blocks": overhead_blocks,
+             "scaling": scaling, "startup": startup,
              "profile": profile_loop, "cli": cli_epochs}
     result = modes[args.what](args)
     print(json.dumps(result, indent=2))
