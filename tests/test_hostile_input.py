@@ -26,12 +26,7 @@ MAX_LINES = 30  # "a short message": a few lines, one per bad key
 SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def assert_clean_outcome(result, runs_dir: Path | None = None) -> None:

@@ -27,13 +27,7 @@ from rnnl2.train import Observer, TrainingDiverged, build_setup, run
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 # Long enough that the signal always lands mid-training: 250 steps per epoch, 50 epochs.
 LONG = copy.deepcopy(TINY_TAGGING) | {
     "name": "long",
