@@ -118,6 +118,18 @@ def median_after_warmup(values: list[float]) -> float:
     return statistics.median(values[1:] if len(values) > 1 else values)
 
 
+def alternate(runs: int, first, second) -> tuple[list[float], list[float]]:
+    """Run two (label, epoch-times function) sides in turn, `runs` times each; the median epoch
+    time after warm-up of every run, per side. Alternating spreads a shared machine's drifts."""
+    results: tuple[list[float], list[float]] = ([], [])
+    for index in range(runs):
+        for (_label, epoch_times), out in zip((first, second), results):
+            out.append(median_after_warmup(epoch_times()))
+        print(f"run {index + 1}: {first[0]} {results[0][-1]:.3f} s/epoch, "
+              f"{second[0]} {results[1][-1]:.3f} s/epoch", flush=True)
+    return results
+
+
 def compare_overhead(args) -> dict:
     """rnnl2 vs the plain loop on the seed model, alternating runs."""
     from rnnl2.data import build_splits
@@ -125,13 +137,11 @@ def compare_overhead(args) -> dict:
     cfg = load([f"train.epochs={args.epochs}", *args.set], args.device)
     splits = build_splits(cfg.data)
     device = torch.device(args.device)
-    ours, plain = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for index in range(args.runs):
-            full, _ = rnnl2_run(cfg, Path(tmp))
-            ours.append(median_after_warmup(full))
-            plain.append(median_after_warmup(plain_run(splits.train, splits.val, cfg, args.epochs, device)))
-            print(f"run {index + 1}: rnnl2 {ours[-1]:.3f} s/epoch, plain {plain[-1]:.3f} s/epoch", flush=True)
+        ours, plain = alternate(
+            args.runs, ("rnnl2", lambda: rnnl2_run(cfg, Path(tmp))[0]),
+            ("plain", lambda: plain_run(splits.train, splits.val, cfg, args.epochs, device)),
+        )
     result = {"rnnl2_s": statistics.median(ours), "plain_s": statistics.median(plain)}
     result["ratio"] = result["rnnl2_s"] / result["plain_s"]
     result["rnnl2_all"], result["plain_all"] = ours, plain
@@ -142,12 +152,11 @@ def compare_penalty(args) -> dict:
     """rnnl2 with the seed's L2 penalty vs the same run with λ = 0 (no penalty term), alternating."""
     cfg_on = load([f"train.epochs={args.epochs}", *args.set], args.device)
     cfg_off = load([f"train.epochs={args.epochs}", "l2.lambda=0", *args.set], args.device)
-    on, off = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for index in range(args.runs):
-            on.append(median_after_warmup(rnnl2_run(cfg_on, Path(tmp))[0]))
-            off.append(median_after_warmup(rnnl2_run(cfg_off, Path(tmp))[0]))
-            print(f"run {index + 1}: penalty {on[-1]:.3f} s/epoch, λ=0 {off[-1]:.3f} s/epoch", flush=True)
+        on, off = alternate(
+            args.runs, ("penalty", lambda: rnnl2_run(cfg_on, Path(tmp))[0]),
+            ("λ=0", lambda: rnnl2_run(cfg_off, Path(tmp))[0]),
+        )
     result = {"penalty_s": statistics.median(on), "lambda0_s": statistics.median(off)}
     result["ratio"] = result["penalty_s"] / result["lambda0_s"]
     result["penalty_all"], result["lambda0_all"] = on, off

@@ -100,9 +100,9 @@ def save_checkpoints(run_dir: Path, s: Any, optimizer, scheduler, state: TrainSt
     run's `train.Setup` (config, data spec, model)."""
     if not s.cfg.output.save_checkpoints:
         return
-    if best:
-        save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(s, optimizer, scheduler, state))
     payload = checkpoint_payload(s, optimizer, scheduler, state)
+    if best:
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", {**payload, "resume": training_payload(state)})
 
 

@@ -117,7 +117,7 @@ def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer
     add_penalty = cfg.l2.mode == "penalty" and any(g.lam > 0 for g in s.groups)
     manual_decay = needs_manual_decoupled_decay(cfg.optimizer, cfg.l2)
     clip, every = cfg.train.clip_grad_norm, cfg.train.checkpoint_every_steps
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     stateful = s.train.stateful
     model.train()
     batches = s.train.batches(cfg.train.batch_size, None if stateful else generator)
