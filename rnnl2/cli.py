@@ -208,7 +208,8 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV here instead of stdout.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
-    """Write predictions as CSV: forecasts per window, step and target (file units), or label and probabilities."""
+    """Write predictions as CSV: forecasts per window, step and target (file units), label and
+    probabilities, or a language model's next token, probability and surprisal at every position."""
     from .predict import predict_file, to_csv_text
     from .runs import write_text
 

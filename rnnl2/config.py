@@ -313,6 +313,9 @@ class ModelConfig(Section):
     """Size of the token embedding (used only when the inputs are tokens)."""
     pooling: Literal["last", "mean", "max"] = "last"
     """How whole-sequence heads summarise the time steps (classification and forecasting)."""
+    init_scale: float | None = Field(None, gt=0.0)
+    """Draw every parameter from U(−s, s), as Zaremba et al. do (s = 0.1); unset: PyTorch's
+    defaults (N(0, 1) embeddings, U(±1/√hidden) recurrent weights)."""
 
 
 # ----------------------------------------------------------------------------- L2
@@ -346,16 +349,26 @@ class L2Config(Section):
 
 
 class SchedulerConfig(Section):
-    name: Literal["none", "step", "cosine", "plateau"] = "none"
+    name: Literal["none", "step", "multistep", "cosine", "plateau"] = "none"
     """Learning-rate schedule, stepped once per epoch."""
     step_size: int = Field(10, ge=1)
     """step: epochs between decays."""
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    """multistep: epochs after which the rate is multiplied by gamma (Zaremba: [4, 5, …, 12])."""
     gamma: float = Field(0.5, gt=0.0, le=1.0)
-    """step and plateau: factor the learning rate is multiplied by."""
+    """step, multistep and plateau: factor the learning rate is multiplied by."""
     patience: int = Field(2, ge=0)
     """plateau: epochs without improvement of the validation loss before a decay."""
     min_lr: float = Field(0.0, ge=0.0)
     """cosine and plateau: the lowest learning rate."""
+
+    @model_validator(mode="after")
+    def _check_milestones(self) -> "SchedulerConfig":
+        if self.name == "multistep" and not self.milestones:
+            raise ValueError("multistep needs milestones, e.g. [4, 5, 6]")
+        if self.milestones != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must increase, got {self.milestones}")
+        return self
 
 
 class OptimizerConfig(Section):

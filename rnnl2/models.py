@@ -45,6 +45,10 @@ class RecurrentNet(nn.Module):
         # the targets' last values; `window_norm` lists the targets' input columns.
         norm = spec.pipeline.get("window_norm") if spec.task == "regression" else None
         self.register_buffer("norm_index", torch.tensor(norm) if norm else None, persistent=False)
+        if cfg.init_scale is not None:
+            with torch.no_grad():
+                for param in self.parameters():
+                    param.uniform_(-cfg.init_scale, cfg.init_scale)
 
     def forward(self, inputs, lengths=None, hidden=None):
         """Returns (outputs, hidden); `hidden` is only carried by stateful (lm) training."""

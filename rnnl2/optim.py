@@ -57,6 +57,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, epoc
     sched = cfg.scheduler
     if sched.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+    if sched.name == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=sched.milestones, gamma=sched.gamma)
     if sched.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=sched.min_lr)
     if sched.name == "plateau":

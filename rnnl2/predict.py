@@ -1,5 +1,6 @@
 """`predict`: run a trained model over a new file, read through the checkpoint's saved pipeline, and
-write a CSV: forecasts per window, step and target in the file's units, or class and probabilities."""
+write a CSV: forecasts per window, step and target in the file's units, class and probabilities, or
+for a language model the next-token prediction at every position of the text."""
 
 from __future__ import annotations
 
@@ -48,13 +49,42 @@ def class_table(logits: torch.Tensor, spec: DataSpec) -> pd.DataFrame:
     return table
 
 
+@torch.inference_mode()
+def token_table(model: torch.nn.Module, split: Split, spec: DataSpec) -> pd.DataFrame:
+    """One row per predicted token, the text read in order as one stream with the state carried:
+    `position` (from 1), the `previous` token, the actual `token`, the model's most likely one
+    (`predicted`), both probabilities, and the surprisal −log p(token) in nats, whose mean is the
+    data loss of `eval --data` when read as one stream (`train.eval_batch_size: 1`)."""
+    model.eval()
+    hidden, actual, best = None, [], []
+    for batch in split.batches(1):
+        logits, hidden = model(batch.inputs, None, hidden)
+        log_probs = torch.log_softmax(logits[0].double(), dim=-1)  # (time, vocab)
+        actual.append(log_probs.gather(-1, batch.targets[0, :, None]).squeeze(-1).cpu())
+        best.append(torch.stack(log_probs.max(-1)).cpu())  # (2, time): log p, index
+    actual_lp, (best_lp, best_id) = torch.cat(actual).numpy(), torch.cat(best, dim=1).numpy()
+    vocab, stream = np.array(spec.pipeline["vocab"], dtype=object), split.inputs.cpu().long().numpy()
+    return pd.DataFrame({
+        "position": np.arange(1, len(stream)),
+        "previous": vocab[stream[:-1]],
+        "token": vocab[stream[1:]],
+        "predicted": vocab[best_id.astype(np.int64)],
+        "prob_token": np.exp(actual_lp),
+        "prob_predicted": np.exp(best_lp),
+        "surprisal": -actual_lp,
+    })
+
+
 def predict_file(checkpoint: Path, data: Path, device: str = "auto", batch_size: int | None = None) -> pd.DataFrame:
     """Predictions of the checkpoint's model for every example of `data`."""
     target = resolve_device(device)
     _, _, cfg, spec, model = load_trained(checkpoint, target)
-    if spec.task not in ("regression", "classification"):
-        raise Rnnl2Error(f"predict: {spec.task} models are not supported (regression and classification are)")
+    if spec.task not in ("regression", "classification", "lm"):
+        raise Rnnl2Error(f"predict: {spec.task} models are not supported (forecasting, classification and "
+                         "language models are)")
     split = load_new_data(cfg.data, spec, data).to(target)
+    if spec.task == "lm":
+        return token_table(model, split, spec)
     outputs = run_model(model, split, batch_size or cfg.train.eval_batch_size)
     return forecast_table(outputs, split, spec) if spec.task == "regression" else class_table(outputs, spec)
 

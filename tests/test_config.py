@@ -123,6 +123,9 @@ BAD_CONFIGS = {
     "negative_group_lambda": (tiny(l2={"lambdas": {"weight_hh": -0.5}}), ["lambdas.weight_hh", ">= 0"]),
     "unknown_mode": (tiny(l2={"mode": "ridge"}), ["l2.mode", "'ridge'", "penalty"]),
     "bad_device": (tiny(device="gpu"), ["device", "'gpu'"]),
+    "multistep_without_milestones": (tiny(optimizer={"scheduler": {"name": "multistep"}}), ["multistep needs milestones"]),
+    "milestones_out_of_order": (tiny(optimizer={"scheduler": {"milestones": [5, 4]}}), ["milestones must increase", "[5, 4]"]),
+    "zero_init_scale": (tiny(model={"init_scale": 0}), ["model.init_scale", "greater than 0"]),
 }
 
 

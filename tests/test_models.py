@@ -76,6 +76,16 @@ def test_token_inputs_get_an_embedding():
     assert model_for(SPECS["tagging"]).embedding is None
 
 
+def test_init_scale_draws_every_parameter_uniformly():
+    spec = DataSpec(task="lm", input_size=50, output_size=50, tokens=True)
+    model = model_for(spec, embedding_dim=16, hidden_size=16, num_layers=2, init_scale=0.1)
+    values = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert values.abs().max() <= 0.1 and values.abs().max() > 0.099  # every parameter inside, the range used
+    assert values.std().item() == pytest.approx(0.1 / 3**0.5, rel=0.02)  # U(-s, s) has std s/√3
+    default = model_for(spec, embedding_dim=16, hidden_size=16, num_layers=2)
+    assert default.embedding.weight.abs().max() > 1  # PyTorch's N(0, 1) embeddings, untouched by default
+
+
 def test_parameter_names_are_stable():
     names = [n for n, _ in model_for(SPECS["tagging"], num_layers=2, bidirectional=True).named_parameters()]
     assert names[:4] == ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"]

@@ -242,14 +242,17 @@ def test_same_seed_gives_identical_metrics_with_dropout(tmp_path):
     assert strip(read_metrics(run(cfg, tmp_path).run_dir)) == strip(read_metrics(run(cfg, tmp_path).run_dir))
 
 
-@pytest.mark.parametrize("schedule", ["step", "cosine"])
+@pytest.mark.parametrize("schedule", ["step", "multistep", "cosine"])
 def test_learning_rate_schedule_steps_once_per_epoch(tmp_path, schedule):
     cfg = make_config("train.epochs=4", "optimizer.lr=0.01", f"optimizer.scheduler.name={schedule}",
                       "optimizer.scheduler.step_size=1", "optimizer.scheduler.gamma=0.5",
+                      "optimizer.scheduler.milestones=[2, 3]",
                       "optimizer.scheduler.min_lr=0.001", "output.save_checkpoints=false")
     lrs = [row["lr"] for row in read_metrics(run(cfg, tmp_path).run_dir)]  # the lr each epoch trained with
     if schedule == "step":
         expected = [0.01 * 0.5**e for e in range(4)]
+    elif schedule == "multistep":  # Zaremba's form: held for 2 epochs, then halved after each
+        expected = [0.01, 0.01, 0.005, 0.0025]
     else:
         expected = [0.001 + 0.009 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
     assert lrs == pytest.approx(expected, rel=1e-9)

@@ -4,6 +4,7 @@ and bad text inputs exiting 2 with no run folder."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,31 @@ def test_char_lm_round_trip_train_eval_data_and_sample(tmp_path):
     assert again.stdout == result.stdout  # seeded
     greedy = invoke("sample", run_dir, "--length", "5", "--temperature", "0")
     assert greedy.exit_code == 0 and len(greedy.stdout) == 6
+
+
+def test_char_lm_predict_lists_every_next_token_and_matches_eval(tmp_path):
+    import pandas as pd
+
+    from rnnl2.evaluate import evaluate_checkpoint
+
+    text = tmp_path / "input.txt"
+    text.write_text(SHAKESPEARE)
+    result = invoke("train", write_config(tmp_path, tiny_lm(text)), "--runs-dir", tmp_path / "runs")
+    run_dir = result.stdout.strip().splitlines()[-1]
+    new = tmp_path / "new.txt"
+    new.write_text("Speak, é\nAll:")  # é is unseen: <unk>
+    out = tmp_path / "tokens.csv"
+    result = invoke("predict", run_dir, "--data", new, "-o", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == ["position", "previous", "token", "predicted", "prob_token", "prob_predicted", "surprisal"]
+    assert len(table) == len("Speak, é\nAll:") - 1
+    assert "".join(table["token"]) == "peak, <unk>\nAll:"
+    assert (table["prob_predicted"] >= table["prob_token"] - 1e-6).all()
+    assert (table["surprisal"] - (-table["prob_token"].map(math.log))).abs().max() < 1e-5
+    # One stream with the state carried: the mean surprisal is the loss of eval --data at batch size 1.
+    record = evaluate_checkpoint(Path(run_dir), device="cpu", batch_size=1, data=new)
+    assert table["surprisal"].mean() == pytest.approx(record["data_loss"], rel=1e-5)
 
 
 def test_classifier_round_trip_with_predict_and_macro_f1(tmp_path):
