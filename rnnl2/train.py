@@ -125,9 +125,10 @@ def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer
         outputs, hidden = model(batch.inputs, batch.lengths, state.hidden if stateful else None)
         state.hidden = detach_hidden(hidden) if stateful else None
         data_loss = loss_fn(outputs, batch.targets)
-        loss = data_loss + penalty() if add_penalty else data_loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        data_loss.backward()
+        if add_penalty:
+            penalty.add_gradient_()  # the gradient of (λ/2)·Σθ², exactly, before clipping
         if clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:

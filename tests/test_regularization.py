@@ -149,6 +149,27 @@ def test_penalty_gradient_is_lambda_theta():
             assert param.grad is None
 
 
+def test_added_gradient_equals_the_penalty_gradient():
+    model = make_model(num_layers=2, bidirectional=False)
+    groups = select_l2_parameters(model, L2Config(**{"lambda": 0.4, "lambdas": {"head": 1.5, "weight_hh": 0.0}}))
+    penalty = L2Penalty(groups)
+    penalty().backward()
+    by_autograd = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    penalty.add_gradient_()
+    added = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert added.keys() == {n for n, g in by_autograd.items() if g.abs().sum() > 0}  # λ = 0 parameters untouched
+    assert any(n.startswith("head.") for n in added) and not any("weight_hh" in n for n in added)
+    for name, grad in added.items():
+        torch.testing.assert_close(grad, by_autograd[name], rtol=1e-6, atol=1e-8)
+    data = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    for name, param in model.named_parameters():  # on top of an existing data gradient
+        param.grad = data[name].clone()
+    penalty.add_gradient_()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, data[name] + (by_autograd.get(name, 0) if name in added else 0))
+
+
 def test_l2_penalty_of_one_lambda():
     params = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
     assert l2_penalty(params, lam=0.5).item() == pytest.approx(0.25 * 14)
