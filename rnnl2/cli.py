@@ -12,7 +12,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from .config import ConfigError, Rnnl2Error, RunConfig, load_config, to_plain_dict
+from .config import RunConfig, load_config, to_plain_dict
+from .errors import ConfigError, Rnnl2Error
 
 app = typer.Typer(
     help="Experiments on L2 regularization of recurrent networks: train, evaluate, compare.",

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from .config import Rnnl2Error
+from .errors import Rnnl2Error
 from .runs import read_metrics
 
 HIGHER_IS_BETTER = ("accuracy", "macro_f1")  # metric suffixes where larger wins (as in evaluate.py)

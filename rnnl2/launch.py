@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Rnnl2Error
+from .errors import Rnnl2Error
 from .sweep import Manifest, PlannedRun, SweepSpec, summary_metrics, train_command, write_definition
 
 EventFn = Callable[[str, dict[str, Any]], None]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Rnnl2Error
+from .errors import Rnnl2Error
 from .data import DataSpec, Split, load_new_data
 from .device import resolve_device
 from .evaluate import load_trained

@@ -9,7 +9,8 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
-from .config import GROUPS, ConfigError, L2Config
+from .config import GROUPS, L2Config
+from .errors import ConfigError
 
 # Named groups as globs on RecurrentNet's parameter names. RNN biases are `bias_ih_l0` and
 # `bias_hh_l0`, so `weight_*` globs never catch them and `bias` catches both plus the head's.

@@ -200,7 +200,7 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
     matplotlib.use("Agg")  # headless: no display needed
     runs = [r for r in load_runs(paths) if r.metrics]
     if not runs:
-        from .config import Rnnl2Error
+        from .errors import Rnnl2Error
 
         raise Rnnl2Error(f"no run with logged epochs (metrics.jsonl) in {', '.join(map(str, paths))}")
     out.mkdir(parents=True, exist_ok=True)

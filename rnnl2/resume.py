@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, Rnnl2Error, RunConfig, load_config
+from .config import RunConfig, load_config
+from .errors import ConfigError, Rnnl2Error
 from .runs import CheckpointError, check_writable, load_checkpoint, write_config
 from .state import config_differences, restore_state
 from .train import Observer, RunResult, build_setup, train_epochs

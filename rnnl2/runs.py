@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import Rnnl2Error, RunConfig, to_plain_dict
+from .config import RunConfig, to_plain_dict
+from .errors import Rnnl2Error
 
 CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.

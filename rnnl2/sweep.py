@@ -25,7 +25,8 @@ from typing import Any, Sequence
 import yaml
 
 from .compare import default_mode
-from .config import ConfigError, Rnnl2Error, load_config, read_yaml, to_plain_dict
+from .config import load_config, read_yaml, to_plain_dict
+from .errors import ConfigError, Rnnl2Error
 from .runs import write_json, write_text
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")

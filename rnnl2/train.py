@@ -14,7 +14,8 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
-from .config import ConfigError, Rnnl2Error, RunConfig
+from .config import RunConfig
+from .errors import ConfigError, Rnnl2Error
 from .data import DataSpec, Split, build_splits
 from .device import describe_device, resolve_device
 from .evaluate import HIGHER_IS_BETTER, METRICS, build_loss, evaluate, prefixed

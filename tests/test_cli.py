@@ -3,7 +3,6 @@ exit codes."""
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys

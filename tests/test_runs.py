@@ -7,7 +7,6 @@ import copy
 import csv
 import json
 import math
-import pickle
 from pathlib import Path
 
 import pytest

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Literal, NamedTuple
 
 import torch
 
-from ..config import Rnnl2Error
+from ..errors import Rnnl2Error
 
 Task = Literal["tagging", "classification", "regression", "lm"]
 

@@ -1,0 +1,37 @@
+"""What every config section shares: strict pydantic models, and path fields that expand
+`~`, `$VAR` and relative paths when a config is loaded."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True
+    )
+
+
+def expand_path(value: str, info: ValidationInfo) -> str:
+    """Expand `~`, `$VAR` and `${VAR}`; resolve a relative path against the config file's folder.
+
+    An unset variable is an error that names it, rather than a path with a literal `$` in it.
+    """
+    for match in re.finditer(r"\$(?:\{(\w+)\}|(\w+))", value):
+        name = match.group(1) or match.group(2)
+        if name not in os.environ:
+            raise ValueError(f"environment variable ${name} is not set")
+    path = Path(os.path.expanduser(os.path.expandvars(value)))
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path)
+
+
+FilePath = Annotated[str, AfterValidator(expand_path)]
+"""A path field of a data config: expanded and made absolute when the config is loaded."""

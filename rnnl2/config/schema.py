@@ -1,0 +1,195 @@
+"""The validated schema of a run (`RunConfig`): data, model, L2, optimizer, training, output."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from .base import Section
+from .data_kinds import DataConfig, SeedTaggingData
+
+
+# -------------------------------------------------------------------------- model
+
+
+class ModelConfig(Section):
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    """Recurrent cell: PyTorch's fused nn.RNN, nn.LSTM or nn.GRU."""
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+    """Activation of the plain `rnn` cell (ignored by lstm and gru)."""
+    hidden_size: int = Field(64, ge=1, le=65_536)
+    """Units per recurrent layer (per direction)."""
+    num_layers: int = Field(1, ge=1, le=64)
+    """Stacked recurrent layers."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout between recurrent layers and before the head (Keras: Dropout after each LSTM)."""
+    bidirectional: bool = False
+    """Run a second recurrent stack backwards in time and concatenate both."""
+    embedding_dim: int = Field(64, ge=1, le=65_536)
+    """Size of the token embedding (used only when the inputs are tokens)."""
+    pooling: Literal["last", "mean", "max"] = "last"
+    """How whole-sequence heads summarise the time steps (classification and forecasting)."""
+    init_scale: float | None = Field(None, gt=0.0)
+    """Draw every parameter from U(−s, s), as Zaremba et al. do (s = 0.1); unset: PyTorch's
+    defaults (N(0, 1) embeddings, U(±1/√hidden) recurrent weights)."""
+
+
+# ----------------------------------------------------------------------------- L2
+
+GROUPS = ("weight_ih", "weight_hh", "bias", "embedding", "head")
+
+
+class L2Config(Section):
+    lambda_: float = Field(0.0, ge=0.0, alias="lambda")
+    """λ in `loss = data_loss + (λ/2) · Σ θ²`, so the gradient term is λ·θ (Keras l2(x): λ = 2x)."""
+    mode: Literal["penalty", "weight_decay", "decoupled"] = "penalty"
+    """penalty: add (λ/2)Σθ² to the loss; weight_decay: the optimizer's coupled weight_decay=λ;
+    decoupled: AdamW-style θ ← θ − lr·λ·θ."""
+    apply_to: list[str] = Field(
+        default_factory=lambda: ["weight_ih", "weight_hh", "embedding", "head"], min_length=0
+    )
+    """Penalized parameters: groups (weight_ih, weight_hh, bias, embedding, head) or globs on
+    parameter names such as `rnn.weight_ih_l0*`."""
+    lambdas: dict[str, float] = Field(default_factory=dict)
+    """Per-group λ overriding `lambda` for the selected parameters a group or glob names."""
+
+    @model_validator(mode="after")
+    def _check_lambdas(self) -> "L2Config":
+        for key, value in self.lambdas.items():
+            if value < 0:
+                raise ValueError(f"lambdas.{key} must be >= 0, got {value}")
+        return self
+
+
+# ---------------------------------------------------------------------- optimizer
+
+
+class SchedulerConfig(Section):
+    name: Literal["none", "step", "multistep", "cosine", "plateau"] = "none"
+    """Learning-rate schedule, stepped once per epoch."""
+    step_size: int = Field(10, ge=1)
+    """step: epochs between decays."""
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    """multistep: epochs after which the rate is multiplied by gamma (Zaremba: [4, 5, …, 12])."""
+    gamma: float = Field(0.5, gt=0.0, le=1.0)
+    """step, multistep and plateau: factor the learning rate is multiplied by."""
+    patience: int = Field(2, ge=0)
+    """plateau: epochs without improvement of the validation loss before a decay."""
+    min_lr: float = Field(0.0, ge=0.0)
+    """cosine and plateau: the lowest learning rate."""
+
+    @model_validator(mode="after")
+    def _check_milestones(self) -> "SchedulerConfig":
+        if self.name == "multistep" and not self.milestones:
+            raise ValueError("multistep needs milestones, e.g. [4, 5, 6]")
+        if self.milestones != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must increase, got {self.milestones}")
+        return self
+
+
+class OptimizerConfig(Section):
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "adam"
+    """Optimizer from torch.optim."""
+    lr: float = Field(1e-3, gt=0.0)
+    """Learning rate."""
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    """sgd and rmsprop: momentum."""
+    nesterov: bool = False
+    """sgd: Nesterov momentum (needs momentum > 0)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """adam and adamw: decay rates of the moment estimates."""
+    eps: float = Field(1e-8, gt=0.0)
+    """adam, adamw, rmsprop, adagrad: term added to the denominator."""
+    alpha: float = Field(0.99, gt=0.0, lt=1.0)
+    """rmsprop: smoothing constant."""
+    scheduler: SchedulerConfig = SchedulerConfig()
+    """Learning-rate schedule."""
+
+    @model_validator(mode="after")
+    def _check_nesterov(self) -> "OptimizerConfig":
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer.name=sgd and momentum > 0")
+        for beta in self.betas:
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
+        return self
+
+
+# -------------------------------------------------------------------------- train
+
+
+class EarlyStoppingConfig(Section):
+    metric: str = "val_loss"
+    """Validation metric that picks the best checkpoint and drives early stopping."""
+    mode: Literal["min", "max"] = "min"
+    """Whether a lower (min) or higher (max) value of `metric` is better."""
+    patience: int | None = Field(None, ge=1)
+    """Stop after this many epochs without improvement; null never stops early."""
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1, le=1_000_000)
+    """Passes over the training split."""
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps in total, even mid-epoch."""
+    batch_size: int = Field(32, ge=1, le=1_000_000)
+    """Sequences per optimizer step."""
+    clip_grad_norm: float | None = Field(None, gt=0.0)
+    """Clip the global gradient norm to this bound; null disables clipping."""
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    """Which validation metric is best, and when to stop."""
+    eval_batch_size: int = Field(256, ge=1)
+    """Sequences per batch when evaluating."""
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    """Also write checkpoints/last.pt every this many optimizer steps, mid-epoch, so a long epoch
+    resumes (`rnnl2 train --resume`) close to where it stopped; null: only at the end of each epoch."""
+
+
+class OutputConfig(Section):
+    save_checkpoints: bool = True
+    """Write checkpoints/last.pt and checkpoints/best.pt."""
+    tensorboard: bool = False
+    """Also log every epoch's metrics to <run>/tensorboard/ (needs `pip install 'rnnl2[tensorboard]'`)."""
+
+
+# ---------------------------------------------------------------------------- run
+
+
+class RunConfig(Section):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Run name; runs are written to runs/<name>/<time>-<id>/."""
+    seed: int = 0
+    """Seed of parameter initialisation, dropout and shuffling."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    """auto (CUDA, then MPS, else CPU), cpu, mps, cuda or cuda:N."""
+    data: DataConfig = Field(default_factory=SeedTaggingData)
+    """The dataset; `kind` picks the variant."""
+    model: ModelConfig = ModelConfig()
+    """The recurrent network."""
+    l2: L2Config = L2Config()
+    """Which parameters get L2 regularisation, how much, and how."""
+    optimizer: OptimizerConfig = OptimizerConfig()
+    """Optimizer and learning-rate schedule."""
+    train: TrainConfig = TrainConfig()
+    """Training loop."""
+    output: OutputConfig = OutputConfig()
+    """What the run folder receives."""
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "RunConfig":
+        if self.l2.mode == "weight_decay" and self.optimizer.name == "adamw":
+            raise ValueError(
+                "l2.mode=weight_decay is coupled decay, but adamw decays decoupled; "
+                "use l2.mode=decoupled with adamw, or optimizer.name=adam"
+            )
+        if self.l2.mode == "decoupled" and self.optimizer.name == "adagrad":
+            raise ValueError(
+                "l2.mode=decoupled is not defined for adagrad; use l2.mode=penalty or weight_decay"
+            )
+        return self
+
+
+def to_plain_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as YAML/JSON-ready builtins, with field aliases (`lambda`)."""
+    return cfg.model_dump(mode="json", by_alias=True)
