@@ -297,7 +297,7 @@ class SweepPrinter:
         elif kind == "skip":
             err.print(f"{where} already done {name}", highlight=False)
         elif kind == "start":
-            err.print(f"{where} start {name}", highlight=False)
+            err.print(f"{where} {'resume' if record.get('resume') else 'start'} {name}", highlight=False)
 
 
 def comparison_table(comparison: Any, title: str = "runs") -> Table:

@@ -21,6 +21,7 @@ from .sweep import Manifest, PlannedRun, SweepSpec, summary_metrics, train_comma
 
 EventFn = Callable[[str, dict[str, Any]], None]
 POLL_SECONDS = 0.2
+RESUMED = "--- resumed from checkpoints/last.pt ---"  # marks where a resumed run's log continues
 
 
 @dataclass
@@ -46,7 +47,8 @@ class Launch:
 
 def run_sweep(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, launch: Launch,
               on_event: EventFn = lambda kind, record: None) -> SweepResult:
-    """Run every run not yet done; rerun failed or interrupted ones from scratch."""
+    """Run every run not yet done: an interrupted or killed one continues from its last checkpoint,
+    a failed one starts again from scratch."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         write_definition(sweep_dir, spec, runs)
@@ -58,9 +60,10 @@ def run_sweep(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, launch: 
             if record["status"] == "done" and (run.run_dir / "summary.json").is_file():
                 on_event("skip", record)
                 continue
-            if run.run_dir.exists():  # a failed or interrupted attempt: start it again
+            resume = can_resume(record, run.run_dir)
+            if run.run_dir.exists() and not resume:  # a failed attempt: start it again
                 shutil.rmtree(run.run_dir)
-            todo.append((run, manifest.update(run.name, status="pending", exit_code=None, error=None)))
+            todo.append((run, manifest.update(run.name, status="pending", exit_code=None, error=None, resume=resume)))
         runner = run_ray if launch.backend == "ray" else run_local
         result = SweepResult(sweep_dir, manifest.records, skipped=len(runs) - len(todo))
         previous = signal.signal(signal.SIGTERM, raise_interrupt)
@@ -72,6 +75,14 @@ def run_sweep(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, launch: 
             signal.signal(signal.SIGTERM, previous)
         result.failed = [r for r in manifest.records if r["status"] in ("failed", "interrupted")]
         return result
+
+
+def can_resume(record: dict[str, Any], run_dir: Path) -> bool:
+    """Whether a run's own failure did not end it (Ctrl-C, SIGTERM, a kill, or a sweep that died
+    while it ran) and it left a checkpoint to continue from. A run that failed by itself (bad
+    config, divergence) would fail the same way again, so it is not resumed."""
+    stopped = record["status"] in ("interrupted", "running") or (record.get("exit_code") or 0) < 0
+    return stopped and (run_dir / "checkpoints" / "last.pt").is_file()
 
 
 def raise_interrupt(signum, frame) -> None:
@@ -150,7 +161,8 @@ def finish(manifest: Manifest, run: PlannedRun, outcome: dict[str, Any], on_even
 def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
     """Exit code, summary.json (if written) and the last error line of the child's log."""
     summary = read_summary(run_dir)
-    lines = [l.strip() for l in log_path.read_text(errors="replace").splitlines() if l.strip()] if log_path.exists() else []
+    text = log_path.read_text(errors="replace").rpartition(RESUMED)[2] if log_path.exists() else ""  # this attempt's
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
     errors = [l for l in lines if "error" in l.lower() or "interrupted" in l.lower()]
     if code and code < 0:
         return {"exit_code": code, "summary": summary, "error": f"killed by {signal.Signals(-code).name}"}
@@ -158,9 +170,14 @@ def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
 
 
 def start_child(command: list[str], env_extra: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """A child that gets SIGTERM if this driver dies (Linux), so no orphan keeps writing a run folder."""
+    """A child that gets SIGTERM if this driver dies (Linux), so no orphan keeps writing a run folder.
+    A resumed run appends to its log, below a marker line."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    resumed = "--resume" in command
+    with log_path.open("a" if resumed else "w") as log:
+        if resumed:
+            log.write(f"\n{RESUMED}\n")
+            log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **env_extra}, preexec_fn=die_with_parent)
 
@@ -197,10 +214,11 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
         while queue or running:
             free = [s for s in range(jobs) if s not in {slot for _, slot in running.values()}]
             while queue and free:
-                run, _ = queue.pop(0)
+                run, record = queue.pop(0)
                 slot = free.pop(0)
                 gpu = launch.gpus[slot % len(launch.gpus)] if launch.gpus else None
-                child = start_child(train_command(spec, run, program), thread_env(threads, gpu), logs / f"{run.name}.log")
+                command = train_command(spec, run, program, resume=record["resume"])
+                child = start_child(command, thread_env(threads, gpu), logs / f"{run.name}.log")
                 running[child] = (run, slot)
                 on_event("start", manifest.update(run.name, status="running", started=time.time(), pid=child.pid))
             time.sleep(POLL_SECONDS)
@@ -243,8 +261,8 @@ def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
     task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute_run)
     logs = manifest.path.parent / "logs"
     pending = {}
-    for run, _ in todo:
-        ref = task.remote(train_command(spec, run), thread_env(threads), str(run.run_dir), str(logs / f"{run.name}.log"))
+    for run, record in todo:
+        ref = task.remote(train_command(spec, run, resume=record["resume"]), thread_env(threads), str(run.run_dir), str(logs / f"{run.name}.log"))
         pending[ref] = run
         on_event("start", manifest.update(run.name, status="running", started=time.time()))
     try:

@@ -204,8 +204,11 @@ def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -
     return sweep_dir, runs
 
 
-def train_command(spec: SweepSpec, run: PlannedRun, program: Sequence[str] = ("rnnl2",)) -> list[str]:
-    """The `rnnl2 train` argv of one run (the CLI's --quiet keeps stdout to the run folder)."""
+def train_command(spec: SweepSpec, run: PlannedRun, program: Sequence[str] = ("rnnl2",), resume: bool = False) -> list[str]:
+    """The `rnnl2 train` argv of one run (the CLI's --quiet keeps stdout to the run folder);
+    with `resume`, continue the run's folder from its checkpoints/last.pt instead."""
+    if resume:
+        return [*program, "train", "--resume", str(run.run_dir), "--quiet"]
     argv = [*program, "train", str(spec.config)]
     for item in run.overrides:
         argv += ["--set", item]

@@ -129,6 +129,33 @@ def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path)
     assert all(len(Path(r["run_dir"], "metrics.jsonl").read_text().splitlines()) == 3 for r in records)
 
 
+def test_an_interrupted_run_continues_from_its_checkpoint_when_the_sweep_reruns(tiny_config, tmp_path):
+    args = [sys.executable, "-m", "rnnl2", "sweep", str(tiny_config), "--grid", "l2.lambda=1e-3",
+            "--set", "train.epochs=30", "--runs-dir", str(tmp_path / "runs"), "--sweep-dir", str(tmp_path / "sweep")]
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "sweep" / "000-l2.lambda=0.001" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C: the run saves last.pt and stops, the sweep records it
+    assert driver.wait(timeout=60) == 130
+    [record] = read_manifest(tmp_path / "sweep")
+    assert record["status"] == "interrupted"
+    before = metrics.read_text().splitlines()
+    assert 2 <= len(before) < 30
+
+    result = subprocess.run(args, capture_output=True, text=True, timeout=240)  # the same sweep, run again
+    assert result.returncode == 0, result.stderr
+    assert "resume 000-" in result.stderr
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 31))
+    assert metrics.read_text().splitlines()[: len(before)] == before  # continued, not restarted
+    summary = json.loads((metrics.parent / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from"]
+    log = (tmp_path / "sweep" / "logs" / "000-l2.lambda=0.001.log").read_text()
+    assert "resumed from checkpoints/last.pt" in log
+
+
 def test_a_failing_run_does_not_stop_the_others_and_exits_1(tiny_config, tmp_path):
     # val_nope passes the schema but is not a logged metric: that training exits 2 at once.
     result = sweep_cli(str(tiny_config), "--grid", "train.early_stopping.metric=val_nope,val_loss",
