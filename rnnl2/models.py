@@ -25,9 +25,10 @@ class RecurrentNet(nn.Module):
         self.embedding = nn.Embedding(spec.input_size, cfg.embedding_dim) if spec.tokens else None
         # Channel-independent forecasting: every column is its own one-feature sequence.
         self.channels = spec.input_size if spec.pipeline.get("channel_independent") else None
+        self.segment = spec.pipeline.get("segment", 1)  # channel values per recurrent step
         extra = {"nonlinearity": cfg.nonlinearity} if cfg.cell == "rnn" else {}
         self.rnn = CELLS[cfg.cell](
-            input_size=cfg.embedding_dim if spec.tokens else 1 if self.channels else spec.input_size,
+            input_size=cfg.embedding_dim if spec.tokens else self.segment if self.channels else spec.input_size,
             hidden_size=cfg.hidden_size,
             num_layers=cfg.num_layers,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,  # between layers
@@ -57,7 +58,7 @@ class RecurrentNet(nn.Module):
             last = inputs[:, -1:, :]  # (batch, 1, features)
             x = inputs - last
         if self.channels:
-            x = x.transpose(1, 2).reshape(-1, x.shape[1], 1)  # (batch·channels, time, 1)
+            x = x.transpose(1, 2).reshape(-1, x.shape[1] // self.segment, self.segment)  # (batch·channels, steps, segment)
         if lengths is not None:  # padding never reaches the cell, so it cannot change a result
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             packed_out, hidden = self.rnn(packed, hidden)

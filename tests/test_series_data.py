@@ -3,6 +3,8 @@ per-window normalization, original-unit metrics, and every bad-input case throug
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +204,29 @@ def test_channel_independent_forecasts_each_column_from_itself(tmp_path):
         after = model(inputs)[0]
     assert before.shape == (3, 4, 2)
     assert torch.equal(before[..., 1], after[..., 1]) and not torch.equal(before[..., 0], after[..., 0])
+
+
+def test_segments_feed_each_channel_as_consecutive_chunks(tmp_path):
+    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), channel_independent=True, segment=4,
+                                   window_norm=True))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="gru", hidden_size=4), splits.spec).eval()
+    assert model.rnn.input_size == 4
+    inputs = splits.test.inputs[:3]  # (batch, lookback 8, channels 2)
+    with torch.no_grad():
+        outputs = model(inputs)[0]  # (batch, horizon 4, channels 2)
+        for channel in range(2):  # by hand: the channel minus its last value, 2 steps of 4 values
+            series = inputs[:, :, channel]
+            steps = (series - series[:, -1:]).view(3, 2, 4)
+            _, hidden = model.rnn(steps)
+            expected = model.head(hidden[-1]) + series[:, -1:]
+            torch.testing.assert_close(outputs[:, :, channel], expected)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"segment": 4}, "segment needs channel_independent"),
+    ({"segment": 3, "channel_independent": True}, "lookback (8) must be a multiple of segment (3)"),
+])
+def test_bad_segment_is_a_config_error(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        forecast(tmp_path / "s.csv", **overrides)

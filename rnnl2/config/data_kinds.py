@@ -110,6 +110,17 @@ class ForecastData(Section):
     channel_independent: bool = False
     """Forecast each column on its own with one shared network (PatchTST-style): the model sees
     one channel at a time; needs `targets` equal to the numeric `features`."""
+    segment: int = Field(1, ge=1, le=100_000)
+    """With `channel_independent`: values per recurrent step, so each channel's lookback is read
+    as lookback/segment steps of `segment` values (SegRNN); lookback must be a multiple of it."""
+
+    @model_validator(mode="after")
+    def _check_segment(self) -> "ForecastData":
+        if self.segment > 1 and not self.channel_independent:
+            raise ValueError("segment needs channel_independent: true")
+        if self.lookback % self.segment:
+            raise ValueError(f"lookback ({self.lookback}) must be a multiple of segment ({self.segment})")
+        return self
 
     @model_validator(mode="after")
     def _check_split(self) -> "ForecastData":

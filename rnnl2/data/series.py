@@ -283,6 +283,7 @@ def build_forecast(cfg: ForecastData) -> Splits:
         pipeline["window_norm"] = [names.index(t) for t in targets]
     if cfg.channel_independent:
         pipeline["channel_independent"] = True
+        pipeline["segment"] = cfg.segment
     inputs, target_table = scaled_tables(frame, features, targets, pipeline, path)
     unscale = target_unscale(pipeline)
     splits = {name: cut_windows(inputs[lo:hi], target_table[lo:hi], L, cfg.horizon, cfg.stride, unscale)
