@@ -53,6 +53,16 @@ class PlainLSTM(nn.Module):
         return self.head(self.dropout(steps))
 
 
+def plain_step(model, optimizer, inputs, targets, index, lam: float) -> None:
+    """One hand-written training step: cross-entropy plus (λ/2)·‖weight_ih_l0‖², backward, step."""
+    logits = model(inputs[index])
+    loss = F.cross_entropy(logits.flatten(0, 1), targets[index].flatten())
+    loss = loss + 0.5 * lam * model.lstm.weight_ih_l0.square().sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def plain_run(train, val, cfg, epochs: int, device: torch.device) -> list[float]:
     """Train with a bare loop; returns the wall time of every epoch (train + validation)."""
     torch.manual_seed(cfg.seed)
@@ -69,13 +79,7 @@ def plain_run(train, val, cfg, epochs: int, device: torch.device) -> list[float]
         model.train()
         order = torch.randperm(len(inputs), generator=generator).to(device)
         for first in range(0, len(inputs), batch_size):
-            index = order[first : first + batch_size]
-            logits = model(inputs[index])
-            loss = F.cross_entropy(logits.flatten(0, 1), targets[index].flatten())
-            loss = loss + 0.5 * lam * model.lstm.weight_ih_l0.square().sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            plain_step(model, optimizer, inputs, targets, order[first : first + batch_size], lam)
         model.eval()
         with torch.no_grad():
             total, correct = 0.0, 0
@@ -207,13 +211,7 @@ def overhead_blocks(args) -> dict:
         model.train()
         order = torch.randperm(len(inputs), generator=generator).to(inputs.device)
         for first in range(0, 10 * batch_size, batch_size):
-            index = order[first : first + batch_size]
-            logits = model(inputs[index])
-            loss = F.cross_entropy(logits.flatten(0, 1), targets[index].flatten())
-            loss = loss + 0.5 * lam * model.lstm.weight_ih_l0.square().sum()
-            plain_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            plain_optimizer.step()
+            plain_step(model, plain_optimizer, inputs, targets, order[first : first + batch_size], lam)
 
     ours, plain = [], []
     for _ in range(2 + 8 * args.runs):
