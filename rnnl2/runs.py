@@ -12,6 +12,7 @@ import secrets
 import struct
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from .config import RunConfig, to_plain_dict
-from .errors import Rnnl2Error
+from .errors import Rnnl2Error, Rnnl2Warning
 
 CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
@@ -124,11 +125,53 @@ class MetricsLog:
         write_text(self.csv, table.getvalue())
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file a run or sweep wrote. A torn last line (a full disk or a kill
+    cut the write) is skipped with a warning; damage anywhere else makes the file unreadable."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Rnnl2Error(f"{path}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    rows: list[dict[str, Any]] = []
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    for position, (number, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            if position == len(numbered) - 1:
+                warnings.warn(f"{path}: line {number} is cut short (a write was interrupted); skipped it", Rnnl2Warning, stacklevel=2)
+                break
+            raise Rnnl2Error(f"{path}: line {number} is not a JSON object; the file is damaged") from None
+        rows.append(row)
+    return rows
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file (summary.json, eval-*.json); damage is an Rnnl2Error naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise Rnnl2Error(f"{path}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    if not isinstance(data, dict):
+        raise Rnnl2Error(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run's summary.json, or None when it is missing or damaged (a run that did not finish)."""
+    try:
+        return read_json(run_dir / "summary.json")
+    except Rnnl2Error:
+        return None
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

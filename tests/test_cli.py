@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_TAGGING, write_config
+from helpers import TINY_TAGGING, write_config
 from rnnl2.cli import app
 from rnnl2.config import load_config
 from rnnl2.runs import read_metrics, save_checkpoint

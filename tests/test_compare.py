@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_fake_run
+from helpers import write_fake_run
 from typer.testing import CliRunner
 
 from rnnl2.cli import app

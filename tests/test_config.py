@@ -24,7 +24,7 @@ from rnnl2.config import (
     load_config,
     validate_config,
 )
-from conftest import TINY_TAGGING, write_config
+from helpers import TINY_TAGGING, write_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 

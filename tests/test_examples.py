@@ -43,7 +43,7 @@ def test_lambda_sweep_script_passes_on_exit_code_2(tiny_config, tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One real `rnnl2 train --json` process on the tiny config."""
-    from conftest import TINY_TAGGING, write_config
+    from helpers import TINY_TAGGING, write_config
 
     folder = tmp_path_factory.mktemp("contract")
     config = write_config(folder, {**TINY_TAGGING, "train": {"epochs": 1, "batch_size": 16}})

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import TINY_TAGGING, write_config
+from helpers import TINY_TAGGING, write_config
 from rnnl2.cli import app
 
 MAX_LINES = 30  # "a short message": a few lines, one per bad key

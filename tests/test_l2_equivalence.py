@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_TAGGING
+from helpers import TINY_TAGGING
 from rnnl2.config import RunConfig, apply_overrides, validate_config
 from rnnl2.evaluate import build_loss
 from rnnl2.optim import build_optimizer

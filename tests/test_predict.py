@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import write_config
+from helpers import write_config
 from rnnl2.cli import app
 from rnnl2.data import load_new_data
 from rnnl2.evaluate import load_trained

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_fake_run
+from helpers import write_fake_run
 from typer.testing import CliRunner
 
 from rnnl2.cli import app

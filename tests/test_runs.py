@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TINY_TAGGING
+from helpers import TINY_TAGGING
 from rnnl2.config import ConfigError, Rnnl2Error, RunConfig, apply_overrides, load_config, validate_config
 from rnnl2.data import DataSpec
 from rnnl2.evaluate import evaluate_checkpoint

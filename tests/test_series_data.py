@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import write_config
+from helpers import write_config
 from rnnl2.cli import app
 from rnnl2.config import ForecastData, ModelConfig
 from rnnl2.data import DataError, build_splits

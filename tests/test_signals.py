@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_TAGGING, write_config
+from helpers import TINY_TAGGING, write_config
 from rnnl2.cli import app
 from rnnl2.config import validate_config
 from rnnl2.runs import load_checkpoint, read_metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_TAGGING, write_config
+from helpers import TINY_TAGGING, write_config
 from typer.testing import CliRunner
 
 from rnnl2.cli import app

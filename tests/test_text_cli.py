@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_config
+from helpers import write_config
 from rnnl2.cli import app
 from rnnl2.config import load_config
 

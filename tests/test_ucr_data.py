@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import write_config
+from helpers import write_config
 from rnnl2.cli import app
 from rnnl2.config import SequenceClassificationData
 from rnnl2.data import DataError, build_splits
