@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from helpers import TINY_TAGGING, write_config
+from rnnl2.cli import app
 from rnnl2.config import AddingData, SeedTaggingData, SineData
 from rnnl2.data import BUILDERS, DataError, DataSpec, Split, build_splits
 
@@ -183,3 +189,26 @@ def test_shuffling_depends_on_the_generator_only():
     assert torch.equal(order(1), order(1))
     assert not torch.equal(order(1), order(2))
     assert not torch.equal(order(1), torch.arange(40))
+
+
+# ------------------------------------------------------------------ size bounds
+
+
+@pytest.mark.parametrize("kind, fields, message", [
+    (SeedTaggingData, {"num_train": 10**12}, "less than or equal to 10000000"),
+    (SeedTaggingData, {"num_train": 10**6, "seq_len": 1000}, "seed_tagging would generate 1.6e+10 values"),
+    (SineData, {"num_val": 10**7, "lookback": 1000}, "sine would generate"),
+    (AddingData, {"num_test": 10**7, "seq_len": 1000}, "adding would generate"),
+])
+def test_a_generated_dataset_too_large_is_a_config_error(kind, fields, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        kind(**fields)
+
+
+def test_num_train_too_large_exits_2_through_the_cli(tmp_path):
+    config = write_config(tmp_path, TINY_TAGGING)
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"),
+                                      "--set", "data.num_train=1000000000000"])
+    assert result.exit_code == 2, result.output
+    assert "data.num_train" in result.output and "10000000" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()

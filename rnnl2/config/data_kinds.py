@@ -9,6 +9,21 @@ from pydantic import Field, model_validator
 
 from .base import FilePath, Section
 
+MAX_EXAMPLES = 10_000_000
+"""The most sequences (or windows) a generated data kind makes per split."""
+MAX_GENERATED_VALUES = 250_000_000
+"""The most values (sequences × time steps × features, all splits) a generated data kind makes:
+1 GB as float32, so a typo like `num_train: 1e12` is refused here instead of exhausting memory."""
+
+
+def check_generated_size(name: str, sequences: int, values_per_sequence: int, per_sequence: str) -> None:
+    """Refuse a generated dataset of more than MAX_GENERATED_VALUES values, naming what to lower."""
+    total = sequences * values_per_sequence
+    if total > MAX_GENERATED_VALUES:
+        raise ValueError(f"{name} would generate {total:.3g} values ((num_train + num_val + num_test) × "
+                         f"{per_sequence}); the most is {MAX_GENERATED_VALUES:,} (about 1 GB): lower "
+                         f"num_train/num_val/num_test or the sequence size")
+
 
 class SeedTaggingData(Section):
     """Per-time-step classification: each step's class depends on the last `memory` inputs."""
@@ -22,14 +37,21 @@ class SeedTaggingData(Section):
     """Time steps per sequence."""
     memory: int = Field(3, ge=1, le=100)
     """How many recent steps (current included) decide a step's class."""
-    num_train: int = Field(2000, ge=1)
-    """Training sequences."""
-    num_val: int = Field(500, ge=1)
+    num_train: int = Field(2000, ge=1, le=MAX_EXAMPLES)
+    """Training sequences. Each split holds at most MAX_EXAMPLES (10,000,000), and all of them
+    at most MAX_GENERATED_VALUES (250,000,000 values, about 1 GB)."""
+    num_val: int = Field(500, ge=1, le=MAX_EXAMPLES)
     """Validation sequences."""
-    num_test: int = Field(500, ge=1)
+    num_test: int = Field(500, ge=1, le=MAX_EXAMPLES)
     """Test sequences."""
     seed: int = 0
     """Seed of the generator; independent of the run's `seed`, so seed sweeps keep the data fixed."""
+
+    @model_validator(mode="after")
+    def _check_size(self) -> "SeedTaggingData":
+        check_generated_size("seed_tagging", self.num_train + self.num_val + self.num_test,
+                             self.seq_len * self.input_dim, "seq_len × input_dim")
+        return self
 
 
 class SineData(Section):
@@ -44,14 +66,21 @@ class SineData(Section):
     """Periods (in steps) of the sine components; each sequence draws random phases and amplitudes."""
     noise: float = Field(0.1, ge=0.0)
     """Standard deviation of the Gaussian noise added to every value."""
-    num_train: int = Field(2000, ge=1)
-    """Training windows."""
-    num_val: int = Field(500, ge=1)
+    num_train: int = Field(2000, ge=1, le=MAX_EXAMPLES)
+    """Training windows. Each split holds at most MAX_EXAMPLES (10,000,000), and all of them
+    at most MAX_GENERATED_VALUES (250,000,000 values, about 1 GB)."""
+    num_val: int = Field(500, ge=1, le=MAX_EXAMPLES)
     """Validation windows."""
-    num_test: int = Field(500, ge=1)
+    num_test: int = Field(500, ge=1, le=MAX_EXAMPLES)
     """Test windows."""
     seed: int = 0
     """Seed of the generator; independent of the run's `seed`."""
+
+    @model_validator(mode="after")
+    def _check_size(self) -> "SineData":
+        check_generated_size("sine", self.num_train + self.num_val + self.num_test,
+                             (self.lookback + self.horizon) * len(self.periods), "(lookback + horizon) × periods")
+        return self
 
 
 class AddingData(Section):
@@ -60,14 +89,21 @@ class AddingData(Section):
     kind: Literal["adding"] = "adding"
     seq_len: int = Field(50, ge=2, le=100_000)
     """Sequence length T; one marker falls in each half."""
-    num_train: int = Field(10_000, ge=1)
-    """Training sequences."""
-    num_val: int = Field(1000, ge=1)
+    num_train: int = Field(10_000, ge=1, le=MAX_EXAMPLES)
+    """Training sequences. Each split holds at most MAX_EXAMPLES (10,000,000), and all of them
+    at most MAX_GENERATED_VALUES (250,000,000 values, about 1 GB)."""
+    num_val: int = Field(1000, ge=1, le=MAX_EXAMPLES)
     """Validation sequences."""
-    num_test: int = Field(1000, ge=1)
+    num_test: int = Field(1000, ge=1, le=MAX_EXAMPLES)
     """Test sequences."""
     seed: int = 0
     """Seed of the generator; independent of the run's `seed`."""
+
+    @model_validator(mode="after")
+    def _check_size(self) -> "AddingData":
+        check_generated_size("adding", self.num_train + self.num_val + self.num_test, self.seq_len * 2,
+                             "seq_len × 2 features")
+        return self
 
 
 class ForecastData(Section):
@@ -244,6 +280,15 @@ class TextClassificationData(Section):
     """Text encoding of the files (TREC's train file needs latin-1)."""
     encoding_errors: Literal["strict", "replace", "ignore"] = "strict"
     """strict: an undecodable byte is an error naming file and line; replace: it becomes U+FFFD."""
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> "TextClassificationData":
+        indexes = [name for name in ("text_field", "label_field") if isinstance(getattr(self, name), int)]
+        if self.format in ("csv", "tsv") and self.header and indexes:
+            which = "is a column index, which needs" if len(indexes) == 1 else "are column indexes, which need"
+            raise ValueError(f"{' and '.join(indexes)} {which} header: false; with header: true the first row "
+                             f"is read as column names, not as an example, so give the names instead")
+        return self
 
     @model_validator(mode="after")
     def _check_patterns(self) -> "TextClassificationData":
