@@ -179,6 +179,9 @@ def run_train(tmp_path: Path, data: dict):
         ("a,b\n" + "\n".join(f"{i},{i}" for i in range(30)), {"ratios": [0.9, 0.1, 0.0]}, "the test split is empty"),
         ("t,a\n2020-01-02,1\n2020-01-01,2\n" + "\n".join(f"2020-02-{i:02d},{i}" for i in range(1, 20)),
          {"time_column": "t"}, "column 't' is not sorted: line 3"),
+        ("a,b,b\n" + "\n".join(f"{i},{i},{i}" for i in range(30)), {"features": ["b"]},
+         "the header names column 'b' twice (columns 2 and 3)"),  # pandas would rename one `b.1`
+        ("a,b\n" + "\n".join(f"{i},{'x' * 5000 if i == 4 else i}" for i in range(30)), {}, "column 'b' is not numeric"),
     ],
 )
 def test_bad_data_exits_2_without_a_run_folder(tmp_path, content, data, message):
@@ -187,8 +190,25 @@ def test_bad_data_exits_2_without_a_run_folder(tmp_path, content, data, message)
     result, runs = run_train(tmp_path, {"path": str(path)} | data)
     assert result.exit_code == 2, result.output
     assert message in result.output and "bad.csv" in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and len(result.output) < 400
     assert not runs.exists() or not any(runs.rglob("config.yaml"))
+
+
+@pytest.mark.parametrize("data", [
+    {"kind": "timeseries_forecast", "path": "{folder}", "lookback": 4},
+    {"kind": "sequence_classification", "train_path": "{folder}", "test_path": "{folder}"},
+    {"kind": "text_classification", "path": "{folder}"},
+    {"kind": "text_lm", "train_path": "{folder}", "val_path": "{folder}", "test_path": "{folder}"},
+])
+def test_a_data_path_that_is_a_folder_exits_2_naming_it(tmp_path, data):
+    folder = tmp_path / "data.csv"
+    folder.mkdir()
+    data = {key: value.replace("{folder}", str(folder)) if isinstance(value, str) else value for key, value in data.items()}
+    config = write_config(tmp_path, TINY | {"data": data})
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert f"{folder}: is a folder, not a file" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
 
 
 def test_channel_independent_forecasts_each_column_from_itself(tmp_path):

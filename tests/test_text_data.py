@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from rnnl2.config import ModelConfig, TextClassificationData, TextLMData
 from rnnl2.data import DataError, build_splits, load_new_data
+from rnnl2.data.labels import label_ids
 from rnnl2.data.text import IGNORE_INDEX, StreamSplit
 from rnnl2.evaluate import macro_f1
 from rnnl2.models import build_model
@@ -187,8 +190,8 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path):
 
 @pytest.mark.parametrize("train, test, message", [
     ("a\tx\n" * 10, None, "every example has the label 'a'"),
-    ("a\tx\nb\ty\n", None, "the validation split is empty"),
-    ("a\tx\nb\ty\n" * 10, "c\tz\n", r"test.tsv:1: label 'c' does not occur in the training data"),
+    ("a\tx\nb\ty\n", None, "the test split is empty: 2 examples in 2 classes are too few for test_ratio 0.2"),
+    ("a\tx\nb\ty\n" * 10, "c\tz\n", r"test.tsv: line 1: label 'c' was not seen in training \(known: a, b\)"),
     ("a\tx\nb\ty\n" * 10, "a\tz\nb\n", r"test.tsv:2: the row has 1 column"),
 ])
 def test_bad_label_files_are_errors(tmp_path, train, test, message):
@@ -197,6 +200,41 @@ def test_bad_label_files_are_errors(tmp_path, train, test, message):
         fields["test_path"] = str(write(tmp_path, "test.tsv", test))
     with pytest.raises(DataError, match=message):
         build_splits(cls_config(write(tmp_path, "train.tsv", train), **fields))
+
+
+@pytest.mark.parametrize("name, content, fields, message", [
+    ("a.csv", "text,label\n" + "good,pos\nbad,neg\n" * 5 + "meh,\n", {}, "a.csv:12: the label is empty"),
+    ("a.jsonl", '{"text": "good", "label": "pos"}\n{"text": "meh", "label": null}\n', {"format": "jsonl"},
+     "a.jsonl:2: 'label' is null"),
+    ("a.jsonl", '{"text": "good", "label": " "}\n', {"format": "jsonl"}, "a.jsonl:1: the label is empty"),
+    ("a.jsonl", '{"text": "good", "label": ["pos"]}\n', {"format": "jsonl"}, "a.jsonl:1: 'label' is not a string"),
+    ("a.txt", "pos good\n: bad\n", {"format": "lines", "line_pattern": r"^(?P<label>\w*)\W+(?P<text>.*)$"},
+     "a.txt:2: the label is empty"),
+    ("a.csv", "text,label,text\ngood,pos,x\n", {}, "a.csv: the header names column 'text' twice (columns 1 and 3)"),
+])
+def test_empty_null_or_ambiguous_labels_are_errors_naming_the_line(tmp_path, name, content, fields, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        build_splits(cls_config(write(tmp_path, name, content), **fields))
+
+
+@pytest.mark.parametrize("fields", [{"text_field": 1, "label_field": 0}, {"label_field": 0}])
+def test_column_indexes_with_a_header_row_are_refused(fields):
+    with pytest.raises(ValidationError, match="needs? header: false"):
+        TextClassificationData.model_validate({"path": "a.tsv", "format": "tsv", **fields})
+    TextClassificationData.model_validate({"path": "a.tsv", "format": "tsv", "header": False, **fields})
+    TextClassificationData.model_validate({"path": "a.jsonl", "format": "jsonl", **fields})  # JSON keys
+
+
+def test_a_message_about_many_classes_shows_a_few_and_hints_at_the_format(tmp_path):
+    train = write(tmp_path, "train.txt", "".join(f"w{i} a b\tpos\n" for i in range(30)) * 2)  # lines on a TSV
+    test = write(tmp_path, "test.txt", "other a b\tpos\n")
+    with pytest.raises(DataError, match=r"test.txt: line 1: label 'other' was not seen in training "
+                                         r"\(known: 30 of them: w0, w1, w10, w11, w12, …\)$"):
+        build_splits(cls_config(train, format="lines", test_path=str(test), val_ratio=0.5))
+    with pytest.raises(DataError) as error:
+        label_ids(Path("new.tsv"), ["z"], [3], [f"c{i}" for i in range(5000)])
+    assert len(str(error.value)) < 300 and "5,000 of them" in str(error.value)
+    assert "5,000 classes is more than a classification usually has: check data.format" in str(error.value)
 
 
 def test_missing_column_names_the_column(tmp_path):
@@ -210,7 +248,7 @@ def test_classification_loader_rejects_an_unseen_label(tmp_path):
     spec = build_splits(cfg).spec
     split = load_new_data(cfg, spec, write(tmp_path, "new.tsv", "b\tx q\n"))
     assert split.targets.tolist() == [1] and split.lengths.tolist() == [2]
-    with pytest.raises(DataError, match=r"new.tsv:2: label 'spam'"):
+    with pytest.raises(DataError, match=r"new.tsv: line 2: label 'spam'"):
         load_new_data(cfg, spec, write(tmp_path, "new.tsv", "b\tx\nspam\tx\n"))
 
 

@@ -78,8 +78,15 @@ def test_variable_length_series_get_lengths(tmp_path):
     assert splits.test.inputs[1, :, 0].tolist() == [4, 5, 0]
 
 
+def test_every_class_keeps_a_training_example_and_the_pipeline_holds_only_labels(tmp_path):
+    rows = [(1, [0.0, 1.0]), (2, [1.0, 0.0]), (2, [1.0, 1.0]), (2, [0.0, 0.0])]
+    splits = build_splits(ucr(tmp_path, rows, rows, val_ratio=0.6))  # round(0.6 · 1) would take class 1's only row
+    assert splits.train.targets.tolist() == [0, 1] and splits.val.targets.tolist() == [1, 1]
+    assert splits.spec.pipeline == {"labels": ["1", "2"]}
+
+
 def test_unseen_test_label_names_it(tmp_path):
-    with pytest.raises(DataError, match=r"X_TEST.tsv: line 2: label '7' was not seen in training"):
+    with pytest.raises(DataError, match=r"X_TEST.tsv: line 2: label '7' was not seen in training \(known: -1, 1\)"):
         build_splits(ucr(tmp_path, two_class_rows(10), [(1, [0.0] * 6), (7, [0.0] * 6)]))
 
 
@@ -94,6 +101,10 @@ TINY = {"name": "ucr", "device": "cpu", "model": {"cell": "gru", "hidden_size": 
         ("\n".join(f"1\t{i}\t{i + 1}" for i in range(10)), "only one class ('1')"),
         ("1\t0.5\t0.1\n2\t0.3\tabc\n1\t1\t2\n2\t1\t2", "line 2, column 3: 'abc' is not a finite number"),
         ("1\t0.5\t\t0.2\n2\t0.3\t1\t2\n1\t1\t2\t3\n2\t1\t2\t3", "line 1: missing value inside the series"),
+        ("1\t0.5\t0.1\n2\t0.3\t0.2\n1,5\t1\t2\n2\t1\t2\n1\t3\t4",  # `1,5` would be a third class
+         "line 3: '1,5' holds a comma, but the file is tab-separated"),
+        ("1\t0.5\t0.1\n2\t0.3\t0.2\n3\t1\t2", "the validation split is empty: 3 examples in 3 classes"),
+        ("1\t0.5\t0.1\n \t0.3\t0.2\n2\t1\t2\n1\t1\t2\n2\t1\t2", "line 2: the label is empty"),  # not a class ''
     ],
 )
 def test_bad_ucr_files_exit_2_without_a_run_folder(tmp_path, train_text, message):

@@ -4,19 +4,38 @@ builder for `data.kind`, and `DataSpec` tells the model and eval what the data l
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, NamedTuple
 
 import torch
 
-from ..errors import Rnnl2Error
+from ..errors import DataError, short_repr
 
 Task = Literal["tagging", "classification", "regression", "lm"]
 
 
-class DataError(Rnnl2Error):
-    """A data file or generated dataset cannot be used; the message names file, column or line."""
+def check_file(path: Path) -> Path:
+    """`path` if it is a readable file; otherwise a DataError saying what it is instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot be read (permission denied)")
+    return path
+
+
+def check_header(path: Path, names: list[str]) -> None:
+    """A header that names one column twice is an error (pandas would rename the second `name.1`)."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, 1):
+        if name in seen:
+            raise DataError(f"{path}: the header names column {short_repr(name)} twice (columns {seen[name]} "
+                            f"and {number}); rename one")
+        seen[name] = number
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ train rows only, and cut windows as `unfold` views of one tensor (memory O(rows)
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import pandas as pd
 import torch
 
 from ..config import ForecastData
-from . import DataError, DataSpec, Split, Splits, register, register_loader
+from ..errors import listing, short_repr
+from . import DataError, DataSpec, Split, Splits, check_file, check_header, register, register_loader
 
 
 @dataclass(frozen=True)
@@ -52,26 +54,33 @@ def cut_windows(inputs: torch.Tensor, targets: torch.Tensor, lookback: int, hori
 
 
 def read_table(path: Path, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
-    """The CSV as a frame whose index is the data row (line = index + 2); empty files are errors."""
+    """The CSV as a frame whose index is the data row (line = index + 2); empty files and a header
+    that names a column twice are errors."""
     try:
-        frame = pd.read_csv(path, dtype=dtype)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        frame = pd.read_csv(check_file(path), dtype=dtype)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except (pd.errors.ParserError, ValueError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {str(err).strip().splitlines()[0]}") from None
+    check_header(path, read_header(path))
     if len(frame) == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
     return frame
 
 
+def read_header(path: Path) -> list[str]:
+    """The names of the header row as written (pandas renames a repeated `x` to `x.1`)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return next(csv.reader(handle), [])
+
+
 def require_columns(frame: pd.DataFrame, names: list[str], path: Path) -> None:
     missing = [name for name in names if name not in frame.columns]
     if missing:
-        raise DataError(f"{path}: column {', '.join(map(repr, missing))} not found; the file has {list(frame.columns)}")
+        raise DataError(f"{path}: column {listing([repr(m) for m in missing])} not found; "
+                        f"the file has {listing([repr(c) for c in frame.columns])}")
 
 
 def line_of(frame: pd.DataFrame, position: int) -> int:
@@ -84,7 +93,7 @@ def check_times(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     bad = np.flatnonzero(times.isna().to_numpy())
     if bad.size:
         raise DataError(f"{path}: column {column!r}, line {line_of(frame, bad[0])}: "
-                        f"cannot parse {frame[column].iloc[bad[0]]!r} as a time")
+                        f"cannot parse {short_repr(frame[column].iloc[bad[0]])} as a time")
     steps = np.flatnonzero(np.diff(times.to_numpy().astype("datetime64[ns]").astype(np.int64)) <= 0)
     if steps.size:
         raise DataError(f"{path}: column {column!r} is not sorted: line {line_of(frame, steps[0] + 1)} "
@@ -99,7 +108,7 @@ def check_numeric(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
             numbers = pd.to_numeric(frame[column], errors="coerce")
             bad = np.flatnonzero(numbers.isna().to_numpy() & frame[column].notna().to_numpy())
             raise DataError(f"{path}: column {column!r} is not numeric (line {line_of(frame, bad[0])}: "
-                            f"{frame[column].iloc[bad[0]]!r}); list it in one_hot to encode it as categories")
+                            f"{short_repr(frame[column].iloc[bad[0]])}); list it in one_hot to encode it as categories")
         infinite = np.flatnonzero(np.isinf(frame[column].to_numpy(dtype=float)))
         if infinite.size:
             raise DataError(f"{path}: column {column!r}, line {line_of(frame, infinite[0])}: infinite value")
@@ -134,7 +143,7 @@ def resolve_columns(cfg: ForecastData, frame: pd.DataFrame, path: Path) -> tuple
     require_columns(frame, features + (cfg.targets or []) + ([cfg.time_column] if cfg.time_column else []), path)
     for column in cfg.one_hot:
         if column not in features:
-            raise DataError(f"data.one_hot: {column!r} is not one of the features {features}")
+            raise DataError(f"data.one_hot: {column!r} is not one of the features ({listing(features)})")
     targets = cfg.targets or [c for c in features if c not in cfg.one_hot]
     categorical = [c for c in targets if c in cfg.one_hot]
     if categorical:
@@ -167,7 +176,7 @@ def encode_columns(frame: pd.DataFrame, columns: list[str], categories: dict[str
         unknown = np.flatnonzero(~np.isin(values, categories[column]))
         if unknown.size:
             raise DataError(f"{path}: column {column!r}, line {line_of(frame, unknown[0])}: category "
-                            f"{values[unknown[0]]!r} was not seen in training ({categories[column]})")
+                            f"{short_repr(values[unknown[0]])} was not seen in training ({listing(categories[column])})")
         for category in categories[column]:
             table[:, j] = values == category
             j += 1
@@ -228,7 +237,8 @@ def prepare_rows(cfg: ForecastData, path: Path, pipeline: dict[str, Any] | None 
     if pipeline is not None and list(frame.columns) != pipeline["file_columns"]:
         missing = [c for c in pipeline["file_columns"] if c not in frame.columns]
         extra = [c for c in frame.columns if c not in pipeline["file_columns"]]
-        raise DataError(f"{path}: columns differ from the training file: missing {missing}, unexpected {extra}"
+        raise DataError(f"{path}: columns differ from the training file: missing {short_repr(missing)}, "
+                        f"unexpected {short_repr(extra)}"
                         + ("" if missing or extra else " (same names, different order)"))
     features, targets = resolve_columns(cfg, frame, path)
     used = list(dict.fromkeys(features + targets))

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from ..config import TextLMData
-from . import Batch, DataError, DataSpec, Split, Splits, register, register_loader
+from ..errors import listing
+from . import Batch, DataError, DataSpec, Split, Splits, check_file, register, register_loader
 
 CHUNK_BYTES = 1 << 22  # read 4 MiB at a time (then to the end of that line): memory stays flat
-UNK, PAD, EOS = "<unk>", "<pad>", "<eos>"
+UNK, PAD, EOS = "<unk>", "<pad>", "<eos>"  # the special tokens of every vocabulary, defined here only
 IGNORE_INDEX = -100  # cross_entropy's ignore_index (evaluate.IGNORE_INDEX): padded targets
 
 
@@ -30,9 +31,7 @@ def read_chunks(path: Path, encoding: str, errors: str, lowercase: bool = False,
 
     With `raw_ascii`, an all-ASCII piece of an ASCII-compatible encoding comes back undecoded,
     as bytes (one byte per character): the fast path of character-level reading."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = check_file(path)
     raw_ascii = raw_ascii and is_ascii_compatible(path, encoding)
     lines_before, seen = 0, False
     with path.open("rb") as handle:
@@ -251,7 +250,7 @@ def lm_files(cfg: TextLMData) -> list[Path]:
             roles[role].append(file)
     for role, matches in roles.items():
         if len(matches) != 1:
-            listed = ": " + ", ".join(p.name for p in matches) if matches else ""
+            listed = ": " + listing([p.name for p in matches]) if matches else ""
             raise DataError(f"{path}: expected exactly one *{role}* file, found {len(matches) or 'none'}{listed}")
     return [roles["train"][0], roles["valid"][0], roles["test"][0]]
 
@@ -290,6 +289,14 @@ def build_text_lm(cfg: TextLMData) -> Splits:
                     pipeline={"vocab": vocab, "level": cfg.level, "eos": cfg.eos, "lowercase": cfg.lowercase})
     train, val, test = (StreamSplit(s, s, bptt=cfg.bptt) for s in streams)
     return Splits(train, val, test, spec)
+
+
+def encode_lm_text(text: str, pipeline: dict) -> list[int]:
+    """A string (a prompt) through a trained vocabulary, tokenized as the files were; no line end
+    is added after the last token, so generation continues the text."""
+    interner = make_interner(pipeline["level"], eos=pipeline.get("eos", True))
+    ids = interner.ids(text.lower() if pipeline.get("lowercase") else text)
+    return apply_table(remap_table(interner, pipeline["vocab"]), ids).tolist()
 
 
 def encode_lm_file(path: Path, pipeline: dict, encoding: str, errors: str) -> torch.Tensor:

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from ..config import TextClassificationData
-from . import DataError, DataSpec, Split, Splits, register, register_loader
+from ..errors import listing, short_repr
+from . import DataError, DataSpec, Split, Splits, check_header, register, register_loader
+from .labels import fit_label_map, label_ids, stratified_split
 from .text import PAD, UNK, choose_vocab, read_chunks
 
 Examples = tuple[list[str], list[str], list[int]]  # texts, labels, line numbers
@@ -31,6 +33,9 @@ def read_examples(path: Path, cfg: TextClassificationData) -> Examples:
         records = parse_table(path, text, "," if cfg.format == "csv" else "\t", cfg)
     if not records[0]:
         raise DataError(f"{path}: no examples (only blank lines or a header)")
+    for label, line in zip(records[1], records[2]):
+        if not label:
+            raise DataError(f"{path}:{line}: the label is empty")
     return records
 
 
@@ -60,6 +65,11 @@ def parse_jsonl(path: Path, text: str, text_key, label_key) -> Examples:
         for key in (text_key, label_key):
             if not isinstance(record, dict) or str(key) not in record:
                 raise DataError(f"{path}:{number}: the record has no key {str(key)!r}")
+            value = record[str(key)]
+            if value is None:  # str() would make it the text or class 'None'
+                raise DataError(f"{path}:{number}: {str(key)!r} is null")
+            if isinstance(value, (dict, list)):
+                raise DataError(f"{path}:{number}: {str(key)!r} is not a string or number: {short_repr(value)}")
         texts.append(str(record[str(text_key)]))
         labels.append(str(record[str(label_key)]).strip())
         lines.append(number)
@@ -69,6 +79,8 @@ def parse_jsonl(path: Path, text: str, text_key, label_key) -> Examples:
 def parse_table(path: Path, text: str, delimiter: str, cfg: TextClassificationData) -> Examples:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     names: list[str] | None = next(reader, None) if cfg.header else None
+    if names is not None:
+        check_header(path, names)
     columns = [column_index(path, names, field) for field in (cfg.text_field, cfg.label_field)]
     texts, labels, lines = [], [], []
     for row in reader:
@@ -89,7 +101,7 @@ def column_index(path: Path, names: list[str] | None, field: str | int) -> int:
     if names is None:
         raise DataError(f"{path}: column {field!r} needs a header row (header: true) or a 0-based index")
     if field not in names:
-        raise DataError(f"{path}: no column {field!r}; the header has {', '.join(map(repr, names))}")
+        raise DataError(f"{path}: no column {field!r}; the header has {listing([repr(n) for n in names])}")
     return names.index(field)
 
 
@@ -117,31 +129,6 @@ def encode(tokens: list[list[str]], vocab: list[str]) -> tuple[torch.Tensor, tor
     return inputs, lengths
 
 
-def label_ids(path: Path, labels: list[str], lines: list[int], known: list[str]) -> torch.Tensor:
-    """Class ids of `labels`; a label the model was not trained on names itself and its line."""
-    index = {label: i for i, label in enumerate(known)}
-    for label, line in zip(labels, lines):
-        if label not in index:
-            raise DataError(f"{path}:{line}: label {label!r} does not occur in the training data "
-                            f"(known: {', '.join(known)})")
-    return torch.tensor([index[label] for label in labels], dtype=torch.long)
-
-
-def stratified_holdout(labels: list[str], ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held) indices, sorted: `ratio` of each class held out at random (seeded); each
-    class keeps at least one example."""
-    rng = np.random.default_rng(seed)
-    array = np.array(labels, dtype=object)
-    held = []
-    for label in sorted(set(labels)):
-        members = np.flatnonzero(array == label)
-        count = min(int(round(len(members) * ratio)), len(members) - 1)
-        held.append(rng.permutation(members)[:count])
-    held_index = np.sort(np.concatenate(held)).astype(np.int64)
-    kept_index = np.setdiff1d(np.arange(len(labels)), held_index)
-    return kept_index, held_index
-
-
 def pick(examples: Examples, index: np.ndarray) -> Examples:
     return tuple([part[i] for i in index.tolist()] for part in examples)  # type: ignore[return-value]
 
@@ -149,7 +136,7 @@ def pick(examples: Examples, index: np.ndarray) -> Examples:
 def make_split(path: Path, examples: Examples, pipeline: dict) -> Split:
     texts, labels, lines = examples
     inputs, lengths = encode(tokenize(texts, pipeline), pipeline["vocab"])
-    return Split(inputs, label_ids(path, labels, lines, pipeline["labels"]), lengths)
+    return Split(inputs, torch.from_numpy(label_ids(path, labels, lines, pipeline["labels"])), lengths)
 
 
 @register("text_classification")
@@ -157,20 +144,16 @@ def build_text_classification(cfg: TextClassificationData) -> Splits:
     """Read, carve test (unless `test_path`) and val from train, fit vocabulary and labels on train."""
     path = Path(cfg.path)
     examples = read_examples(path, cfg)
+    classes = fit_label_map(examples[1])  # every class keeps an example in train (stratified_split)
+    if len(classes) < 2:
+        raise DataError(f"{path}: every example has the label {short_repr(classes[0])}; classification needs at least two classes")
     if cfg.test_path is not None:
         test_path, test = Path(cfg.test_path), read_examples(Path(cfg.test_path), cfg)
     else:
-        kept, held = stratified_holdout(examples[1], cfg.test_ratio, cfg.seed)
+        kept, held = stratified_split(examples[1], cfg.test_ratio, cfg.seed, path, "test", "test_ratio")
         test_path, test, examples = path, pick(examples, held), pick(examples, kept)
-    kept, held = stratified_holdout(examples[1], cfg.val_ratio, cfg.seed + 1)
+    kept, held = stratified_split(examples[1], cfg.val_ratio, cfg.seed + 1, path, "validation", "val_ratio")
     train, val = pick(examples, kept), pick(examples, held)
-    classes = sorted(set(train[1]))
-    if len(classes) < 2:
-        raise DataError(f"{path}: every example has the label {classes[0]!r}; classification needs at least two classes")
-    for name, part in (("validation", val), ("test", test)):
-        if not part[0]:
-            raise DataError(f"{path}: the {name} split is empty ({len(examples[0])} examples are too few "
-                            f"for val_ratio {cfg.val_ratio} / test_ratio {cfg.test_ratio})")
     pipeline = {"tokenizer": cfg.tokenizer, "token_pattern": cfg.token_pattern, "lowercase": cfg.lowercase,
                 "max_len": cfg.max_len, "labels": classes}
     counts = Counter(token for row in tokenize(train[0], pipeline) for token in row)
