@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
+from .data.text import EOS, UNK, encode_lm_text
 from .device import resolve_device
+from .errors import ConfigError
 from .evaluate import load_trained
 from .runs import CheckpointError
-
-UNK, EOS = "<unk>", "<eos>"
 
 
 def load_language_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -23,15 +23,16 @@ def load_language_model(path: Path, device: torch.device) -> tuple[torch.nn.Modu
 
 
 def encode_prompt(prompt: str, pipeline: dict) -> list[int]:
-    """Prompt → ids (unseen tokens → `<unk>`); an empty prompt starts after a line end."""
-    vocab = pipeline["vocab"]
-    index = {token: i for i, token in enumerate(vocab)}
-    text = prompt.lower() if pipeline.get("lowercase") else prompt
-    tokens = list(text) if pipeline["level"] == "char" else text.split()
-    if not tokens:
-        start = "\n" if pipeline["level"] == "char" else EOS
-        return [index.get(start, min(1, len(vocab) - 1))]
-    return [index.get(token, index[UNK]) for token in tokens]
+    """Prompt → ids through the training tokenizer (unseen tokens → `<unk>`, a newline → `<eos>` at
+    word level); an empty prompt starts at a sentence boundary, as after a line end."""
+    ids = encode_lm_text(prompt, pipeline)
+    if ids:
+        return ids
+    boundary = "\n" if pipeline["level"] == "char" else EOS
+    if boundary not in pipeline["vocab"]:
+        raise ConfigError(f"--prompt: this model's vocabulary has no {boundary!r} to start from; "
+                          f"give a --prompt to start the text")
+    return [pipeline["vocab"].index(boundary)]
 
 
 def decode(ids: list[int], pipeline: dict) -> str:

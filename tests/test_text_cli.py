@@ -108,7 +108,7 @@ def test_classifier_round_trip_with_predict_and_macro_f1(tmp_path):
     assert result.stdout.splitlines()[0] == "index,label,prob_neg,prob_pos" and len(result.stdout.splitlines()) == 3
     new.write_text("maybe\tgood\n")
     result = invoke("eval", summary["run_dir"], "--data", new)
-    assert result.exit_code == 2 and "label 'maybe' does not occur in the training data" in result.output
+    assert result.exit_code == 2 and "new.tsv: line 1: label 'maybe' was not seen in training" in result.output
 
 
 def test_sample_refuses_a_classifier(tmp_path):
@@ -126,8 +126,9 @@ def test_sample_refuses_a_classifier(tmp_path):
     ("lm", b"fine\nalso fine\n\xff\xfe broken\n" * 10, "input.txt:3: not valid utf-8 text"),
     ("lm", b"ab", "holds 1 token(s)"),
     ("cls", b"spam\tbuy now\n" * 20, "every example has the label 'spam'"),
-    ("cls", b"spam\tbuy\nham\thi\n", "the validation split is empty"),
+    ("cls", b"spam\tbuy\nham\thi\n", "the test split is empty"),
     ("cls", b"spam\tbuy\n\xc3(\n", "input.txt:2: not valid utf-8 text"),
+    ("cls", b"spam\tbuy\n\tno label\n" * 10, "input.txt:2: the label is empty"),
 ])
 def test_bad_text_input_exits_2_without_a_run_folder(tmp_path, kind, content, message):
     path = tmp_path / "input.txt"
@@ -138,6 +139,27 @@ def test_bad_text_input_exits_2_without_a_run_folder(tmp_path, kind, content, me
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not runs.exists() or not any(runs.rglob("config.yaml"))
+
+
+def test_column_indexes_with_a_header_row_exit_2_without_a_run_folder(tmp_path):
+    path = tmp_path / "input.tsv"
+    path.write_text("pos\tgood\nneg\tbad\n" * 10)
+    runs = tmp_path / "runs"
+    result = invoke("train", write_config(tmp_path, tiny_classifier(path, header=True)), "--runs-dir", runs)
+    assert result.exit_code == 2 and "text_field and label_field are column indexes, which need header: false" in result.output
+    assert "Traceback" not in result.output and not runs.exists()
+
+
+def test_sample_without_a_prompt_needs_a_line_end_in_the_vocabulary(tmp_path):
+    text = tmp_path / "input.txt"
+    text.write_text("abcab" * 40)  # no newline: nothing marks the start of a text
+    result = invoke("train", write_config(tmp_path, tiny_lm(text) | {"train": {"epochs": 1, "batch_size": 4}}),
+                    "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run_dir = result.stdout.strip().splitlines()[-1]
+    result = invoke("sample", run_dir, "--length", "3")
+    assert result.exit_code == 2 and "give a --prompt" in result.output and "Traceback" not in result.output
+    assert invoke("sample", run_dir, "--prompt", "ab", "--length", "3").exit_code == 0
 
 
 @pytest.mark.parametrize("name", ["tinyshakespeare_char", "ptb_word", "trec", "sms_spam"])
