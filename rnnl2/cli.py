@@ -3,19 +3,138 @@ commands that need it, so `rnnl2 --help` and `rnnl2 config show` answer at once.
 
 from __future__ import annotations
 
+import enum
+import errno
 import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from .config import RunConfig, load_config, to_plain_dict
-from .errors import ConfigError, Rnnl2Error
+from .errors import BAD_INPUT, INTERNAL_ERROR, INTERRUPTED, RUN_FAILED, ConfigError, Rnnl2Error, Rnnl2Warning
+
+out = Console(soft_wrap=True)  # results: the run folder, tables, JSON
+err = Console(stderr=True, soft_wrap=True)  # progress, logs and errors
+
+DEBUG_ENV = "RNNL2_DEBUG"
+RUNTIME_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM}  # the machine failed, not the input
+
+
+def usage_exceptions() -> tuple[type[BaseException], ...]:
+    """What the command-line parser raises and handles itself (usage errors, exits): Typer's own
+    classes, and click's where this Typer is built on click."""
+    classes: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    if hasattr(typer, "TyperException"):
+        classes.append(typer.TyperException)
+    if "click" in sys.modules:
+        click = sys.modules["click"]
+        classes += [click.ClickException, click.exceptions.Exit, click.exceptions.Abort]
+    return tuple(classes)
+
+
+class ErrorBoundary(TyperGroup):
+    """The one place where errors become messages and exit codes (README, "Exit codes"):
+
+    - an `Rnnl2Error` prints `error: <message>` and exits with the code its class carries
+      (2 bad input, 1 a run that failed, 130 interrupted);
+    - Ctrl-C or SIGTERM anywhere (start-up included) exits 130;
+    - an `OSError` prints its path and reason: exit 1 for a full disk or I/O error, else 2;
+    - anything else is a bug: one line, the traceback in a crash log (or in full with
+      `rnnl2 -v ...` or RNNL2_DEBUG=1), exit 3.
+    Warnings from the library (damaged lines skipped, ...) print as `warning: <message>`."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        previous = install_sigterm()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", Rnnl2Warning)
+                warnings.showwarning = show_warning
+                return super().invoke(ctx)
+        except usage_exceptions():
+            raise
+        except Rnnl2Error as error:
+            err.print(f"[red]{error.label}:[/red] {escape(str(error))}", highlight=False)
+            raise typer.Exit(code=error.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/yellow]", highlight=False)
+            raise typer.Exit(code=INTERRUPTED) from None
+        except OSError as error:
+            where = error.filename if error.filename is not None else "a file"
+            reason = error.strerror or str(error) or type(error).__name__
+            err.print(f"[red]error:[/red] {escape(str(where))}: {escape(reason)}", highlight=False)
+            raise typer.Exit(code=RUN_FAILED if error.errno in RUNTIME_ERRNOS else BAD_INPUT) from None
+        except Exception as error:  # a bug: keep the traceback, show one line
+            raise typer.Exit(code=report_crash(error, debug=debug_requested(ctx))) from None
+        finally:
+            restore_sigterm(previous)
+
+
+def install_sigterm() -> Any:
+    """SIGTERM behaves like Ctrl-C from the first line of a command (the training loop turns
+    both into "save and stop"); only the main thread can install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+
+
+def restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+
+
+def debug_requested(ctx: typer.Context) -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0") or bool((ctx.obj or {}).get("verbose"))
+
+
+def crash_log_path() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "rnnl2" / "crash.log"
+
+
+def report_crash(error: Exception, debug: bool) -> int:
+    """One line for an unexpected error; the traceback goes to the crash log (or to stderr)."""
+    text = "".join(traceback.format_exception(error))
+    if debug:
+        sys.stderr.write(text)
+        err.print(f"[red]internal error:[/red] {escape(type(error).__name__)} (a bug in rnnl2; traceback above)", highlight=False)
+        return INTERNAL_ERROR
+    where = crash_log_path()
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        with where.open("a", encoding="utf-8") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} rnnl2 {' '.join(sys.argv[1:])}\n{text}")
+        saved = f"the traceback is in {where}"
+    except OSError:
+        saved = f"set {DEBUG_ENV}=1 to see the traceback"
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    err.print(f"[red]internal error:[/red] {escape(type(error).__name__)}: {escape(first)} — a bug in rnnl2; {saved} "
+              f"(or rerun with rnnl2 -v …)", highlight=False)
+    return INTERNAL_ERROR
+
 
 app = typer.Typer(
+    cls=ErrorBoundary,
     help="Experiments on L2 regularization of recurrent networks: train, evaluate, compare.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -24,26 +143,39 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect configs: the resolved values, or the JSON Schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-out = Console(soft_wrap=True)  # results: the run folder, tables, JSON
-err = Console(stderr=True, soft_wrap=True)  # progress, logs and errors
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show the full traceback of an internal error (also {DEBUG_ENV}=1).")] = False,
+) -> None:
+    """Experiments on L2 regularization of recurrent networks: train, evaluate, compare.
+
+    Exit codes: 0 success, 1 a run failed (diverged, a sweep run failed, disk full), 2 bad
+    input (config, data, checkpoint, paths), 3 an internal error (a bug), 130 interrupted."""
+    ctx.obj = {"verbose": verbose}
+
+
+def main() -> None:
+    """The `rnnl2` console script."""
+    app(prog_name="rnnl2")
+
+
+class Split(str, enum.Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class Backend(str, enum.Enum):
+    local = "local"
+    ray = "ray"
 
 ConfigPath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML config file.")]
 Overrides = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Override a key: --set l2.lambda=1e-4 (value parsed as YAML; repeatable)."),
 ]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    raise typer.Exit(code=code)
-
-
-def load_or_exit(config: Path, overrides: list[str] | None) -> RunConfig:
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as error:
-        fail(str(error))
 
 
 class RichObserver:
@@ -129,47 +261,31 @@ def train(
 ) -> None:
     """Train one model from a YAML config (or --resume a run); the last line on stdout is the run folder."""
     if config is None and resume is None:
-        fail("give a CONFIG file to train, or --resume RUN_DIR to continue a run")
+        raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR to continue a run")
     if resume is not None and run_dir is not None:
-        fail("--resume continues its own folder; leave out --run-dir")
-    given = config or (resume / "config.yaml" if overrides else None)
-    cfg = load_or_exit(given, overrides) if given is not None else None
-    from .train import TrainingDiverged, TrainingInterrupted, run
+        raise ConfigError("--resume continues its own folder; leave out --run-dir")
+    cfg = load_config(config, overrides or []) if config is not None else None
+    from .train import run
 
     observer = RichObserver(quiet=quiet or as_json, verbose=verbose)
     try:
         if resume is not None:
             from .resume import resume as resume_run
 
-            result = resume_run(resume, cfg, force, observer)
+            result = resume_run(resume, cfg, overrides or [], force, observer)
         else:
             result = run(cfg, runs_dir, run_dir, observer)
-    except TrainingDiverged as error:
+    finally:
         observer.close()
-        fail(str(error), code=1)
-    except TrainingInterrupted as stopped:
-        observer.close()
-        err.print(f"[yellow]interrupted[/yellow]; continue with: rnnl2 train --resume {stopped}", highlight=False)
-        raise typer.Exit(code=130)
-    except Rnnl2Error as error:
-        observer.close()
-        fail(str(error))
-    except OSError as error:  # disk full, folder removed: a message, not a traceback
-        observer.close()
-        fail(f"cannot write the run folder: {error}", code=1)
-    except KeyboardInterrupt:  # Ctrl-C before the loop took over signals, or during the final evaluation
-        observer.close()
-        err.print("[yellow]interrupted[/yellow]", highlight=False)
-        raise typer.Exit(code=130)
-    observer.close()
     summary = result.summary
     if as_json:
         print(json.dumps(summary))
         return
-    tests = "  ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.startswith("test_"))
+    tests = "  ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.startswith("test_") and isinstance(v, (int, float)))
+    best = summary["best_value"]
     err.print(
         f"[green]finished[/green] {summary['status']}: best epoch {summary['best_epoch']} "
-        f"({summary['best_metric']} {summary['best_value']:.4g})  {tests}  {summary['wall_seconds']:.1f}s",
+        f"({summary['best_metric']} {'—' if best is None else f'{best:.4g}'})  {tests}  {summary['wall_seconds']:.1f}s",
         highlight=False,
     )
     print(result.run_dir)
@@ -178,28 +294,22 @@ def train(
 @app.command("eval")
 def eval_command(
     path: Annotated[Path, typer.Argument(help="A checkpoint file, or a run folder (its best checkpoint).")],
-    split: Annotated[str, typer.Option(help="Split to evaluate: train, val or test.")] = "test",
+    split: Annotated[Split, typer.Option(help="Split to evaluate.")] = Split.test,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
     data: Annotated[Optional[Path], typer.Option(help="Evaluate on this file instead, read through the saved pipeline.")] = None,
 ) -> None:
     """Evaluate a trained model on one split (writes eval-<split>.json into the run folder) or on a new file."""
-    if split not in ("train", "val", "test"):
-        fail(f"--split must be train, val or test, got {split!r}")
     from .evaluate import evaluate_checkpoint
-    from .runs import write_json
+    from .runs import record_eval
 
-    try:
-        result = evaluate_checkpoint(path, split, device, data=data)
-    except Rnnl2Error as error:
-        fail(str(error))
-    checkpoint = Path(result["checkpoint"])
-    if checkpoint.parent.name == "checkpoints" and data is None:
-        write_json(checkpoint.parent.parent / f"eval-{split}.json", result)
+    result = evaluate_checkpoint(path, split.value, device, data=data)
+    if data is None:
+        record_eval(Path(result["checkpoint"]), split.value, result)
     if as_json:
         print(json.dumps(result))
     else:
-        out.print(metrics_table(f"{checkpoint} on {data or split}", result))
+        out.print(metrics_table(f"{result['checkpoint']} on {data or split.value}", result))
 
 
 @app.command()
@@ -214,10 +324,9 @@ def predict(
     from .predict import predict_file, to_csv_text
     from .runs import write_text
 
-    try:
-        text = to_csv_text(predict_file(path, data, device))
-    except Rnnl2Error as error:
-        fail(str(error))
+    if output is not None:
+        check_output_file(output)
+    text = to_csv_text(predict_file(path, data, device))
     if output is None:
         print(text, end="")
     else:
@@ -237,11 +346,7 @@ def sample(
     """Generate text from a language model: prints the prompt and its continuation."""
     from .sample import sample_text
 
-    try:
-        text = sample_text(path, prompt, length, temperature, seed, device)
-    except Rnnl2Error as error:
-        fail(str(error))
-    print(text)
+    print(sample_text(path, prompt, length, temperature, seed, device))
 
 
 @config_app.command("show")
@@ -251,15 +356,12 @@ def config_show(
     params: Annotated[bool, typer.Option("--params", help="Build the model and list which parameters get which λ.")] = False,
 ) -> None:
     """Print the resolved, validated config (defaults filled in, overrides applied) as YAML."""
-    cfg = load_or_exit(config, overrides)
+    cfg = load_config(config, overrides or [])
     out.print(yaml.safe_dump(to_plain_dict(cfg), sort_keys=False), end="", highlight=False, markup=False)
     if params:
         from .train import build_setup
 
-        try:
-            setup = build_setup(cfg)
-        except Rnnl2Error as error:
-            fail(str(error))
+        setup = build_setup(cfg)
         from .regularization import describe_selection
 
         out.print(selection_table(describe_selection(setup.model, setup.groups)))
@@ -328,60 +430,46 @@ def sweep(
     sweep_dir: Annotated[Optional[Path], typer.Option(help="Use exactly this sweep folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print one `rnnl2 train` command per run and nothing else.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop all runs at the first failure.")] = False,
-    backend: Annotated[str, typer.Option(help="local (subprocesses here) or ray.")] = "local",
+    backend: Annotated[Backend, typer.Option(help="local (processes on this machine) or ray.")] = Backend.local,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")] = None,
     select: Annotated[Optional[str], typer.Option(help="Pick the best configuration by METRIC[:min|max] (mean over seeds); writes best.yaml.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
     """Run a grid of configurations × seeds; the same command again resumes it. Last stdout line: the sweep folder."""
-    if backend not in ("local", "ray"):
-        fail(f"--backend must be local or ray, got {backend!r}")
-    from .sweep import build_spec, dry_run_lines, plan_sweep
+    from .sweep import build_spec, dry_run_lines, parse_select, plan_sweep
 
-    try:
-        spec = build_spec(path, grid or [], seeds, overrides or [])
-        folder, runs = plan_sweep(spec, runs_dir, sweep_dir)
-    except Rnnl2Error as error:
-        fail(str(error))
+    spec = build_spec(path, grid or [], seeds, overrides or [])
+    folder, runs = plan_sweep(spec, runs_dir, sweep_dir)
     if dry_run:
         print("\n".join(dry_run_lines(spec, runs)))
         return
-    from .compare import compare_runs
+    metric, mode = parse_select(select)
     from .launch import Launch, gpu_ids, run_sweep
-    from .sweep import select_best
+    from .sweep import sweep_outcome
 
-    metric, _, mode = (select or "").partition(":")
-    if mode not in ("", "min", "max"):
-        fail(f"--select {select!r}: write METRIC, METRIC:min or METRIC:max")
-    launch = Launch(jobs, backend, ray_address, fail_fast, gpu_ids() if backend == "local" else [])
+    launch = Launch(jobs, backend.value, ray_address, fail_fast, gpu_ids() if backend is Backend.local else [])
     if not quiet:
-        err.print(f"sweep {folder}: {len(runs)} runs, {jobs} at a time ({backend})", highlight=False)
-    try:
-        result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))
-        done = any(r["status"] == "done" for r in result.records)
-        selection = select_best(folder, metric, mode or None) if metric and done and not result.interrupted else None
-        comparison = compare_runs([folder], by_seed=len(spec.seeds) > 1) if done else None
-    except Rnnl2Error as error:
-        fail(str(error))
-    failed = [r["name"] for r in result.failed]
+        err.print(f"sweep {folder}: {len(runs)} runs, {jobs} at a time ({backend.value})", highlight=False)
+    result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))
+    outcome = sweep_outcome(folder, spec, result, metric, mode)
     if as_json:
-        print(json.dumps({"sweep_dir": str(folder), "runs": len(runs), "skipped": result.skipped, "failed": failed,
-                          "interrupted": result.interrupted, "selection": selection, "table": comparison and comparison.to_json()}))
+        print(json.dumps(outcome.to_json()))
     else:
-        if comparison is not None:
-            print_table(comparison_table(comparison, title=str(folder)))
-        if selection:
-            err.print(f"[green]selected[/green] {selection['overrides']} by {metric} ({selection['mode']}): "
-                      f"{selection['mean']:.4g} ± {selection['std']:.2g} over {selection['n']} seed(s); "
-                      f"test {selection['test']}; config in {selection['best_yaml']}", highlight=False)
-        if failed:
-            err.print(f"[red]{len(failed)} of {len(runs)} runs did not finish:[/red] {', '.join(failed)}", highlight=False)
+        if outcome.comparison is not None:
+            print_table(comparison_table(outcome.comparison, title=str(folder)))
+        if outcome.selection:
+            sel = outcome.selection
+            err.print(f"[green]selected[/green] {sel['overrides']} by {sel['metric']} ({sel['mode']}): "
+                      f"{sel['mean']:.4g} ± {sel['std']:.2g} over {sel['n']} seed(s); "
+                      f"test {sel['test']}; config in {sel['best_yaml']}", highlight=False)
+        if outcome.failed:
+            err.print(f"[red]{len(outcome.failed)} of {len(runs)} runs did not finish:[/red] {', '.join(outcome.failed)}", highlight=False)
         print(folder)
     if result.interrupted:
-        raise typer.Exit(code=130)
-    if failed:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=INTERRUPTED)
+    if outcome.failed:
+        raise typer.Exit(code=RUN_FAILED)
 
 
 @app.command()
@@ -394,16 +482,16 @@ def compare(
 ) -> None:
     """One row per run: the config keys that differ, best and test metrics, gap, weight norm, epochs, time."""
     from .compare import compare_runs
+    from .runs import write_text
 
-    try:
-        comparison = compare_runs(paths, sort=sort, by_seed=by_seed)
-    except Rnnl2Error as error:
-        fail(str(error))
+    if csv_path is not None and str(csv_path) != "-":
+        check_output_file(csv_path)
+    comparison = compare_runs(paths, sort=sort, by_seed=by_seed)
     if csv_path is not None:
         if str(csv_path) == "-":
             print(comparison.to_csv(), end="")
             return
-        csv_path.write_text(comparison.to_csv(), encoding="utf-8")
+        write_text(csv_path, comparison.to_csv())
         err.print(f"wrote {csv_path}", highlight=False)
     if as_json:
         print(json.dumps(comparison.to_json()))
@@ -420,10 +508,15 @@ def report(
     """Plot learning curves, the λ curve, weight and gradient norms; write report.md. Last stdout line: report.md."""
     from .report import write_report
 
-    try:
-        files = write_report(paths, output, sort=sort)
-    except Rnnl2Error as error:
-        fail(str(error))
-    for path in files[:-1]:
+    written = write_report(paths, output, sort=sort)
+    for path in [*written.figures, written.html]:
         err.print(f"wrote {path}", highlight=False)
-    print(files[-2])
+    print(written.markdown)
+
+
+def check_output_file(path: Path) -> None:
+    """Before any work: an output file must be writable where it is asked for."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a file name for the output")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: its folder {path.parent} does not exist")

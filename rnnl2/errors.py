@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-BAD_INPUT = 2
 RUN_FAILED = 1
+BAD_INPUT = 2
+INTERNAL_ERROR = 3  # an unexpected exception: a bug in rnnl2 (the traceback goes to a crash log)
 INTERRUPTED = 130
 
 MESSAGE_VALUE_LIMIT = 80  # characters of a value shown inside an error message
@@ -19,6 +20,7 @@ class Rnnl2Error(Exception):
     """An error the user can fix (bad config, data or checkpoint): a message, exit code 2."""
 
     exit_code = BAD_INPUT
+    label = "error"
 
 
 class ConfigError(Rnnl2Error):
@@ -37,6 +39,13 @@ class RunFailed(Rnnl2Error):
     """A run started and then failed by itself (it diverged, or a sweep run did): exit code 1."""
 
     exit_code = RUN_FAILED
+
+
+class Interrupted(Rnnl2Error):
+    """Ctrl-C or SIGTERM stopped work after its state was saved: exit code 130."""
+
+    exit_code = INTERRUPTED
+    label = "interrupted"
 
 
 class Rnnl2Warning(UserWarning):

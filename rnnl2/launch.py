@@ -5,7 +5,6 @@ records every status change, so the same command resumes an interrupted sweep.""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import Rnnl2Error
-from .sweep import Manifest, PlannedRun, SweepSpec, summary_metrics, train_command, write_definition
+from .runs import read_summary
+from .sweep import Manifest, PlannedRun, SweepSpec, reconcile, summary_metrics, train_command, write_definition
 
 EventFn = Callable[[str, dict[str, Any]], None]
 POLL_SECONDS = 0.2
@@ -47,42 +47,28 @@ class Launch:
 
 def run_sweep(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, launch: Launch,
               on_event: EventFn = lambda kind, record: None) -> SweepResult:
-    """Run every run not yet done: an interrupted or killed one continues from its last checkpoint,
-    a failed one starts again from scratch."""
+    """Run every run not yet done, as its folder tells (see `sweep.reconcile`): an interrupted or
+    killed run continues from its last checkpoint; a failed attempt is set aside and run again."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         write_definition(sweep_dir, spec, runs)
         manifest = Manifest(sweep_dir)
         manifest.merge(runs)
-        todo = []
-        for run in runs:
-            record = next(r for r in manifest.records if r["name"] == run.name)
-            if record["status"] == "done" and (run.run_dir / "summary.json").is_file():
-                on_event("skip", record)
-                continue
-            resume = can_resume(record, run.run_dir)
-            if run.run_dir.exists() and not resume:  # a failed attempt: start it again
-                shutil.rmtree(run.run_dir)
-            todo.append((run, manifest.update(run.name, status="pending", exit_code=None, error=None, resume=resume)))
+        done, todo = reconcile(manifest, runs)
+        for run in done:
+            on_event("skip", manifest.record(run.name))
+        todo_records = [(run, manifest.record(run.name)) for run, _ in todo]
         runner = run_ray if launch.backend == "ray" else run_local
-        result = SweepResult(sweep_dir, manifest.records, skipped=len(runs) - len(todo))
+        result = SweepResult(sweep_dir, manifest.records, skipped=len(done))
         previous = signal.signal(signal.SIGTERM, raise_interrupt)
         try:
-            runner(spec, todo, manifest, launch, on_event)
+            runner(spec, todo_records, manifest, launch, on_event)
         except KeyboardInterrupt:
             result.interrupted = True
         finally:
             signal.signal(signal.SIGTERM, previous)
         result.failed = [r for r in manifest.records if r["status"] in ("failed", "interrupted")]
         return result
-
-
-def can_resume(record: dict[str, Any], run_dir: Path) -> bool:
-    """Whether a run's own failure did not end it (Ctrl-C, SIGTERM, a kill, or a sweep that died
-    while it ran) and it left a checkpoint to continue from. A run that failed by itself (bad
-    config, divergence) would fail the same way again, so it is not resumed."""
-    stopped = record["status"] in ("interrupted", "running") or (record.get("exit_code") or 0) < 0
-    return stopped and (run_dir / "checkpoints" / "last.pt").is_file()
 
 
 def raise_interrupt(signum, frame) -> None:
@@ -115,13 +101,6 @@ def thread_env(threads: int, gpu: str | None = None) -> dict[str, str]:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def gpu_ids() -> list[str]:

@@ -1,68 +1,67 @@
-"""`rnnl2 train --resume RUN_DIR`: check that a run folder can be continued, rebuild the run
-from its config.yaml and checkpoints/last.pt, and hand it back to the training loop."""
+"""`rnnl2 train --resume RUN_DIR`: decide whether a run folder can be continued and with which
+config, rebuild the run from checkpoints/last.pt, and hand it back to the training loop.
+
+The run's config is the one inside last.pt, not config.yaml (a file anyone can edit): a
+config.yaml that differs from it is refused, and changes go through `--force` with a CONFIG or
+`--set`. A last.pt stamped with another run's id is refused too. Everything is checked before
+anything in the folder is written."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from .config import RunConfig, load_config
+from .config import RunConfig, apply_overrides, load_config, to_plain_dict, validate_config
 from .errors import ConfigError, Rnnl2Error
-from .runs import CheckpointError, check_writable, load_checkpoint, write_config
-from .state import config_differences, restore_state
+from .runs import FINISHED, CheckpointError, RunLock, check_writable, load_checkpoint, read_run_id, read_summary, write_config
+from .state import check_resume_payload, config_differences, restore_state
 from .train import Observer, RunResult, build_setup, train_epochs
 
-FINISHED = ("completed", "early_stopped", "max_steps")
 
-
-def resume(run_dir: Path, cfg: RunConfig | None = None, force: bool = False,
+def resume(run_dir: Path, cfg: RunConfig | None = None, overrides: Sequence[str] = (), force: bool = False,
            observer: Observer | None = None) -> RunResult:
-    """Continue a run from its checkpoints/last.pt with its own config.yaml.
+    """Continue a run from its checkpoints/last.pt with the config saved in it.
 
-    A different `cfg` is refused unless `force`; then it replaces config.yaml and its lr, λ,
-    epochs, ... apply from here on (the model must still fit the checkpoint)."""
+    A given `cfg` (a CONFIG file) or `overrides` that change it are refused unless `force`; then
+    they replace the run's config and its lr, λ, epochs, ... apply from here on (the model must
+    still fit the checkpoint)."""
     started = time.perf_counter()
-    saved = read_run_config(run_dir, force)
-    if cfg is not None and cfg != saved and not force:
-        changes = "\n".join(f"  {line}" for line in config_differences(saved, cfg))
-        raise ConfigError(f"--resume {run_dir}: the given config differs from the run's config.yaml:\n{changes}\n"
-                          "Leave out the config to continue the run as it was, or pass --force to continue with it.")
-    cfg = cfg if cfg is not None else saved
-    payload = read_last_checkpoint(run_dir)
-    check_writable(run_dir)
-    for leftover in (run_dir / "checkpoints").glob(".*.pt.*"):  # temp files of a save that was killed
-        leftover.unlink(missing_ok=True)
-    s = build_setup(cfg)
-    try:
-        state = restore_state(payload, s.device)
-        s.model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it, it does not fit the "
-                              f"model and state of this config: {str(err).strip().splitlines()[0]}") from None
-    if cfg != saved:
-        write_config(run_dir, cfg)
-        state.new_config = True
-    state.resumed_from.append({"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch})
-    return train_epochs(s, run_dir, state, payload, observer or Observer(), started)
-
-
-def read_run_config(run_dir: Path, force: bool) -> RunConfig:
-    """The config.yaml of a run folder that can be resumed (one that has not finished, unless `force`)."""
     if not (run_dir / "config.yaml").is_file():
         raise Rnnl2Error(f"--resume {run_dir}: not a run folder (it has no config.yaml)")
-    try:
-        status = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
+    with RunLock(run_dir):
+        check_not_finished(run_dir, force)
+        payload = read_last_checkpoint(run_dir)
+        saved = checkpoint_config(run_dir, payload)
+        check_config_file(run_dir, saved)
+        wanted = resolve_config(run_dir, saved, cfg, overrides, force)
+        check_writable(run_dir)
+        s = build_setup(wanted)
+        try:
+            state = restore_state(payload, s.device)
+            s.model.load_state_dict(payload["model"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it, it does not fit the "
+                                  f"model and state of this config: {str(err).strip().splitlines()[0]}") from None
+        for leftover in (run_dir / "checkpoints").glob(".*.pt.*"):  # temp files of a save that was killed
+            leftover.unlink(missing_ok=True)
+        if wanted != saved:
+            write_config(run_dir, wanted)
+            state.new_config = True
+        state.resumed_from.append({"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch})
+        return train_epochs(s, run_dir, state, payload, observer or Observer(), started)
+
+
+def check_not_finished(run_dir: Path, force: bool) -> None:
+    """A finished run is continued only with --force (and a config that allows more)."""
+    status = (read_summary(run_dir) or {}).get("status")
     if status in FINISHED and not force:
         raise Rnnl2Error(f"--resume {run_dir}: the run already finished ({status}); to train it further, "
                          "pass --force with a config that allows more (e.g. --set train.epochs=N)")
-    return load_config(run_dir / "config.yaml")
 
 
 def read_last_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """last.pt, verified (archive CRCs, format, this folder's run id, a well-formed resume block)."""
     path = run_dir / "checkpoints" / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"--resume {run_dir}: there is no checkpoints/last.pt (output.save_checkpoints "
@@ -70,4 +69,48 @@ def read_last_checkpoint(run_dir: Path) -> dict[str, Any]:
     payload = load_checkpoint(path)
     if not isinstance(payload.get("resume"), dict) or not isinstance(payload.get("model"), dict):
         raise CheckpointError(f"{path}: holds no training state to resume from")
+    folder_id, checkpoint_id = read_run_id(run_dir), payload.get("run_id")
+    if folder_id != checkpoint_id:
+        raise CheckpointError(f"{path}: belongs to another run (run id {checkpoint_id or 'none'}, this folder's is "
+                              f"{folder_id or 'none'}); it was copied here from elsewhere")
+    check_resume_payload(payload)
     return payload
+
+
+def checkpoint_config(run_dir: Path, payload: dict[str, Any]) -> RunConfig:
+    """The run's config as last.pt recorded it."""
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: holds no config; the checkpoint is damaged")
+    try:
+        return validate_config(dict(payload["config"]), source=f"{run_dir / 'checkpoints' / 'last.pt'} (its config)")
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def check_config_file(run_dir: Path, saved: RunConfig) -> None:
+    """config.yaml must say what last.pt says: an edit there would change the run unrecorded."""
+    try:
+        on_disk = load_config(run_dir / "config.yaml")
+    except ConfigError as error:
+        raise ConfigError(f"--resume {run_dir}: its config.yaml is not the config the run trained with: {error}") from None
+    if on_disk != saved:
+        changes = "\n".join(f"  {line}" for line in config_differences(saved, on_disk))
+        raise ConfigError(f"--resume {run_dir}: config.yaml was changed after the last checkpoint "
+                          f"(checkpoint → file):\n{changes}\nRestore it; to continue with other settings, "
+                          "use `rnnl2 train --resume RUN --force --set KEY=VALUE`")
+
+
+def resolve_config(run_dir: Path, saved: RunConfig, cfg: RunConfig | None, overrides: Sequence[str],
+                   force: bool) -> RunConfig:
+    """The config to continue with: the run's own, or (with --force) a CONFIG file or --set changes."""
+    wanted = cfg
+    if wanted is None and overrides:
+        raw = apply_overrides(to_plain_dict(saved), overrides)
+        wanted = validate_config(raw, source=f"{run_dir / 'config.yaml'} with --set")
+    if wanted is None or wanted == saved:
+        return saved
+    if not force:
+        changes = "\n".join(f"  {line}" for line in config_differences(saved, wanted))
+        raise ConfigError(f"--resume {run_dir}: the given config differs from the run's:\n{changes}\n"
+                          "Leave it out to continue the run as it was, or pass --force to continue with it.")
+    return wanted

@@ -12,6 +12,7 @@ import secrets
 import struct
 import tempfile
 import time
+import uuid
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any, Callable
 import yaml
 
 from .config import RunConfig, to_plain_dict
-from .errors import Rnnl2Error, Rnnl2Warning
+from .errors import Rnnl2Error, Rnnl2Warning, RunLocked
 
 CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
+FINISHED = ("completed", "early_stopped", "max_steps")
+"""summary.json statuses of a run that ended by its own rules (the others: interrupted, diverged)."""
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
 LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError,
                AttributeError, IndexError, TypeError, struct.error)  # the last three: text or random bytes
@@ -32,11 +35,23 @@ class CheckpointError(Rnnl2Error):
     """A checkpoint is missing, damaged, unsafe or does not fit the model."""
 
 
+def file_mode() -> int:
+    """The mode an ordinary `open()` gives a new file here (0666 less the umask): every file a run
+    writes gets it, the atomically written ones too (mkstemp alone would make them 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = file_mode()
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
     """Write through a temp file in the same folder, fsync, rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
             write(handle)
             handle.flush()
@@ -55,23 +70,109 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def create_run_dir(runs_dir: Path, name: str, explicit: Path | None = None) -> Path:
-    """`runs/<name>/<YYYYmmdd-HHMMSS>-<6 hex>/`, created exclusively so no two runs share one."""
+def create_run_dir(runs_dir: Path, name: str, explicit: Path | None = None) -> tuple[Path, RunLock]:
+    """`runs/<name>/<YYYYmmdd-HHMMSS>-<6 hex>/` (or exactly `explicit`, which must be new or
+    empty), created and locked for this process, with its identity in run.json."""
     if explicit is not None:
-        if explicit.exists() and any(explicit.iterdir()):
+        if explicit.is_symlink() or (explicit.exists() and not explicit.is_dir()):
+            raise Rnnl2Error(f"--run-dir {explicit}: is a file or a link, not a folder")
+        if explicit.is_dir() and any(p.name != RunLock.NAME for p in explicit.iterdir()):
+            check_unlocked(explicit)
             raise Rnnl2Error(f"--run-dir {explicit} exists and is not empty; choose a new folder")
         explicit.mkdir(parents=True, exist_ok=True)
-        return explicit
-    parent = runs_dir / name
-    parent.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    while True:
-        run_dir = parent / f"{stamp}-{secrets.token_hex(3)}"
+        lock = RunLock(explicit).acquire()
+        if any(p.name not in (RunLock.NAME,) for p in explicit.iterdir()):  # another process got here first
+            lock.release()
+            raise Rnnl2Error(f"--run-dir {explicit} exists and is not empty; choose a new folder")
+        run_dir = explicit
+    else:
+        parent = runs_dir / name
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        while True:
+            run_dir = parent / f"{stamp}-{secrets.token_hex(3)}"
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
+        lock = RunLock(run_dir).acquire()
+    write_json(run_dir / RUN_FILE, {"run_id": uuid.uuid4().hex,
+                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return run_dir, lock
+
+
+RUN_FILE = "run.json"
+"""The run's identity: `run_id` is also in every checkpoint, so a checkpoint from another run is refused."""
+
+
+def read_run_id(run_dir: Path) -> str | None:
+    """The run id of a folder (None for folders written before run ids existed)."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return None
+    run_id = read_json(path).get("run_id")
+    if not isinstance(run_id, str):
+        raise Rnnl2Error(f"{path}: has no run_id; the file is damaged")
+    return run_id
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by the one process that writes it (train, resume).
+
+    `flock` on `<run>/.lock`: the kernel drops it when the process dies, so a killed run never
+    leaves a stale lock; the file holds the holder's pid for the message a second writer gets."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.handle: Any = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        handle = open(self.run_dir / self.NAME, "a+", encoding="utf-8")
         try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            continue
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLocked(f"{self.run_dir} is being written by another rnnl2 process (pid {holder}); "
+                            "wait for it to finish or stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file drops the flock
+            self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self if self.handle is not None else self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def check_unlocked(run_dir: Path) -> None:
+    """Raise RunLocked when a live process holds the run folder's lock (the lock file is not made)."""
+    import fcntl
+
+    path = run_dir / RunLock.NAME
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{run_dir} is being written by another rnnl2 process (pid {handle.read().strip() or 'unknown'}); "
+                            "wait for it to finish or stop it first") from None
 
 
 def check_writable(folder: Path) -> None:
@@ -196,10 +297,11 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load with weights_only=True, so a crafted file cannot run code; damage is a clear error."""
     import torch
 
+    verify_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except LOAD_ERRORS as err:
@@ -208,6 +310,33 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an rnnl2 checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return payload
+
+
+def verify_archive(path: Path) -> None:
+    """Check every member of the checkpoint's zip archive against its stored CRC-32: torch.load
+    does not, so flipped bytes in a tensor would load as silently wrong weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: damaged checkpoint, not a readable archive ({err})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint: {bad} fails its CRC check (the file was changed or "
+                              "corrupted after it was written)")
+
+
+def record_eval(checkpoint: Path, split: str, result: dict[str, Any]) -> Path | None:
+    """`eval-<split>.json` beside the checkpoints of the run it came from; a folder that cannot
+    be written (read-only) costs the record, with a warning, never the printed result."""
+    if checkpoint.parent.name != "checkpoints":
+        return None
+    path = checkpoint.parent.parent / f"eval-{split}.json"
+    try:
+        write_json(path, result)
+    except OSError as err:
+        warnings.warn(f"could not save {path} ({err.strerror or err}); the result is printed only", Rnnl2Warning, stacklevel=2)
+        return None
+    return path
 
 
 def check_tensorboard(enabled: bool) -> None:

@@ -45,7 +45,9 @@ class TrainState:
     best_model: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: list[dict[str, int]] = field(default_factory=list)
-    checked_step: int = 0  # the last step whose loss and gradient were read as finite (not saved)
+    run_id: str | None = None  # the run folder's identity (run.json), stamped into every checkpoint
+    checked_step: int = 0  # the last step whose loss, gradients and weights were read as finite (not saved)
+    saved_at: tuple[int, int] | None = None  # (epoch, step) of the state in last.pt (not saved)
     new_config: bool = False  # resumed with --force and a changed config: its lr, λ, ... apply (not saved)
 
     def start_epoch(self, device: torch.device, generator: torch.Generator) -> None:
@@ -104,6 +106,7 @@ def save_checkpoints(run_dir: Path, s: Any, optimizer, scheduler, state: TrainSt
     if best:
         save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", {**payload, "resume": training_payload(state)})
+    state.saved_at = (state.epoch, state.step)
 
 
 def checkpoint_payload(s: Any, optimizer, scheduler, state: TrainState) -> dict[str, Any]:
@@ -117,6 +120,7 @@ def checkpoint_payload(s: Any, optimizer, scheduler, state: TrainState) -> dict[
         "epoch": state.epoch,
         "step": state.step,
         "metrics": state.history[-1] if state.history else {},
+        "run_id": state.run_id,
         "rnnl2_version": __version__,
     }
 
@@ -137,8 +141,9 @@ def training_payload(state: TrainState) -> dict[str, Any]:
 
 
 def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
-    """The TrainState saved in last.pt, on `device`; the RNG states are restored by the caller
-    once everything that draws random numbers while being built has been built."""
+    """The TrainState saved in last.pt, on `device` (the payload checked by `check_resume_payload`
+    first); the RNG states are restored by the caller once everything that draws random numbers
+    while being built has been built."""
     saved = payload["resume"]
     hidden = saved["hidden"]
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -151,8 +156,62 @@ def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
         best_value=saved["best_value"], best_epoch=int(saved["best_epoch"]), since_best=int(saved["since_best"]),
         best_model=None if best is None else {k: v.to(device) for k, v in best.items()},
         history=list(saved["history"]), resumed_from=list(saved.get("resumed_from", [])),
-        checked_step=int(payload["step"]),
+        run_id=payload.get("run_id"), checked_step=int(payload["step"]),
+        saved_at=(int(payload["epoch"]), int(payload["step"])),
     )
+
+
+def check_resume_payload(payload: dict[str, Any]) -> None:
+    """Every field `--resume` reads from last.pt has the type and shape it needs, checked before
+    anything is written, so a damaged or hand-made resume block is refused with the field named."""
+
+    def need(ok: bool, field_name: str, rule: str) -> None:
+        if not ok:
+            raise CheckpointError(f"last.pt: resume.{field_name} {rule}; the checkpoint is damaged or not one "
+                                  "rnnl2 wrote")
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def tensor_or_none(value: Any) -> bool:
+        return value is None or (isinstance(value, torch.Tensor) and value.numel() == 1)
+
+    need(count(payload.get("epoch")) and count(payload.get("step")), "epoch/step", "must be whole numbers ≥ 0")
+    saved = payload["resume"]
+    for key in ("step_in_epoch", "samples", "best_epoch", "since_best"):
+        need(count(saved.get(key)), key, "must be a whole number ≥ 0")
+    need(tensor_or_none(saved.get("loss_sum")) and tensor_or_none(saved.get("grad_sum")), "loss_sum/grad_sum",
+         "must be one-number tensors")
+    need(saved.get("best_value") is None or isinstance(saved.get("best_value"), (int, float)), "best_value",
+         "must be a number")
+    history = saved.get("history")
+    need(isinstance(history, list) and all(isinstance(r, dict) for r in history), "history", "must be a list of rows")
+    need(len(history) == payload["epoch"], "history", f"must hold one row per finished epoch ({payload['epoch']})")
+    need(isinstance(saved.get("resumed_from", []), list), "resumed_from", "must be a list")
+    reference = torch.get_rng_state()
+    shuffle = saved.get("shuffle_state")
+    need(shuffle is None or (isinstance(shuffle, torch.Tensor) and shuffle.dtype == torch.uint8
+                             and shuffle.shape == reference.shape), "shuffle_state", "must be a generator state")
+    best = saved.get("best_model")
+    need(best is None or (isinstance(best, dict) and all(isinstance(v, torch.Tensor) for v in best.values())),
+         "best_model", "must be a state dict")
+    hidden = saved.get("hidden")
+    need(hidden is None or isinstance(hidden, torch.Tensor)
+         or (isinstance(hidden, list) and all(isinstance(h, torch.Tensor) for h in hidden)), "hidden", "must be tensors")
+    rng = saved.get("rng")
+    need(isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+         and rng["torch"].shape == reference.shape, "rng.torch", "must be a generator state")
+    try:
+        version, internal, gauss = rng["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+    except (TypeError, ValueError, KeyError):
+        need(False, "rng.python", "must be a state of Python's random module")
+    try:
+        torch.Generator().set_state(rng["torch"])
+        if shuffle is not None:
+            torch.Generator().set_state(shuffle)
+    except RuntimeError:
+        need(False, "rng", "must hold valid generator states")
 
 
 def restore_training(payload: dict[str, Any], optimizer, scheduler, log: MetricsLog, state: TrainState) -> None:

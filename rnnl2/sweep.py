@@ -18,6 +18,7 @@ import re
 import shlex
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,8 +27,8 @@ import yaml
 
 from .compare import default_mode
 from .config import load_config, read_yaml, to_plain_dict
-from .errors import ConfigError, Rnnl2Error
-from .runs import write_json, write_text
+from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning
+from .runs import FINISHED, check_unlocked, read_jsonl, read_summary, write_json, write_text
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
 SPACING = re.compile(r"^(logspace|linspace)\(([^)]*)\)$")
@@ -224,21 +225,31 @@ def dry_run_lines(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
 
 
 class Manifest:
-    """`sweep.jsonl`: one JSON object per run, rewritten atomically whenever a status changes."""
+    """`sweep.jsonl`: one JSON object per run, rewritten atomically whenever a status changes.
+
+    It is a cache of the run folders, which are the truth: `reconcile` rebuilds what it says
+    from them on every start, so a lost, torn or stale manifest never costs a finished run."""
 
     def __init__(self, sweep_dir: Path):
         self.path = sweep_dir / "sweep.jsonl"
-        self.records: list[dict[str, Any]] = read_manifest(sweep_dir) if self.path.exists() else []
+        self.records: list[dict[str, Any]] = []
+        if self.path.exists():
+            try:
+                self.records = read_manifest(sweep_dir)
+            except Rnnl2Error as error:
+                warnings.warn(f"{error}; rebuilding it from the run folders", Rnnl2Warning, stacklevel=2)
+        elif any(sweep_dir.glob("[0-9][0-9][0-9]-*/config.yaml")):
+            warnings.warn(f"{self.path} is missing; rebuilding it from the run folders", Rnnl2Warning, stacklevel=2)
 
     def save(self) -> None:
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def merge(self, runs: list[PlannedRun]) -> None:
-        """Add the planned runs; keep finished records of the same run (same folder and hash)."""
-        old = {r["name"]: r for r in self.records}
+        """Add the planned runs; keep the records of the same run (same folder and hash)."""
+        old = {r.get("name"): r for r in self.records if isinstance(r.get("name"), str)}
         for name, record in old.items():
             match = next((r for r in runs if r.name == name), None)
-            if match is None or record["config_hash"] != match.config_hash:
+            if match is None or record.get("config_hash") != match.config_hash:
                 raise Rnnl2Error(f"{self.path} belongs to a different sweep (run {name} differs); "
                                  "use another --sweep-dir")
         self.records = [old.get(r.name) or {
@@ -247,17 +258,100 @@ class Manifest:
         } for r in runs]
         self.save()
 
+    def record(self, name: str) -> dict[str, Any]:
+        return next(r for r in self.records if r["name"] == name)
+
     def update(self, name: str, **fields: Any) -> dict[str, Any]:
-        record = next(r for r in self.records if r["name"] == name)
+        record = self.record(name)
         record.update(fields)
         self.save()
         return record
 
 
 def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The records of `sweep.jsonl`, in run order."""
-    path = sweep_dir / "sweep.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of `sweep.jsonl`, in run order (a torn last line is skipped with a warning)."""
+    records = read_jsonl(sweep_dir / "sweep.jsonl")
+    for number, record in enumerate(records, 1):
+        if not isinstance(record.get("name"), str) or record.get("status") not in STATUSES:
+            raise Rnnl2Error(f"{sweep_dir / 'sweep.jsonl'}: record {number} is not a sweep record; the file is damaged")
+    return records
+
+
+# ------------------------------------------------------------------- reconciling
+
+
+def folder_config_hash(run_dir: Path) -> str | None:
+    """The config hash of the config.yaml a run folder holds, or None when it cannot be read."""
+    try:
+        return config_hash(to_plain_dict(load_config(run_dir / "config.yaml")))
+    except Rnnl2Error:
+        return None
+
+
+def finished_summary(run: PlannedRun) -> dict[str, Any] | None:
+    """The summary of a run folder that holds this planned run, finished: a complete summary.json
+    with a finished status and a config.yaml whose resolved config is the one planned."""
+    summary = read_summary(run.run_dir)
+    if not summary or summary.get("status") not in FINISHED:
+        return None
+    return summary if folder_config_hash(run.run_dir) == run.config_hash else None
+
+
+def set_aside(run_dir: Path, why: str) -> Path:
+    """Move a run folder (and its sweep log) to `<run>.<why>-N/`, never deleting it."""
+    number = 1
+    while run_dir.with_name(f"{run_dir.name}.{why}-{number}").exists():
+        number += 1
+    target = run_dir.with_name(f"{run_dir.name}.{why}-{number}")
+    run_dir.rename(target)
+    log = run_dir.parent / "logs" / f"{run_dir.name}.log"
+    if log.is_file():
+        log.rename(log.with_name(f"{target.name}.log"))
+    return target
+
+
+def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[tuple[PlannedRun, bool]]]:
+    """Read every run's state from its folder and bring the manifest in line; returns the runs
+    already done and the runs to start, each with whether it resumes from its last checkpoint.
+
+    - finished (complete summary.json, planned config): done, whatever the manifest said;
+    - stopped from outside (interrupted, killed, or its driver died) with a last.pt: resumed;
+    - anything else that left a folder (failed by itself, damaged, edited): that attempt is
+      moved aside to `<run>.failed-N/` with its log, and the run starts again."""
+    done, todo = [], []
+    for run in runs:
+        record = manifest.record(run.name)
+        if run.run_dir.is_dir():
+            check_unlocked(run.run_dir)  # a run still being written (an orphan of a killed driver)
+        summary = finished_summary(run) if run.run_dir.exists() else None
+        if summary is not None:
+            if record.get("status") != "done" or not record.get("metrics"):
+                manifest.update(run.name, status="done", exit_code=0, error=None, metrics=summary_metrics(summary))
+            done.append(run)
+            continue
+        resume = run.run_dir.exists() and stopped_from_outside(record, run.run_dir, run.config_hash)
+        if run.run_dir.exists() and not resume:
+            moved = set_aside(run.run_dir, "failed")
+            warnings.warn(f"{run.name}: its earlier attempt did not finish; kept it in {moved.name} and starting "
+                          "the run again", Rnnl2Warning, stacklevel=2)
+        todo.append((run, resume))
+        manifest.update(run.name, status="pending", exit_code=None, error=None, resume=resume)
+    return done, todo
+
+
+def stopped_from_outside(record: dict[str, Any], run_dir: Path, planned_hash: str) -> bool:
+    """Whether a run that has not finished can continue from its checkpoint: something outside
+    stopped it (Ctrl-C, SIGTERM, a kill, a driver that died), it left a last.pt, and its folder
+    still holds the planned config. A run that failed by itself (divergence, a crash) would fail
+    the same way again, so it starts over instead."""
+    if not (run_dir / "checkpoints" / "last.pt").is_file() or folder_config_hash(run_dir) != planned_hash:
+        return False
+    summary = read_summary(run_dir) or {}
+    if summary.get("status") == "diverged":
+        return False
+    failed_by_itself = record.get("status") == "failed" and (record.get("exit_code") or 0) > 0 \
+        and record.get("exit_code") != INTERRUPTED
+    return not failed_by_itself
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
@@ -284,9 +378,20 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def select_best(sweep_dir: Path, metric: str, mode: str | None = None, evaluate_test: bool = True) -> dict[str, Any]:
-    """Average `metric` over seeds per configuration, pick the best, evaluate it on the test split,
-    and write best.yaml (the winner's resolved config) and selection.json."""
+def parse_select(select: str | None) -> tuple[str | None, str | None]:
+    """`--select METRIC[:min|max]` → (metric, mode); no option → (None, None)."""
+    if not select:
+        return None, None
+    metric, _, mode = select.partition(":")
+    if not metric or mode not in ("", "min", "max"):
+        raise ConfigError(f"--select {select!r}: write METRIC, METRIC:min or METRIC:max")
+    return metric, mode or None
+
+
+def select_best(sweep_dir: Path, metric: str, mode: str | None = None) -> dict[str, Any]:
+    """Average `metric` over seeds per configuration, pick the best, and write best.yaml (the
+    winner's resolved config) and selection.json. The winner's test metrics are the ones its
+    summary.json holds (the best checkpoint, evaluated on the run's own device when it ended)."""
     mode = mode or default_mode(metric)
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in read_manifest(sweep_dir):
@@ -302,19 +407,44 @@ def select_best(sweep_dir: Path, metric: str, mode: str | None = None, evaluate_
     members = sorted(groups[winner], key=lambda r: sign * r["value"])
     best_run = Path(members[0]["run_dir"])
     write_text(sweep_dir / "best.yaml", (best_run / "config.yaml").read_text(encoding="utf-8"))
-    test = members[0].get("metrics", {})
-    if evaluate_test and (best_run / "checkpoints").is_dir():
-        from .evaluate import evaluate_checkpoint  # torch only when a checkpoint is evaluated
-
-        test = evaluate_checkpoint(best_run, "test", device="cpu")
     values = [r["value"] for r in members]
     selection = {
         "metric": metric, "mode": mode, "overrides": json.loads(winner),
         "mean": means[winner], "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
         "run_dir": str(best_run), "run_dirs": [r["run_dir"] for r in members],
-        "test": {k: v for k, v in test.items() if k.startswith("test_")},
+        "test": {k: v for k, v in (members[0].get("metrics") or {}).items() if k.startswith("test_")},
         "best_yaml": str(sweep_dir / "best.yaml"),
         "ranking": sorted(([json.loads(k), m, len(groups[k])] for k, m in means.items()), key=lambda x: sign * x[1]),
     }
     write_json(sweep_dir / "selection.json", selection)
     return selection
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished (or stopped) sweep shows: its table, its selection, the runs that failed."""
+
+    sweep_dir: Path
+    runs: int
+    skipped: int
+    failed: list[str]
+    interrupted: bool
+    selection: dict[str, Any] | None
+    comparison: Any  # compare.Comparison, or None when no run finished
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sweep_dir": str(self.sweep_dir), "runs": self.runs, "skipped": self.skipped, "failed": self.failed,
+                "interrupted": self.interrupted, "selection": self.selection,
+                "table": self.comparison.to_json() if self.comparison is not None else None}
+
+
+def sweep_outcome(sweep_dir: Path, spec: SweepSpec, result: Any, metric: str | None, mode: str | None) -> SweepOutcome:
+    """The table of the finished runs (grouped by seed when there are several), and the selection
+    by `metric` when one was asked for, every run ended and the sweep was not interrupted."""
+    from .compare import compare_runs
+
+    done = any(r["status"] == "done" for r in result.records)
+    selection = select_best(sweep_dir, metric, mode) if metric and done and not result.interrupted else None
+    comparison = compare_runs([sweep_dir], by_seed=len(spec.seeds) > 1) if done else None
+    return SweepOutcome(sweep_dir, len(result.records), result.skipped, [r["name"] for r in result.failed],
+                        result.interrupted, selection, comparison)

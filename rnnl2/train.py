@@ -15,14 +15,15 @@ import torch
 
 from . import __version__
 from .config import RunConfig
-from .errors import ConfigError, Rnnl2Error
+from .errors import ConfigError, Interrupted, RunFailed
 from .data import DataSpec, Split, build_splits
 from .device import describe_device, resolve_device
 from .evaluate import HIGHER_IS_BETTER, METRICS, build_loss, evaluate, prefixed
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
-from .runs import check_tensorboard, check_writable, create_run_dir, open_metrics_log, write_config, write_json
+from .runs import (RUN_FILE, RunLock, check_tensorboard, check_writable, create_run_dir, open_metrics_log,
+                   read_run_id, write_config, write_json)
 from .state import StopRequest, TrainState, detach_hidden, restore_training, save_checkpoints
 
 # Steps between reads of the running loss from the device: for the progress bar, and to catch
@@ -30,12 +31,16 @@ from .state import StopRequest, TrainState, detach_hidden, restore_training, sav
 SYNC_EVERY = 50
 
 
-class TrainingDiverged(Rnnl2Error):
-    """The loss or gradient became NaN or infinite."""
+class TrainingDiverged(RunFailed):
+    """The loss, a gradient or a parameter became NaN or infinite: exit code 1."""
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped the run after its state was saved."""
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM stopped the run after its state was saved: exit code 130."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(f"the run stopped after saving its state; continue with: rnnl2 train --resume {run_dir}")
+        self.run_dir = run_dir
 
 
 class Observer:
@@ -141,7 +146,7 @@ def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer
         state.loss_sum += data_loss.detach() * size
         state.grad_sum += grad_norm.detach()
         state.samples, state.step, state.step_in_epoch = state.samples + size, state.step + 1, state.step_in_epoch + 1
-        synced = read_running_loss(state) if state.step_in_epoch % SYNC_EVERY == 0 else None
+        synced = read_running_loss(state, params) if state.step_in_epoch % SYNC_EVERY == 0 else None
         observer.on_step(state.step_in_epoch, synced)
         if state.step_in_epoch >= step_budget or (stop is not None and stop.signal):
             break
@@ -158,10 +163,12 @@ def read_sums(state: TrainState) -> tuple[float, float]:
     return loss_sum, grad_sum
 
 
-def read_running_loss(state: TrainState) -> float:
-    """The epoch's mean data loss so far; a NaN/inf in any step since the last read stops the run."""
-    loss_sum, grad_sum = read_sums(state)
-    if not (math.isfinite(loss_sum) and math.isfinite(grad_sum)):
+def read_running_loss(state: TrainState, params: list[torch.Tensor]) -> float:
+    """The epoch's mean data loss so far, read together with the largest |parameter| in one sync:
+    a NaN/inf in the loss, a gradient or a weight since the last read stops the run."""
+    largest = torch.nn.utils.get_total_norm(params, norm_type=math.inf)  # NaN-propagating, cannot overflow
+    loss_sum, grad_sum, weight = torch.stack([state.loss_sum, state.grad_sum, largest.to(state.loss_sum)]).tolist()
+    if not (math.isfinite(loss_sum) and math.isfinite(grad_sum) and math.isfinite(weight)):
         raise diverged(state)
     state.checked_step = state.step
     return loss_sum / max(state.samples, 1)
@@ -171,9 +178,12 @@ def diverged(state: TrainState) -> "TrainingDiverged":
     """The error for a NaN/inf found by a read: names the epoch and the steps since the last good read."""
     first, last = state.checked_step + 1, state.step
     where = f"step {last}" if first >= last else f"steps {first}–{last} (checked every {SYNC_EVERY} steps)"
-    kept = f"checkpoints/best.pt (epoch {state.best_epoch}) is intact" if state.best_epoch else "no epoch had finished"
+    if state.saved_at is not None:
+        kept = f"checkpoints/last.pt keeps the last finite state, after step {state.saved_at[1]} (epoch {state.saved_at[0]})"
+    else:
+        kept = "no checkpoint had been written yet"
     return TrainingDiverged(
-        f"training diverged in epoch {state.epoch + 1}, {where}: the loss or gradient is NaN or infinite "
+        f"training diverged in epoch {state.epoch + 1}, {where}: the loss, a gradient or a weight is NaN or infinite "
         f"({kept}). Try a lower optimizer.lr, gradient clipping (train.clip_grad_norm: 1.0) or a smaller "
         f"l2.lambda; `rnnl2 train --resume RUN --force --set optimizer.lr=...` continues from the last checkpoint"
     )
@@ -187,14 +197,35 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 
 def run(cfg: RunConfig, runs_dir: Path = Path("runs"), run_dir: Path | None = None,
         observer: Observer | None = None, setup: Setup | None = None) -> RunResult:
-    """Train one model from a validated config and write its run folder."""
+    """Train one model from a validated config and write its run folder (locked while it trains).
+
+    A stop (Ctrl-C, SIGTERM) before the first checkpoint removes the folder it had just made:
+    nothing was trained, so nothing is lost, and no half-made folder is left behind."""
     started = time.perf_counter()
     check_writable(run_dir.parent if run_dir else runs_dir)
     check_tensorboard(cfg.output.tensorboard)
     s = setup or build_setup(cfg)
-    run_dir = create_run_dir(runs_dir, cfg.name, run_dir)
-    write_config(run_dir, cfg)
-    return train_epochs(s, run_dir, TrainState(), None, observer or Observer(), started)
+    run_dir, lock = create_run_dir(runs_dir, cfg.name, run_dir)
+    with lock:
+        try:
+            write_config(run_dir, cfg)
+            state = TrainState(run_id=read_run_id(run_dir))
+            return train_epochs(s, run_dir, state, None, observer or Observer(), started)
+        except (KeyboardInterrupt, TrainingInterrupted):
+            if not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists():
+                remove_unstarted(run_dir)
+                raise KeyboardInterrupt from None
+            raise
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but what `run` wrote before training began."""
+    for name in ("config.yaml", "summary.json", RUN_FILE, RunLock.NAME):
+        (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:  # something else is in it (not ours to delete)
+        pass
 
 
 def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, Any] | None,
@@ -209,7 +240,12 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
         restore_training(payload, optimizer, scheduler, log, state)
     penalty = L2Penalty(s.groups)
     steps_per_epoch = s.train.num_batches(cfg.train.batch_size)
-    save = lambda best=False: save_checkpoints(run_dir, s, optimizer, scheduler, state, best)  # noqa: E731
+    params = list(s.model.parameters())
+
+    def save(best: bool = False) -> None:
+        """Checkpoints of a state read as finite just now: a NaN/inf weight is never saved."""
+        read_running_loss(state, params)
+        save_checkpoints(run_dir, s, optimizer, scheduler, state, best)
     observer.on_start({
         "run_dir": run_dir, "device": describe_device(s.device), "parameters": count_parameters(s.model),
         "l2": describe_selection(s.model, s.groups), "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
@@ -227,10 +263,10 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
                 stats = train_one_epoch(s, optimizer, penalty, generator, observer, planned, state, stop,
                                         lambda: save() if state.step_in_epoch < planned else None)
                 if stop.signal and state.step_in_epoch < planned:  # a signal ended the epoch part-way
-                    read_running_loss(state)  # never save a NaN
                     save()
                     status = "interrupted"
                     break
+                read_running_loss(state, params)  # before evaluating: a diverged epoch is not scored
                 row = epoch_row(s, state, stats, penalty, optimizer, epoch_start)
                 log.append(row)
                 observer.on_epoch_end(row)
@@ -249,7 +285,7 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
             raise
     if status == "interrupted":
         write_summary(run_dir, s, state, {}, started, status)
-        raise TrainingInterrupted(str(run_dir))
+        raise TrainingInterrupted(run_dir)
     if state.best_model is not None:
         s.model.load_state_dict(state.best_model)
     final = {
@@ -262,11 +298,8 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
 
 def epoch_row(s: Setup, state: TrainState, stats: dict[str, Any], penalty: L2Penalty, optimizer,
               epoch_start: float) -> dict[str, Any]:
-    """Check the epoch ended finite, evaluate on the validation split, and build its metrics row."""
+    """Evaluate on the validation split and build the epoch's metrics row."""
     train_seconds = time.perf_counter() - epoch_start
-    if not (math.isfinite(stats["train_data_loss"]) and math.isfinite(stats["grad_norm"])):
-        raise diverged(state)
-    state.checked_step = state.step
     val = prefixed("val", evaluate(s.model, s.val, s.spec.task, s.cfg.train.eval_batch_size))
     with torch.no_grad():
         pen, norm = penalty().item(), penalty.weight_norm().item()

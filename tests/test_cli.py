@@ -154,7 +154,7 @@ def test_eval_of_a_non_checkpoint_exits_2_with_a_message(tmp_path, kind):
         path = tmp_path
     result = invoke("eval", path)
     assert result.exit_code == 2 and no_traceback(result)
-    expected = {"text": "not a loadable rnnl2 checkpoint", "missing": "no such checkpoint",
+    expected = {"text": "damaged checkpoint", "missing": "no such checkpoint",
                 "folder": "no checkpoints/best.pt"}[kind]
     assert expected in result.stderr
     assert not list(tmp_path.glob("eval-*.json"))

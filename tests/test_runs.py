@@ -52,7 +52,7 @@ def visible_and_hidden(folder: Path) -> list[str]:
 
 def test_run_dirs_created_in_the_same_second_are_distinct(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
-    made = [create_run_dir(tmp_path, "tiny") for _ in range(50)]
+    made = [create_run_dir(tmp_path, "tiny")[0] for _ in range(50)]
     assert len(set(made)) == 50
     assert all(p.is_dir() and p.parent == tmp_path / "tiny" and p.name.startswith("20260101-000000-") for p in made)
 
@@ -61,9 +61,9 @@ def test_a_colliding_random_id_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
     ids = iter(["aaaaaa", "aaaaaa", "aaaaaa", "bbbbbb"])
     monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(ids))
-    first = create_run_dir(tmp_path, "tiny")
+    first, _ = create_run_dir(tmp_path, "tiny")
     (first / "marker").write_text("first run")
-    second = create_run_dir(tmp_path, "tiny")
+    second, _ = create_run_dir(tmp_path, "tiny")
     assert first.name.endswith("-aaaaaa") and second.name.endswith("-bbbbbb")
     assert (first / "marker").read_text() == "first run"  # never reused
 
@@ -71,8 +71,12 @@ def test_a_colliding_random_id_is_retried(tmp_path, monkeypatch):
 def test_explicit_run_dir_must_be_new_or_empty(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert create_run_dir(tmp_path, "x", empty) == empty
-    assert create_run_dir(tmp_path, "x", tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    made, lock = create_run_dir(tmp_path, "x", empty)
+    assert made == empty
+    lock.release()
+    assert create_run_dir(tmp_path, "x", tmp_path / "new" / "deep")[0] == tmp_path / "new" / "deep"
+    empty = tmp_path / "other"
+    empty.mkdir()
     (empty / "keep.txt").write_text("data")
     with pytest.raises(Rnnl2Error, match="not empty"):
         create_run_dir(tmp_path, "x", empty)
@@ -190,7 +194,8 @@ def test_run_folder_contents(finished):
     assert folder.parent.name == "tiny"
     names = set(visible_and_hidden(folder))
     assert {"config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", "checkpoints"} <= names
-    assert not [n for n in names if n.startswith(".")]  # no temp files left
+    assert [n for n in names if n.startswith(".")] == [".lock"]  # no temp files left; the lock file stays
+    assert "run.json" in names
     assert validate_config(__import__("yaml").safe_load((folder / "config.yaml").read_text())) == cfg
     rows = read_metrics(folder)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and [r["step"] for r in rows] == [4, 8, 12]
