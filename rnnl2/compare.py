@@ -17,9 +17,9 @@ from typing import Any, Sequence
 import yaml
 
 from .errors import Rnnl2Error
+from .metrics import default_mode
 from .runs import read_metrics
 
-HIGHER_IS_BETTER = ("accuracy", "macro_f1")  # metric suffixes where larger wins (as in evaluate.py)
 STATS = ("best_epoch", "gap", "weight_norm", "epochs", "wall_s")
 """Numeric columns after the metrics; averaged over seeds like them."""
 
@@ -67,11 +67,6 @@ class Comparison:
         for row in self.rows:
             writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
         return buffer.getvalue()
-
-
-def default_mode(metric: str) -> str:
-    """`max` for accuracy and macro-F1, `min` for losses and errors."""
-    return "max" if metric.endswith(HIGHER_IS_BETTER) else "min"
 
 
 def is_run_dir(path: Path) -> bool:

@@ -12,19 +12,11 @@ import torch.nn.functional as F
 from .config import RunConfig, validate_config
 from .data import DataSpec, Split, Task, build_splits, load_new_data
 from .device import resolve_device
+from .metrics import HIGHER_IS_BETTER, METRICS  # noqa: F401  (train.py imports them from here today)
 from .models import build_model
 from .runs import CheckpointError, load_checkpoint, resolve_checkpoint
 
 IGNORE_INDEX = -100  # targets at padded steps
-
-# Metric names per task, without the split prefix (`val_loss`, `test_accuracy`, ...).
-METRICS: dict[str, tuple[str, ...]] = {
-    "tagging": ("loss", "accuracy"),
-    "classification": ("loss", "accuracy", "macro_f1"),
-    "regression": ("loss", "mse", "mae", "rmse"),
-    "lm": ("loss", "perplexity", "bpc"),
-}
-HIGHER_IS_BETTER = {"accuracy", "macro_f1"}
 
 
 def build_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
