@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ from rnnl2.config import (
     RunConfig,
     SeedTaggingData,
     load_config,
+    read_yaml,
     validate_config,
 )
+from rnnl2.config.loading import MAX_YAML_VALUES
 from helpers import TINY_TAGGING, write_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
@@ -120,7 +123,20 @@ BAD_CONFIGS = {
     ),
     "nesterov_without_momentum": (tiny(optimizer={"name": "sgd", "nesterov": True}), ["nesterov", "momentum"]),
     "decoupled_adagrad": (tiny(l2={"mode": "decoupled"}, optimizer={"name": "adagrad"}), ["decoupled", "adagrad"]),
-    "negative_group_lambda": (tiny(l2={"lambdas": {"weight_hh": -0.5}}), ["lambdas.weight_hh", ">= 0"]),
+    "negative_group_lambda": (tiny(l2={"lambdas": {"weight_hh": -0.5}}), ["l2.lambdas.weight_hh", "greater than or equal to 0"]),
+    "nan_group_lambda": (tiny(l2={"lambdas": {"weight_hh": float("nan")}}), ["l2.lambdas.weight_hh", "finite", "nan"]),
+    "inf_group_lambda": (tiny(l2={"lambdas": {"head": float("inf")}}), ["l2.lambdas.head", "finite", "inf"]),
+    "inf_lambda": (tiny(l2={"lambda": float("inf")}), ["l2.lambda", "finite"]),
+    "seed_past_2_63": (tiny(seed=2**63), ["seed", "from 0 to 2**63 - 1", "9223372036854775808"]),
+    "negative_seed": (tiny(seed=-1), ["seed", "from 0 to 2**63 - 1"]),
+    "metric_not_logged": (
+        tiny(train={"early_stopping": {"metric": "val_mse"}}),
+        ["train.early_stopping.metric", "'val_mse'", "seed_tagging", "val_loss, val_accuracy"],
+    ),
+    "mode_against_metric": (
+        tiny(train={"early_stopping": {"metric": "val_accuracy", "mode": "min"}}),
+        ["train.early_stopping", "mode min", "higher", "mode: max"],
+    ),
     "unknown_mode": (tiny(l2={"mode": "ridge"}), ["l2.mode", "'ridge'", "penalty"]),
     "bad_device": (tiny(device="gpu"), ["device", "'gpu'"]),
     "multistep_without_milestones": (tiny(optimizer={"scheduler": {"name": "multistep"}}), ["multistep needs milestones"]),
@@ -181,10 +197,73 @@ def test_a_yaml_list_is_not_a_config(tmp_path):
         load_config(path)
 
 
-def test_empty_file_gives_defaults(tmp_path):
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "null\n", "---\n", "{}\n"])
+def test_an_empty_config_is_refused_not_run_with_every_default(tmp_path, text):
     path = tmp_path / "empty.yaml"
-    path.write_text("")
-    assert load_config(path).name == "empty"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty\.yaml: is empty"):
+        load_config(path)
+    result = CliRunner().invoke(app, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "empty.yaml: is empty" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_config_with_only_a_name_still_means_the_defaults(tmp_path):
+    assert load_config(write_config(tmp_path, {"name": "n"})).data == SeedTaggingData()
+
+
+# Six nested levels of nine aliases: 9**6 ≈ 530,000 values from ~300 bytes of YAML. Small enough
+# that even code without the bound builds it in a moment; past MAX_YAML_VALUES all the same.
+ALIAS_BOMB = "[" + ", ".join(["&a0 [1,1,1,1,1,1,1,1,1]"] + [f"&a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)]) + "]"
+
+
+def test_an_alias_bomb_in_an_override_is_refused_in_a_short_message(tiny_config):
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["config", "show", str(tiny_config), "--set", f"seed={ALIAS_BOMB}"])
+    assert time.monotonic() - started < 2
+    assert result.exit_code == 2, result.output[:500]
+    assert "too many aliases" in result.stderr and f"more than {MAX_YAML_VALUES:,} values" in result.stderr
+    assert "--set 'seed=" in result.stderr
+    assert len(result.output) < 600 and "Traceback" not in result.output
+
+
+def test_an_alias_bomb_in_a_config_or_sweep_file_is_refused(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"name: bomb\nl2:\n  apply_to: {ALIAS_BOMB}\n")
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["config", "show", str(path)])
+    assert time.monotonic() - started < 2
+    assert result.exit_code == 2 and "bomb.yaml:" in result.stderr and "too many aliases" in result.stderr
+    assert len(result.output) < 600
+    with pytest.raises(ConfigError, match="too many aliases"):  # sweep files are read by the same function
+        read_yaml(path)
+
+
+def test_a_self_referencing_alias_is_refused(tiny_config):
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tiny_config, ["l2.apply_to=&a [*a]"])
+
+
+def test_yaml_nested_too_deeply_is_a_config_error(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match="too deeply"):
+        load_config(tiny_config, ["seed=" + "[" * 5000 + "]" * 5000])
+
+
+def test_aliases_within_the_limit_still_work(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("name: anchors\nl2:\n  apply_to: &groups [weight_ih, weight_hh]\n"
+                    "  lambdas: {weight_ih: &lam 0.5, weight_hh: *lam}\n")
+    cfg = load_config(path)
+    assert cfg.l2.apply_to == ["weight_ih", "weight_hh"] and cfg.l2.lambdas == {"weight_ih": 0.5, "weight_hh": 0.5}
+
+
+@pytest.mark.parametrize("item", ["l2.apply_to=" + "x" * 5000, "l2.lambdas={" + "k" * 5000 + ": -1}",
+                                  "optimizer.scheduler.milestones=[" + ",".join(map(str, range(3000, 0, -1))) + "]"])
+def test_huge_values_are_cut_short_in_messages(tiny_config, item):
+    with pytest.raises(ConfigError) as info:
+        load_config(tiny_config, [item, "train.epochs=0"])
+    assert len(str(info.value)) < 600
 
 
 def test_yaml_is_read_with_a_safe_loader(tmp_path):
@@ -213,6 +292,29 @@ def test_override_values_are_parsed_as_yaml(tiny_config):
     assert cfg.l2.lambdas == {"head": 0.5}
     assert cfg.train.clip_grad_norm is None
     assert cfg.model.bidirectional is True
+
+
+def test_the_largest_seed_is_accepted(tiny_config):
+    assert load_config(tiny_config, [f"seed={2**63 - 1}"]).seed == 2**63 - 1
+
+
+def test_early_stopping_mode_follows_the_metric(tmp_path):
+    assert load_config(write_config(tmp_path, tiny())).train.early_stopping.mode == "min"
+    by_accuracy = load_config(write_config(tmp_path, tiny()), ["train.early_stopping.metric=val_accuracy"])
+    assert by_accuracy.train.early_stopping.mode == "max"
+    explicit = ["train.early_stopping.metric=val_accuracy", "train.early_stopping.mode=max"]
+    assert load_config(write_config(tmp_path, tiny()), explicit) == by_accuracy
+    sine = tiny(data={"kind": "sine"}, train={"early_stopping": {"metric": "val_rmse"}})
+    sine["data"] = {"kind": "sine"}
+    assert load_config(write_config(tmp_path, sine)).train.early_stopping.mode == "min"
+
+
+def test_a_metric_the_data_kind_does_not_log_is_refused_by_config_show(tiny_config):
+    result = CliRunner().invoke(app, ["config", "show", str(tiny_config), "--set", "data={kind: sine}",
+                                      "--set", "train.early_stopping.metric=val_accuracy"])
+    assert result.exit_code == 2, result.output
+    assert "train.early_stopping.metric: 'val_accuracy' is not logged for sine data" in result.stderr
+    assert "val_rmse" in result.stderr and "Traceback" not in result.output
 
 
 def test_later_overrides_win(tiny_config):

@@ -8,13 +8,30 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 
 class Section(BaseModel):
+    """A config section: unknown keys refused, frozen, and no float field takes NaN or ±inf
+    (`.nan` in YAML would otherwise pass `ge=0` checks silently for inf, and poison a run)."""
+
     model_config = ConfigDict(
-        extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True
+        extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True, allow_inf_nan=False
     )
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: torch.manual_seed and torch.Generator take a 64-bit integer."""
+
+
+def check_seed(value: int) -> int:
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"must be a whole number from 0 to 2**63 - 1 = {MAX_SEED}")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(check_seed), Field(json_schema_extra={"minimum": 0, "maximum": MAX_SEED})]
+"""A random seed, 0 … 2**63 − 1; checked here so a seed torch cannot take fails at load, naming the key."""
 
 
 def expand_path(value: str, info: ValidationInfo) -> str:

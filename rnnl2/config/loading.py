@@ -10,27 +10,85 @@ from typing import Any, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, short_repr
 from .data_kinds import DATA_KINDS, SeedTaggingData
 from .schema import RunConfig
 
+MAX_YAML_VALUES = 100_000
+"""The most values (scalars, lists and mappings, counted after every alias is expanded) one YAML
+document may hold: a config or sweep file has a few hundred, while nine nested levels of aliases
+(`&a [*b, *b, …]`, an "alias bomb") expand a 400-byte file to hundreds of millions."""
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a document expanding to more than MAX_YAML_VALUES values,
+    or holding an alias to a node that contains it, before anything is built from it."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        check_expanded_size(node, MAX_YAML_VALUES)
+        return super().construct_document(node)
+
+
+def node_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def check_expanded_size(root: yaml.Node, limit: int) -> None:
+    """Count the values of `root` as if every alias were copied out, memoised per node (so the
+    count itself stays linear in the file), without recursion (so deep nesting cannot overflow)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the nodes on the path from the root to the current one
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in node_children(node))
+            if sizes[key] > limit:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"too many aliases: the document expands to more than {limit:,} values", node.start_mark)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to a list or mapping that contains it (a cycle)", node.start_mark)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in node_children(node))
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document, parsed safely and bounded (see MAX_YAML_VALUES). Raises yaml.YAMLError,
+    or RecursionError for nesting deeper than PyYAML's recursive composer can follow."""
+    return yaml.load(text, Loader=BoundedLoader)
+
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping safely; errors name the file, line and column."""
+    """Parse a YAML mapping (a config or sweep file) safely; errors name the file, line and column.
+    A file with no keys (empty, only comments, `null`, `{}`) is refused: it would run every default."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read config ({err})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = parse_yaml(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {err.problem}") from None
+        raise ConfigError(f"{where}: invalid YAML: {clip(err.problem)}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
-    if raw is None:
-        return {}
+        raise ConfigError(f"{path}: invalid YAML: {clip(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: lists or mappings nested too deeply") from None
+    if raw is None or raw == {}:
+        raise ConfigError(f"{path}: is empty (no keys, only comments or null); "
+                          f"a config names at least its data, e.g. `data: {{kind: seed_tagging}}`")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
     return raw
@@ -41,18 +99,22 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     for item in overrides:
         dotted, sep, value = item.partition("=")
         if not sep or not dotted.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set l2.lambda=1e-4")
+            raise ConfigError(f"--set {short_repr(item)}: expected KEY=VALUE, e.g. --set l2.lambda=1e-4")
         try:
-            parsed = yaml.safe_load(value)
+            parsed = parse_yaml(value)
+        except yaml.MarkedYAMLError as err:
+            raise ConfigError(f"--set {short_repr(item)}: the value is not valid YAML ({clip(err.problem)})") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from None
+            raise ConfigError(f"--set {short_repr(item)}: the value is not valid YAML ({clip(err)})") from None
+        except RecursionError:
+            raise ConfigError(f"--set {short_repr(item)}: the value nests lists or mappings too deeply") from None
         *parents, leaf = dotted.strip().split(".")
         node = raw
         for depth, key in enumerate(parents):
             child = node.setdefault(key, {})
             if not isinstance(child, dict):
                 where = ".".join(parents[: depth + 1])
-                raise ConfigError(f"--set {item!r}: {where} is a value, not a section")
+                raise ConfigError(f"--set {short_repr(item)}: {short_repr(where)} is a value, not a section")
             node = child
         node[leaf] = parsed
     return raw
@@ -93,14 +155,14 @@ def describe_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
     message = lower_first(error["msg"].removeprefix("Value error, "))
     value = error.get("input")
     if isinstance(value, dict):  # a rule across keys: the message names them
-        return f"{path}: {message}"
+        return message if not loc else f"{path}: {message}"
     return f"{path}: {message}, got {short_repr(value)}"
 
 
-def short_repr(value: Any, limit: int = 80) -> str:
-    """repr() cut to `limit` characters, so a huge value cannot flood the error message."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text):,} characters)"
+def clip(text: Any, limit: int = 200) -> str:
+    """A message from PyYAML (which may quote a long anchor or tag) cut to `limit` characters."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def lower_first(text: str) -> str:

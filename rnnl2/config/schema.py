@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Section
+from ..errors import short_repr
+from ..metrics import default_mode, validation_metrics
+from .base import Section, Seed
 from .data_kinds import DataConfig, SeedTaggingData
 
 
@@ -51,15 +53,8 @@ class L2Config(Section):
     )
     """Penalized parameters: groups (weight_ih, weight_hh, bias, embedding, head) or globs on
     parameter names such as `rnn.weight_ih_l0*`."""
-    lambdas: dict[str, float] = Field(default_factory=dict)
-    """Per-group λ overriding `lambda` for the selected parameters a group or glob names."""
-
-    @model_validator(mode="after")
-    def _check_lambdas(self) -> "L2Config":
-        for key, value in self.lambdas.items():
-            if value < 0:
-                raise ValueError(f"lambdas.{key} must be >= 0, got {value}")
-        return self
+    lambdas: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
+    """Per-group λ (finite, >= 0) overriding `lambda` for the selected parameters a group or glob names."""
 
 
 # ---------------------------------------------------------------------- optimizer
@@ -84,7 +79,7 @@ class SchedulerConfig(Section):
         if self.name == "multistep" and not self.milestones:
             raise ValueError("multistep needs milestones, e.g. [4, 5, 6]")
         if self.milestones != sorted(set(self.milestones)):
-            raise ValueError(f"milestones must increase, got {self.milestones}")
+            raise ValueError(f"milestones must increase, got {short_repr(self.milestones)}")
         return self
 
 
@@ -112,7 +107,7 @@ class OptimizerConfig(Section):
             raise ValueError("nesterov needs optimizer.name=sgd and momentum > 0")
         for beta in self.betas:
             if not 0.0 <= beta < 1.0:
-                raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
+                raise ValueError(f"betas must lie in [0, 1), got {short_repr(list(self.betas))}")
         return self
 
 
@@ -121,11 +116,30 @@ class OptimizerConfig(Section):
 
 class EarlyStoppingConfig(Section):
     metric: str = "val_loss"
-    """Validation metric that picks the best checkpoint and drives early stopping."""
-    mode: Literal["min", "max"] = "min"
-    """Whether a lower (min) or higher (max) value of `metric` is better."""
+    """Validation metric that picks the best checkpoint and drives early stopping; one the data
+    kind logs: val_loss, and val_accuracy (tagging, classification), val_macro_f1
+    (classification), val_mse/val_mae/val_rmse (regression), val_perplexity/val_bpc (text_lm)."""
+    mode: Literal["min", "max"] | None = None
+    """Whether a lower (min) or higher (max) value of `metric` is better; unset: the metric's own
+    direction (max for accuracy and macro-F1, min for the rest). A mode against it is refused."""
     patience: int | None = Field(None, ge=1)
     """Stop after this many epochs without improvement; null never stops early."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") is None and isinstance(data.get("metric", "val_loss"), str):
+            return {**data, "mode": default_mode(data.get("metric", "val_loss"))}
+        return data
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> "EarlyStoppingConfig":
+        wanted = default_mode(self.metric)
+        if self.mode != wanted:
+            better = "higher" if wanted == "max" else "lower"
+            raise ValueError(f"mode {self.mode} contradicts {short_repr(self.metric)}, which is better when {better}; "
+                             f"set mode: {wanted} or leave mode out")
+        return self
 
 
 class TrainConfig(Section):
@@ -159,8 +173,8 @@ class OutputConfig(Section):
 class RunConfig(Section):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Run name; runs are written to runs/<name>/<time>-<id>/."""
-    seed: int = 0
-    """Seed of parameter initialisation, dropout and shuffling."""
+    seed: Seed = 0
+    """Seed of parameter initialisation, dropout and shuffling: 0 … 2**63 − 1."""
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     """auto (CUDA, then MPS, else CPU), cpu, mps, cuda or cuda:N."""
     data: DataConfig = Field(default_factory=SeedTaggingData)
@@ -178,6 +192,12 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "RunConfig":
+        logged = validation_metrics(self.data.kind)
+        if self.train.early_stopping.metric not in logged:
+            raise ValueError(
+                f"train.early_stopping.metric: {short_repr(self.train.early_stopping.metric)} is not logged for "
+                f"{self.data.kind} data; choose one of {', '.join(logged)}"
+            )
         if self.l2.mode == "weight_decay" and self.optimizer.name == "adamw":
             raise ValueError(
                 "l2.mode=weight_decay is coupled decay, but adamw decays decoupled; "
