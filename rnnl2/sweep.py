@@ -31,6 +31,9 @@ from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning
 from .runs import FINISHED, check_unlocked, read_jsonl, read_summary, write_json, write_text
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
+MAX_RUNS = 10_000
+"""The most runs one sweep plans (all axes × variants × seeds): more is almost surely a typo in a
+logspace count, and planning validates every run's config."""
 SPACING = re.compile(r"^(logspace|linspace)\(([^)]*)\)$")
 
 
@@ -105,6 +108,8 @@ def expand_values(items: Sequence[Any]) -> list[Any]:
             raise ConfigError(f"{item!r}: expected {match.group(1)}(start,stop,count)") from None
         if count < 1 or count != int(count):
             raise ConfigError(f"{item!r}: count must be a positive whole number")
+        if count > MAX_RUNS:
+            raise ConfigError(f"{item!r}: {count:,.0f} values; a sweep holds at most {MAX_RUNS:,} runs")
         steps = [start + (stop - start) * i / max(int(count) - 1, 1) for i in range(int(count))]
         values += [float(f"{10**x if match.group(1) == 'logspace' else x:.12g}") for x in steps]
     return values
@@ -184,6 +189,9 @@ def slug(varying: dict[str, Any]) -> str:
 def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -> tuple[Path, list[PlannedRun]]:
     """Every run's overrides, validated config hash and folder; the folder name hashes them all."""
     keys = [key for key, _ in spec.grid]
+    total = math.prod(len(v) for _, v in spec.grid) * max(len(spec.variants), 1) * max(len(spec.seeds), 1)
+    if total > MAX_RUNS:
+        raise ConfigError(f"the sweep plans {total:,} runs (grid × runs × seeds); at most {MAX_RUNS:,} are allowed")
     combos = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in spec.grid))]
     seeds = spec.seeds or [None]
     planned: list[tuple[dict[str, Any], list[str], str]] = []

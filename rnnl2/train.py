@@ -174,7 +174,7 @@ def read_running_loss(state: TrainState, params: list[torch.Tensor]) -> float:
     return loss_sum / max(state.samples, 1)
 
 
-def diverged(state: TrainState) -> "TrainingDiverged":
+def diverged(state: TrainState, what: str = "the loss, a gradient or a weight is") -> TrainingDiverged:
     """The error for a NaN/inf found by a read: names the epoch and the steps since the last good read."""
     first, last = state.checked_step + 1, state.step
     where = f"step {last}" if first >= last else f"steps {first}–{last} (checked every {SYNC_EVERY} steps)"
@@ -183,7 +183,7 @@ def diverged(state: TrainState) -> "TrainingDiverged":
     else:
         kept = "no checkpoint had been written yet"
     return TrainingDiverged(
-        f"training diverged in epoch {state.epoch + 1}, {where}: the loss, a gradient or a weight is NaN or infinite "
+        f"training diverged in epoch {state.epoch + 1}, {where}: {what} NaN or infinite "
         f"({kept}). Try a lower optimizer.lr, gradient clipping (train.clip_grad_norm: 1.0) or a smaller "
         f"l2.lambda; `rnnl2 train --resume RUN --force --set optimizer.lr=...` continues from the last checkpoint"
     )
@@ -268,6 +268,9 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
                     break
                 read_running_loss(state, params)  # before evaluating: a diverged epoch is not scored
                 row = epoch_row(s, state, stats, penalty, optimizer, epoch_start)
+                if not math.isfinite(row["val_loss"]):  # weights so large the model overflows
+                    state.checked_step = state.step - stats["steps"]
+                    raise diverged(state, "the validation loss is")
                 log.append(row)
                 observer.on_epoch_end(row)
                 if scheduler is not None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -316,3 +318,110 @@ def test_text_lm_resumes_mid_epoch_with_its_hidden_state(tmp_path):
     assert without_timing(resumed.history) == without_timing(reference.history)
     expected, got = final_parameters(tmp_path / "reference"), final_parameters(tmp_path / "crashed")
     assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+# ------------------------------------------- resume trusts last.pt, not the editable files
+
+
+@pytest.fixture
+def killed_run(finished_run) -> tuple[Path, Path]:
+    """A run as a kill leaves it: no summary.json, checkpoints after its last epoch."""
+    config, run_dir = finished_run
+    (run_dir / "summary.json").unlink()
+    return config, run_dir
+
+
+def folder_snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_an_edited_config_yaml_is_refused_listing_the_keys(killed_run):
+    _, run_dir = killed_run
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text.replace("lambda: 0.001", "lambda: 0.05"))
+    before = folder_snapshot(run_dir)
+    result = train_in_process("--resume", str(run_dir))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "l2.lambda: 0.001 → 0.05" in result.output and "--force --set" in result.output
+    assert folder_snapshot(run_dir) == before
+
+
+def test_an_empty_config_yaml_is_refused(killed_run):
+    _, run_dir = killed_run
+    (run_dir / "config.yaml").write_text("")
+    result = train_in_process("--resume", str(run_dir))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "config.yaml" in result.output
+
+
+def test_set_on_resume_applies_to_the_checkpoint_config_with_force(killed_run):
+    _, run_dir = killed_run
+    result = train_in_process("--resume", str(run_dir), "--set", "train.epochs=3")
+    assert result.exit_code == 2 and "train.epochs: 2 → 3" in result.output
+    result = train_in_process("--resume", str(run_dir), "--set", "train.epochs=3", "--force", "-q")
+    assert result.exit_code == 0, result.output
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["config"]["train"]["epochs"] == 3
+
+
+def test_a_checkpoint_from_another_run_is_refused(killed_run, tmp_path):
+    config, run_dir = killed_run
+    other = tmp_path / "other"
+    assert train_in_process(str(config), "--run-dir", str(other), "-q").exit_code == 0
+    (run_dir / "checkpoints" / "last.pt").write_bytes((other / "checkpoints" / "last.pt").read_bytes())
+    before = folder_snapshot(run_dir)
+    result = train_in_process("--resume", str(run_dir))
+    assert result.exit_code == 2 and "belongs to another run" in result.output
+    assert folder_snapshot(run_dir) == before
+
+
+def damage_resume_block(path: Path, damage: str) -> None:
+    payload = torch.load(path, weights_only=True)
+    if damage == "history_not_a_list":
+        payload["resume"]["history"] = {"epoch": 1}
+    elif damage == "missing_rng":
+        del payload["resume"]["rng"]
+    elif damage == "bad_shuffle_state":
+        payload["resume"]["shuffle_state"] = torch.zeros(7, dtype=torch.uint8)
+    elif damage == "python_rng":
+        payload["resume"]["rng"]["python"] = [3, [1, 2], None]
+    elif damage == "negative_step":
+        payload["resume"]["step_in_epoch"] = -4
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("damage", ["history_not_a_list", "missing_rng", "bad_shuffle_state", "python_rng", "negative_step"])
+def test_a_malformed_resume_block_is_refused_before_anything_is_written(killed_run, damage):
+    _, run_dir = killed_run
+    damage_resume_block(run_dir / "checkpoints" / "last.pt", damage)
+    before = folder_snapshot(run_dir)
+    result = train_in_process("--resume", str(run_dir))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "last.pt" in result.output
+    assert folder_snapshot(run_dir) == before
+
+
+def test_a_locked_run_folder_is_refused_naming_the_holder(killed_run, tmp_path):
+    from rnnl2.runs import RunLock
+
+    config, run_dir = killed_run
+    with RunLock(run_dir):
+        before = folder_snapshot(run_dir)
+        result = train_in_process("--resume", str(run_dir))
+        assert result.exit_code == 2 and f"pid {os.getpid()}" in result.output, result.output
+        assert folder_snapshot(run_dir) == before
+    assert train_in_process("--resume", str(run_dir), "-q").exit_code == 0  # free again once released
+
+
+def test_two_trainings_into_one_run_dir_the_second_exits_2_at_once(tmp_path):
+    config = write_config(tmp_path, RESUMABLE | {"train": {**RESUMABLE["train"], "epochs": 40}})
+    first = rnnl2("train", str(config), "--run-dir", str(tmp_path / "x"), "-q")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "x" / "config.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "-m", "rnnl2", "train", str(config), "--run-dir", str(tmp_path / "x")],
+                            capture_output=True, text=True, timeout=120)
+    first.send_signal(signal.SIGINT)
+    first.wait(timeout=60)
+    assert second.returncode == 2, second.stderr
+    assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr

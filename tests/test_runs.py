@@ -292,3 +292,51 @@ def test_an_unusable_early_stopping_metric_is_a_config_error(tmp_path, stop):
     with pytest.raises(ConfigError, match="early_stopping"):
         run(make_config(*stop), tmp_path)
     assert not any(tmp_path.iterdir())  # no run folder
+
+
+def flip_tensor_bytes(path: Path, count: int = 64) -> None:
+    """XOR `count` bytes in the middle of the largest tensor stored in a checkpoint archive."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2 - count // 2
+    for i in range(start, start + count):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_flipped_tensor_bytes_is_refused_as_damaged(finished, tmp_path):
+    from typer.testing import CliRunner
+
+    from rnnl2.cli import app
+
+    _, _, result = finished
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((result.run_dir / "checkpoints" / "best.pt").read_bytes())
+    flip_tensor_bytes(damaged)
+    with pytest.raises(CheckpointError, match="damaged checkpoint.*CRC"):
+        load_checkpoint(damaged)
+    evaluated = CliRunner().invoke(app, ["eval", str(damaged)])
+    assert evaluated.exit_code == 2 and "damaged checkpoint" in evaluated.output
+
+
+def test_eval_on_a_folder_it_cannot_write_prints_the_result_with_a_warning(finished, monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    import rnnl2.runs
+    from rnnl2.cli import app
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    _, _, result = finished
+    monkeypatch.setattr(rnnl2.runs, "write_json", read_only)
+    evaluated = CliRunner().invoke(app, ["eval", str(result.run_dir), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "test_loss" in json.loads(evaluated.stdout) and "could not save" in evaluated.stderr

@@ -188,3 +188,92 @@ def test_ray_backend_on_a_local_ray_instance(tiny_config, tmp_path):
     records = read_manifest(Path(json.loads(result.stdout)["sweep_dir"]))
     assert [r["status"] for r in records] == ["done", "done"]
     assert all(r["metrics"]["epochs_run"] == 1 for r in records)
+
+
+# ------------------------------------------------- the run folders are the truth (reruns)
+
+
+def tree_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under a folder with its bytes: "not changed" means this is equal."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished_sweep(tiny_config, tmp_path) -> tuple[list[str], Path]:
+    args = ["sweep", str(tiny_config), "--grid", "l2.lambda=0,1e-3", "--set", "train.epochs=1",
+            "--sweep-dir", str(tmp_path / "sweep"), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return args, tmp_path / "sweep"
+
+
+def run_folders(sweep_dir: Path) -> dict[str, dict[str, bytes]]:
+    return {p.name: tree_snapshot(p) for p in sorted(sweep_dir.glob("[0-9][0-9][0-9]-*")) if p.is_dir()}
+
+
+def test_rerun_after_the_driver_died_before_recording_keeps_the_finished_runs(finished_sweep):
+    """The driver was killed between the runs finishing and the manifest recording it."""
+    args, sweep_dir = finished_sweep
+    before = run_folders(sweep_dir)
+    records = read_manifest(sweep_dir)
+    stale = [{**r, "status": "running", "metrics": None, "exit_code": None} for r in records]
+    (sweep_dir / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale))
+    for attempt in range(2):  # the first rerun exited 1 on main, the second deleted both runs
+        result = CliRunner().invoke(app, args[:-1])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("already done") == 2
+        assert run_folders(sweep_dir) == before
+    assert [r["status"] for r in read_manifest(sweep_dir)] == ["done", "done"]
+    assert all(r["metrics"]["best_value"] is not None for r in read_manifest(sweep_dir))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "garbage"])
+def test_a_lost_or_damaged_manifest_is_rebuilt_from_the_run_folders(finished_sweep, damage):
+    args, sweep_dir = finished_sweep
+    before = run_folders(sweep_dir)
+    manifest = sweep_dir / "sweep.jsonl"
+    if damage == "deleted":
+        manifest.unlink()
+    elif damage == "truncated":
+        manifest.write_bytes(manifest.read_bytes()[:150])
+    else:
+        manifest.write_text('{"not": "a record"}\n[1, 2]\n')
+    result = CliRunner().invoke(app, args[:-1])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "Traceback" not in result.output
+    assert run_folders(sweep_dir) == before
+    assert [r["status"] for r in read_manifest(sweep_dir)] == ["done", "done"]
+
+
+def test_a_failed_attempt_is_set_aside_with_its_log_not_deleted(finished_sweep):
+    args, sweep_dir = finished_sweep
+    first = sorted(sweep_dir.glob("000-*"))[0]
+    (first / "summary.json").write_text(json.dumps({"status": "diverged"}))  # as a failed attempt leaves it
+    (sweep_dir / "logs" / f"{first.name}.log").write_text("error: training diverged\n")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    aside = first.with_name(f"{first.name}.failed-1")
+    assert json.loads((aside / "summary.json").read_text())["status"] == "diverged"
+    assert (sweep_dir / "logs" / f"{aside.name}.log").read_text() == "error: training diverged\n"
+    assert json.loads((first / "summary.json").read_text())["status"] == "completed"  # run again
+
+
+def test_a_run_whose_folder_holds_another_config_is_not_counted_as_done(finished_sweep):
+    args, sweep_dir = finished_sweep
+    first = sorted(sweep_dir.glob("000-*"))[0]
+    text = (first / "config.yaml").read_text()
+    (first / "config.yaml").write_text(text.replace("hidden_size: 8", "hidden_size: 9"))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (first.with_name(f"{first.name}.failed-1") / "config.yaml").read_text().count("hidden_size: 9") == 1
+    assert "hidden_size: 8" in (first / "config.yaml").read_text()
+
+
+def test_a_grid_too_large_is_refused_at_once(tiny_config, tmp_path):
+    started = time.perf_counter()
+    for grid in (["l2.lambda=logspace(-6,-2,100000000)"], ["l2.lambda=logspace(-6,-2,5000)", "optimizer.lr=logspace(-4,-2,5000)"]):
+        result = CliRunner().invoke(app, ["sweep", str(tiny_config), *[a for g in grid for a in ("--grid", g)],
+                                          "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+        assert result.exit_code == 2 and "at most 10,000" in result.output, result.output
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "runs").exists()
