@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .config import GROUPS, L2Config
-from .errors import ConfigError
+from .errors import ConfigError, listing, short_repr
 
 # Named groups as globs on RecurrentNet's parameter names. RNN biases are `bias_ih_l0` and
 # `bias_hh_l0`, so `weight_*` globs never catch them and `bias` catches both plus the head's.
@@ -48,8 +48,8 @@ def select_l2_parameters(model: nn.Module, l2: L2Config) -> list[L2Group]:
     for selector in [*l2.apply_to, *l2.lambdas]:
         if selector not in GROUP_PATTERNS and not any(matches(n, selector) for n, _ in named):
             raise ConfigError(
-                f"l2: {selector!r} matches no parameter; groups are {', '.join(GROUPS)}, "
-                f"parameters are {', '.join(n for n, _ in named)}"
+                f"l2: {short_repr(selector)} matches no parameter; groups are {', '.join(GROUPS)}, "
+                f"parameters are {listing([n for n, _ in named], shown=12)}"
             )
     by_lambda: dict[float, list[tuple[str, nn.Parameter]]] = {}
     for name, param in named:
@@ -103,12 +103,6 @@ class L2Penalty:
         if not self.params:
             return torch.zeros(())
         return torch.stack(torch._foreach_norm(self.params)).square().sum().sqrt()
-
-
-def l2_penalty(params: list[torch.Tensor], lam: float) -> torch.Tensor:
-    """(λ/2)·Σθ² over `params` for one λ, in one fused reduction."""
-    norms = torch._foreach_norm(list(params))
-    return 0.5 * lam * torch.stack(norms).square().sum()
 
 
 def describe_selection(model: nn.Module, groups: list[L2Group]) -> list[tuple[str, tuple[int, ...], float | None]]:

@@ -11,7 +11,7 @@ from torch import nn
 from rnnl2.config import ConfigError, L2Config, ModelConfig
 from rnnl2.data import DataSpec
 from rnnl2.models import build_model
-from rnnl2.regularization import L2Penalty, describe_selection, l2_penalty, select_l2_parameters
+from rnnl2.regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 
@@ -85,6 +85,12 @@ def test_a_glob_matching_nothing_is_a_config_error(l2):
     with pytest.raises(ConfigError, match="matches no parameter") as info:
         select_l2_parameters(make_model(), L2Config(**l2))
     assert "rnn.weight_ih_l0" in str(info.value)  # the message lists what exists
+
+
+def test_a_huge_selector_is_cut_short_in_the_message():
+    with pytest.raises(ConfigError, match="matches no parameter") as info:
+        select_l2_parameters(make_model(num_layers=64), L2Config(apply_to=["rnn.x*" + "y" * 5000]))
+    assert len(str(info.value)) < 800 and "rnn.weight_ih_l0" in str(info.value)
 
 
 def test_per_group_lambdas_override_lambda():
@@ -170,9 +176,22 @@ def test_added_gradient_equals_the_penalty_gradient():
         torch.testing.assert_close(param.grad, data[name] + (by_autograd.get(name, 0) if name in added else 0))
 
 
+def one_lambda(params: list[torch.Tensor], lam: float) -> L2Penalty:
+    """The penalty of one λ over `params`, as training builds it from a selection."""
+    return L2Penalty([L2Group(lam, tuple(f"p{i}" for i in range(len(params))), tuple(params))])
+
+
 def test_l2_penalty_of_one_lambda():
     params = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
-    assert l2_penalty(params, lam=0.5).item() == pytest.approx(0.25 * 14)
+    assert one_lambda(params, lam=0.5)().item() == pytest.approx(0.25 * 14)
+    assert one_lambda(params, lam=0.5).weight_norm().item() == pytest.approx(14**0.5)
+    assert one_lambda(params, lam=0.0)().item() == 0.0
+
+
+def test_l2_penalty_of_two_lambdas_is_the_sum_of_each():
+    first, second = [torch.tensor([1.0, 2.0])], [torch.tensor([[3.0]])]
+    both = L2Penalty([L2Group(0.5, ("a",), tuple(first)), L2Group(2.0, ("b",), tuple(second))])
+    assert both().item() == pytest.approx(0.25 * 5 + 1.0 * 9)
 
 
 def test_empty_selection_has_zero_penalty():
@@ -185,8 +204,10 @@ def test_empty_selection_has_zero_penalty():
 def test_penalty_scales_with_weights_squared(scale, lam):
     torch.manual_seed(0)
     params = list(nn.GRU(input_size=3, hidden_size=4).parameters())
-    before = l2_penalty(params, lam=lam)
+    penalty = one_lambda(params, lam=lam)
+    before = penalty()
+    assert torch.isclose(before, lam * one_lambda(params, lam=1.0)(), rtol=1e-5)  # and linearly with λ
     with torch.no_grad():
         for p in params:
             p.mul_(scale)
-    assert torch.isclose(l2_penalty(params, lam=lam), scale**2 * before, rtol=1e-4)
+    assert torch.isclose(penalty(), scale**2 * before, rtol=1e-4)
