@@ -340,3 +340,9 @@ def test_eval_on_a_folder_it_cannot_write_prints_the_result_with_a_warning(finis
     evaluated = CliRunner().invoke(app, ["eval", str(result.run_dir), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert "test_loss" in json.loads(evaluated.stdout) and "could not save" in evaluated.stderr
+
+
+def test_every_file_a_run_writes_has_the_same_mode(finished):
+    _, _, result = finished
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in result.run_dir.rglob("*") if p.is_file()}
+    assert len(set(modes.values())) == 1, modes
