@@ -135,7 +135,6 @@ def report_crash(error: Exception, debug: bool) -> int:
 
 app = typer.Typer(
     cls=ErrorBoundary,
-    help="Experiments on L2 regularization of recurrent networks: train, evaluate, compare.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

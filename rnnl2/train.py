@@ -261,7 +261,7 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
                 planned = min(steps_per_epoch, cfg.train.max_steps - done if cfg.train.max_steps else math.inf)
                 observer.on_epoch_start(epoch, planned)
                 stats = train_one_epoch(s, optimizer, penalty, generator, observer, planned, state, stop,
-                                        lambda: save() if state.step_in_epoch < planned else None)
+                                        lambda planned=planned: save() if state.step_in_epoch < planned else None)
                 if stop.signal and state.step_in_epoch < planned:  # a signal ended the epoch part-way
                     save()
                     status = "interrupted"
