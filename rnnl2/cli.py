@@ -171,6 +171,10 @@ class Backend(str, enum.Enum):
     ray = "ray"
 
 ConfigPath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML config file.")]
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, help="CPU threads per run (default: $OMP_NUM_THREADS, else torch's / cores ÷ jobs)."),
+]
 Overrides = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Override a key: --set l2.lambda=1e-4 (value parsed as YAML; repeatable)."),
@@ -257,6 +261,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list which parameters get which λ.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Train one model from a YAML config (or --resume a run); the last line on stdout is the run folder."""
     if config is None and resume is None:
@@ -264,8 +269,9 @@ def train(
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues its own folder; leave out --run-dir")
     cfg = load_config(config, overrides or []) if config is not None else None
-    from .train import run
+    from .train import run, use_threads
 
+    use_threads(threads)
     observer = RichObserver(quiet=quiet or as_json, verbose=verbose)
     try:
         if resume is not None:
@@ -425,6 +431,7 @@ def sweep(
     seeds: Annotated[Optional[str], typer.Option(help="Seeds for every configuration: 0,1,2.")] = None,
     overrides: Overrides = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel (CPU threads are split between them).")] = 1,
+    threads: Threads = None,
     runs_dir: Annotated[Path, typer.Option(help="Runs go to <runs-dir>/<name>/sweep-<hash>/.")] = Path("runs"),
     sweep_dir: Annotated[Optional[Path], typer.Option(help="Use exactly this sweep folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print one `rnnl2 train` command per run and nothing else.")] = False,
@@ -447,7 +454,7 @@ def sweep(
     from .launch import Launch, gpu_ids, run_sweep
     from .sweep import sweep_outcome
 
-    launch = Launch(jobs, backend.value, ray_address, fail_fast, gpu_ids() if backend is Backend.local else [])
+    launch = Launch(jobs, backend.value, ray_address, fail_fast, gpu_ids() if backend is Backend.local else [], threads)
     if not quiet:
         err.print(f"sweep {folder}: {len(runs)} runs, {jobs} at a time ({backend.value})", highlight=False)
     result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))

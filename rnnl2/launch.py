@@ -43,6 +43,8 @@ class Launch:
     fail_fast: bool = False
     gpus: list[str] = field(default_factory=list)
     """GPUs visible here (local backend): the child in slot k gets gpus[k mod len(gpus)]."""
+    threads: int | None = None
+    """CPU threads per run (`--threads`); None: $OMP_NUM_THREADS if set, else cores / jobs."""
 
 
 def run_sweep(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, launch: Launch,
@@ -93,6 +95,17 @@ class sweep_lock:
     def __exit__(self, *exc):
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
+
+
+def threads_per_run(requested: int | None, jobs: int, cores: int) -> int:
+    """`--threads` if given; else an explicit OMP_NUM_THREADS (a user who set it on a shared
+    machine meant it); else this machine's cores split between the `jobs` runs."""
+    if requested:
+        return requested
+    explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return max(1, cores // max(1, jobs))
 
 
 def thread_env(threads: int, gpu: str | None = None) -> dict[str, str]:
@@ -185,7 +198,7 @@ def stop_children(children: dict[subprocess.Popen, Any], grace: float = 15.0) ->
 def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_event: EventFn) -> None:
     """Up to `jobs` children at once; a failure stops the others only with fail_fast."""
     jobs = max(1, launch.jobs)
-    threads = max(1, cpu_count() // jobs)
+    threads = threads_per_run(launch.threads, jobs, cpu_count())
     program = (sys.executable, "-m", "rnnl2")
     logs = manifest.path.parent / "logs"
     queue, running = list(todo), {}  # Popen → (run, slot)
@@ -235,7 +248,7 @@ def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
                  **({} if address else {"num_cpus": cpu_count()}))
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise Rnnl2Error(f"cannot start or reach Ray{f' at {address}' if address else ''}: {error}") from None
-    threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, launch.jobs))
+    threads = threads_per_run(launch.threads, launch.jobs, int(ray.cluster_resources().get("CPU", 1)))
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
     task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute_run)
     logs = manifest.path.parent / "logs"

@@ -73,6 +73,13 @@ class Setup:
     groups: list[L2Group]
 
 
+def use_threads(threads: int | None) -> None:
+    """`--threads N`: torch's intra-op CPU threads for this process (None keeps torch's choice,
+    which follows OMP_NUM_THREADS). Results are bit-identical only at the same thread count."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -356,6 +363,7 @@ def write_summary(run_dir: Path, s: Setup, state: TrainState, final: dict[str, f
         **final,
         "wall_seconds": time.perf_counter() - started,
         "device": describe_device(s.device),
+        "threads": torch.get_num_threads(),
         "parameters": count_parameters(s.model),
         "penalized_parameters": sum(p.numel() for g in s.groups for p in g.params),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "rnnl2": __version__},
