@@ -9,19 +9,21 @@ import glob
 import io
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from .config import read_yaml
 from .errors import Rnnl2Error
 from .metrics import default_mode
-from .runs import read_metrics
+from .runs import read_json, read_jsonl, read_metrics
 
 STATS = ("best_epoch", "gap", "weight_norm", "epochs", "wall_s")
 """Numeric columns after the metrics; averaged over seeds like them."""
+SET_ASIDE = re.compile(r"\.failed-\d+$")
+"""The name of an earlier attempt a sweep moved aside (`<run>.failed-N/`): kept, never compared."""
 
 
 @dataclass
@@ -74,7 +76,8 @@ def is_run_dir(path: Path) -> bool:
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders named directly, listed by a sweep's manifest, matched by a glob, or found below a folder."""
+    """Run folders named directly, listed by a sweep's manifest, matched by a glob, or found below
+    a folder; never an attempt a sweep set aside (`<run>.failed-N/`) unless named directly."""
     found: list[Path] = []
     for item in paths:
         matches = [Path(p) for p in sorted(glob.glob(str(item)))] if glob.has_magic(str(item)) else [Path(item)]
@@ -82,16 +85,32 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
             if is_run_dir(path):
                 found.append(path)
             elif (path / "sweep.jsonl").is_file():
-                records = [json.loads(l) for l in (path / "sweep.jsonl").read_text().splitlines() if l.strip()]
-                for record in records:  # the recorded folder, else one beside the manifest (a moved sweep)
-                    candidates = [Path(record["run_dir"]), path / record.get("name", Path(record["run_dir"]).name)]
-                    found += [c for c in candidates if is_run_dir(c)][:1]
+                found += manifest_run_dirs(path)
+                found += run_dirs_below(path)  # the folders are the truth: a torn manifest loses none
             elif path.is_dir():
-                found += sorted(p.parent for p in path.rglob("config.yaml") if is_run_dir(p.parent))
+                found += run_dirs_below(path)
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
         raise Rnnl2Error(f"no run folders (config.yaml with summary.json or metrics.jsonl) in {', '.join(map(str, paths))}")
     return unique
+
+
+def manifest_run_dirs(sweep_dir: Path) -> list[Path]:
+    """The run folders a sweep's `sweep.jsonl` lists: the recorded folder, else the one beside the
+    manifest (a moved sweep). A torn last line is skipped with a warning."""
+    found = []
+    for record in read_jsonl(sweep_dir / "sweep.jsonl"):
+        recorded = record.get("run_dir") if isinstance(record.get("run_dir"), str) else None
+        name = record.get("name") if isinstance(record.get("name"), str) else Path(recorded or "").name
+        candidates = ([Path(recorded)] if recorded else []) + ([sweep_dir / name] if name else [])
+        found += [c for c in candidates if is_run_dir(c)][:1]
+    return found
+
+
+def run_dirs_below(folder: Path) -> list[Path]:
+    """Every run folder below `folder`, without the attempts a sweep set aside."""
+    return sorted(p.parent for p in folder.rglob("config.yaml")
+                  if is_run_dir(p.parent) and not any(SET_ASIDE.search(part) for part in p.parent.relative_to(folder).parts))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -106,10 +125,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_run(run_dir: Path) -> Run:
-    """Config, summary (or `running` when it has none yet) and metrics of one run folder."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    """Config, summary (or `running` when it has none yet) and metrics of one run folder. A torn
+    last line of metrics.jsonl is skipped with a warning; a damaged file is an error naming it."""
+    config = read_yaml(run_dir / "config.yaml")
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {"status": "running"}
+    summary = read_json(summary_path) if summary_path.is_file() else {"status": "running"}
     return Run(run_dir, flatten(config), summary, read_metrics(run_dir))
 
 
@@ -125,7 +145,8 @@ def differing_keys(runs: list[Run]) -> list[str]:
 
 def metric_columns(runs: list[Run]) -> list[str]:
     """The early-stopping metric, val_loss and val_accuracy where logged, each with its test twin."""
-    names = [r.summary.get("best_metric") for r in runs if r.summary.get("best_metric")] + ["val_loss", "val_accuracy"]
+    names = [r.summary["best_metric"] for r in runs if isinstance(r.summary.get("best_metric"), str)]
+    names = [n for n in names if n.startswith("val_")] + ["val_loss", "val_accuracy"]
     present = {k for r in runs for k in r.summary} | {k for r in runs for row in r.metrics[:1] for k in row}
     columns: list[str] = []
     for name in dict.fromkeys(names):
@@ -141,7 +162,8 @@ def run_row(run: Run, keys: list[str], metrics: list[str]) -> dict[str, Any]:
     for name in metrics:  # best-checkpoint values from summary.json, else that epoch's row
         row[name] = s.get(name, best.get(name) if best and name.startswith("val_") else None)
     row["best_epoch"] = s.get("best_epoch")
-    row["gap"] = best["val_loss"] - best["train_data_loss"] if best else None
+    val, train = (number(best.get("val_loss")), number(best.get("train_data_loss"))) if best else (None, None)
+    row["gap"] = val - train if val is not None and train is not None else None
     row["weight_norm"] = run.metrics[-1].get("weight_norm") if run.metrics else None
     row["epochs"] = s.get("epochs_run", len(run.metrics))
     row["wall_s"] = s.get("wall_seconds")

@@ -5,31 +5,52 @@ Reads run folders through `compare`; never imports torch."""
 from __future__ import annotations
 
 import html
+import json
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from matplotlib.ticker import MaxNLocator  # pyplot (and its backend) is imported in write_report
 
 from .compare import Comparison, Run, compare_runs, differing_keys, load_runs
+from .errors import Rnnl2Error
+from .runs import write_text
 
 LAMBDA = "l2.lambda"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `write_report` wrote, by role."""
+
+    markdown: Path
+    html: Path
+    figures: list[Path]
+
+
+def frozen(values: Sequence[Any]) -> str:
+    """A hashable, order-independent key for config values that may be lists or mappings
+    (`l2.apply_to: [weight_ih]`, `l2.lambdas: {head: 0.5}`)."""
+    return json.dumps(list(values), sort_keys=True, default=str)
 
 
 def group_runs(runs: list[Run]) -> tuple[list[str], list[tuple[dict[str, Any], list[Run]]]]:
     """Runs that differ only in seed form one group; groups sorted by λ when λ varies."""
     keys = [k for k in differing_keys(runs) if k != "seed"]
-    groups: dict[tuple, list[Run]] = {}
+    groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(tuple(repr(run.config.get(k)) for k in keys), []).append(run)
+        groups.setdefault(frozen([run.config.get(k) for k in keys]), []).append(run)
     out = [({k: members[0].config.get(k) for k in keys}, members) for members in groups.values()]
     out.sort(key=lambda g: tuple(sort_value(g[0].get(k)) for k in keys))
     return keys, out
 
 
 def sort_value(value: Any) -> tuple:
-    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str))
 
 
 def label(values: dict[str, Any]) -> str:
@@ -76,7 +97,7 @@ def per_epoch(members: list[Run], key: str) -> tuple[list[int], list[float], lis
         values = [r.metrics[i].get(key) for r in members]
         values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if values:
-            xs.append(members[0].metrics[i]["epoch"])
+            xs.append(members[0].metrics[i].get("epoch", i + 1))
             means.append(statistics.fmean(values))
             stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
     return xs, means, stds
@@ -140,12 +161,13 @@ def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> P
         panels.append(("accuracy", [("val_accuracy", "validation", "o-"), ("test_accuracy", "test", "^:")]))
     fig, axes = plt.subplots(len(panels), 2, figsize=(9, 3.8 * len(panels)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 6], "wspace": 0.05}, sharey="row")
-    lines = sorted({tuple(r.get(k) for k in others) for r in rows}, key=lambda t: [sort_value(v) for v in t])
+    distinct = {frozen([r.get(k) for k in others]): tuple(r.get(k) for k in others) for r in rows}
+    lines = sorted(distinct.values(), key=lambda t: [sort_value(v) for v in t])
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row_index, (quantity, series) in enumerate(panels):
         zero_ax, log_ax = axes[row_index]
         for line_index, line in enumerate(lines):
-            members = sorted((r for r in rows if tuple(r.get(k) for k in others) == line), key=lambda r: r[LAMBDA])
+            members = sorted((r for r in rows if frozen([r.get(k) for k in others]) == frozen(line)), key=lambda r: r[LAMBDA])
             for column, name, style in series:
                 points = [(r[LAMBDA], r.get(column), r.get(f"{column}_std") or 0.0) for r in members if r.get(column) is not None]
                 tag = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(others, line))
@@ -193,15 +215,15 @@ def html_table(comparison: Comparison) -> str:
     return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
 
 
-def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None) -> list[Path]:
-    """All figures, report.md and report.html for the runs under `paths`; returns the files written."""
+def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None) -> ReportFiles:
+    """All figures, report.md and report.html for the runs under `paths`, in the folder `out`."""
     import matplotlib
 
+    if out.exists() and not out.is_dir():
+        raise Rnnl2Error(f"--output {out}: exists and is not a folder; give a folder for the report")
     matplotlib.use("Agg")  # headless: no display needed
     runs = [r for r in load_runs(paths) if r.metrics]
     if not runs:
-        from .errors import Rnnl2Error
-
         raise Rnnl2Error(f"no run with logged epochs (metrics.jsonl) in {', '.join(map(str, paths))}")
     out.mkdir(parents=True, exist_ok=True)
     keys, groups = group_runs(runs)
@@ -220,12 +242,13 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
     figures = [f for f in figures if f is not None]
     title = f"rnnl2 report: {len(runs)} runs"
     images = "\n\n".join(f"![{f.stem}]({f.name})" for f in figures)
-    (out / "report.md").write_text(f"# {title}\n\nSources: {', '.join(map(str, paths))}\n\n{images}\n\n"
-                                   f"## Runs\n\n{markdown_table(comparison)}\n", encoding="utf-8")
+    files = ReportFiles(markdown=out / "report.md", html=out / "report.html", figures=figures)
+    write_text(files.markdown, f"# {title}\n\nSources: {', '.join(map(str, paths))}\n\n{images}\n\n"
+                               f"## Runs\n\n{markdown_table(comparison)}\n")
     imgs = "".join(f'<p><img src="{html.escape(f.name)}" alt="{f.stem}"></p>' for f in figures)
-    (out / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
-                                     f"{imgs}<h2>Runs</h2>{html_table(comparison)}\n", encoding="utf-8")
-    return [*figures, out / "report.md", out / "report.html"]
+    write_text(files.html, f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
+                           f"{imgs}<h2>Runs</h2>{html_table(comparison)}\n")
+    return files
 
 
 def add_train_at_best(comparison: Comparison, runs: list[Run]) -> None:

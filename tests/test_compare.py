@@ -107,3 +107,88 @@ def test_compare_and_report_never_import_torch():
     code = "import sys, rnnl2.compare, rnnl2.report, rnnl2.sweep; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------- damaged and set-aside folders
+
+FULL_DISK = 4096  # a write cut by a full disk ends at a block boundary
+
+
+def cut(path, size: int = FULL_DISK) -> None:
+    """Truncate a file as a full disk would, mid-line."""
+    data = path.read_bytes()
+    assert len(data) > size
+    path.write_bytes(data[:size])
+
+
+def test_a_torn_metrics_file_is_read_up_to_its_last_whole_line(tmp_path):
+    run = write_fake_run(tmp_path / "runs", 1e-3, 0, epochs=30)
+    cut(run / "metrics.jsonl")
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "metrics.jsonl: line" in result.stderr and "cut short" in result.stderr
+    assert json.loads(result.stdout)["rows"][0]["epochs"] == 30  # summary.json is whole
+
+
+@pytest.mark.parametrize("damage", ["torn", "garbage"])
+def test_a_damaged_summary_is_named_exit_2(tmp_path, damage):
+    run = write_fake_run(tmp_path / "runs", 1e-3, 0)
+    summary = run / "summary.json"
+    summary.write_text(summary.read_text()[:40] if damage == "torn" else "\x00\xff not json")
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "summary.json" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_damaged_config_is_named_exit_2(tmp_path):
+    run = write_fake_run(tmp_path / "runs", 1e-3, 0)
+    (run / "config.yaml").write_text("name: [unclosed\n")
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "config.yaml" in result.stderr and "Traceback" not in result.output
+
+
+def sweep_folder(tmp_path):
+    """A sweep folder: its runs, a manifest, and an earlier attempt set aside as `<run>.failed-1/`."""
+    import shutil
+
+    sweep = tmp_path / "runs" / "tiny" / "sweep-abc"
+    runs = [write_fake_run(sweep, lam, 0) for lam in LAMBDAS]
+    records = [{"name": r.name, "run_dir": str(r), "status": "done", "padding": "x" * 1200} for r in runs]
+    (sweep / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    shutil.copytree(runs[0], sweep / f"{runs[0].name}.failed-1")
+    return sweep, runs
+
+
+def test_a_sweep_folder_never_lists_set_aside_attempts(tmp_path):
+    sweep, runs = sweep_folder(tmp_path)
+    expected = sorted(r.resolve() for r in runs)
+    assert sorted(find_run_dirs([sweep])) == expected
+    (sweep / "sweep.jsonl").unlink()  # the fallback: every run folder below, from the top
+    assert sorted(find_run_dirs([sweep])) == expected
+    assert sorted(find_run_dirs([tmp_path / "runs"])) == expected
+    named = sweep / f"{runs[0].name}.failed-1"
+    assert find_run_dirs([named]) == [named.resolve()]  # still readable when asked for by name
+
+
+def test_a_torn_sweep_manifest_loses_no_run(tmp_path):
+    sweep, runs = sweep_folder(tmp_path)
+    cut(sweep / "sweep.jsonl")
+    result = CliRunner().invoke(app, ["compare", str(sweep), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "sweep.jsonl: line" in result.stderr and "cut short" in result.stderr
+    assert sorted(row["run"] for row in json.loads(result.stdout)["rows"]) == sorted(r.name for r in runs)
+
+
+def test_a_damaged_sweep_manifest_is_named_exit_2(tmp_path):
+    sweep, _ = sweep_folder(tmp_path)
+    (sweep / "sweep.jsonl").write_text("not json\n" + (sweep / "sweep.jsonl").read_text())
+    result = CliRunner().invoke(app, ["compare", str(sweep)])
+    assert result.exit_code == 2 and "sweep.jsonl: line 1" in result.stderr and "Traceback" not in result.output
+
+
+def test_list_valued_config_keys_compare_and_group(tmp_path):
+    for groups in (["weight_ih"], ["weight_hh"]):
+        for seed in (0, 1):
+            write_fake_run(tmp_path / groups[0], 1e-3, seed, l2={"lambda": 1e-3, "apply_to": groups})
+    table = compare_runs([tmp_path], by_seed=True)
+    assert table.keys == ["l2.apply_to"] and sorted(r["n"] for r in table.rows) == [2, 2]

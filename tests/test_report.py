@@ -7,7 +7,7 @@ from helpers import write_fake_run
 from typer.testing import CliRunner
 
 from rnnl2.cli import app
-from rnnl2.report import write_report
+from rnnl2.report import ReportFiles, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -22,12 +22,11 @@ def lambda_runs(tmp_path):
 
 def test_report_writes_every_figure_and_the_markdown(lambda_runs, tmp_path):
     files = write_report([lambda_runs], tmp_path / "report")
-    names = {f.name for f in files}
-    assert {"learning_curves.png", "lambda_curve.png", "weight_norm.png", "grad_norm.png",
-            "report.md", "report.html"} <= names
-    for path in files:
-        if path.suffix == ".png":
-            assert path.read_bytes()[:8] == PNG and path.stat().st_size > 10_000
+    assert isinstance(files, ReportFiles)
+    assert (files.markdown, files.html) == (tmp_path / "report" / "report.md", tmp_path / "report" / "report.html")
+    assert {f.name for f in files.figures} == {"learning_curves.png", "lambda_curve.png", "weight_norm.png", "grad_norm.png"}
+    for path in files.figures:
+        assert path.read_bytes()[:8] == PNG and path.stat().st_size > 10_000
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "![lambda_curve](lambda_curve.png)" in markdown
     assert "| l2.lambda | n |" in markdown and "±" in markdown
@@ -38,7 +37,7 @@ def test_no_lambda_curve_when_lambda_is_fixed(tmp_path):
     for seed in (0, 1):
         write_fake_run(tmp_path / "runs", 1e-3, seed)
     files = write_report([tmp_path / "runs"], tmp_path / "report")
-    assert "lambda_curve.png" not in {f.name for f in files}
+    assert "lambda_curve.png" not in {f.name for f in files.figures}
     assert (tmp_path / "report" / "learning_curves.png").is_file()
 
 
@@ -51,6 +50,40 @@ def test_cli_report_prints_report_md_last(lambda_runs, tmp_path):
 def test_cli_report_without_runs_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "r")])
     assert result.exit_code == 2
+
+
+def test_cli_report_into_an_existing_file_exits_2(lambda_runs, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    result = CliRunner().invoke(app, ["report", str(lambda_runs), "-o", str(target)])
+    assert result.exit_code == 2, result.output
+    assert "notes.txt: exists and is not a folder" in result.stderr and "Traceback" not in result.output
+    assert target.read_text() == "keep me"
+
+
+def test_report_of_a_sweep_crossing_lambda_with_apply_to_lists(tmp_path):
+    for groups in (["weight_ih"], ["weight_hh"]):
+        for lam in (0.0, 1e-4, 1e-3):
+            for seed in (0, 1):
+                write_fake_run(tmp_path / "runs" / groups[0], lam, seed, l2={"lambda": lam, "apply_to": groups})
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "lambda_curve.png").read_bytes()[:8] == PNG
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "| l2.lambda | l2.apply_to | n |" in markdown and "['weight_hh']" in markdown
+
+
+def test_report_reads_a_torn_metrics_file_and_names_a_damaged_summary(tmp_path):
+    runs = [write_fake_run(tmp_path / "runs", 1e-3, seed, epochs=30) for seed in (0, 1)]
+    metrics = runs[0] / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:4096])  # a full disk cut the last write
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "metrics.jsonl: line" in result.stderr and "cut short" in result.stderr
+    summary = runs[1] / "summary.json"
+    summary.write_text(summary.read_text()[:50])
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "summary.json" in result.stderr and "Traceback" not in result.output
 
 
 def test_tensorboard_logging_mirrors_the_metrics(tiny_config, tmp_path):
