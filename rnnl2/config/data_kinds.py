@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -14,6 +14,19 @@ MAX_EXAMPLES = 10_000_000
 MAX_GENERATED_VALUES = 250_000_000
 """The most values (sequences × time steps × features, all splits) a generated data kind makes:
 1 GB as float32, so a typo like `num_train: 1e12` is refused here instead of exhausting memory."""
+
+
+def default_val_ratio(data: Any, default: float) -> Any:
+    """Before validation: `val_ratio` and `val_path` exclude each other; with neither, `val_ratio` is `default`.
+
+    A resolved config holds `val_ratio: null` beside a `val_path`, so it loads again unchanged."""
+    if not isinstance(data, dict):
+        return data
+    if data.get("val_path") is not None and data.get("val_ratio") is not None:
+        raise ValueError("give val_path (a validation file) or val_ratio (a carve-out of the training file), not both")
+    if data.get("val_path") is None and data.get("val_ratio") is None:
+        return {**data, "val_ratio": default}
+    return data
 
 
 def check_generated_size(name: str, sequences: int, values_per_sequence: int, per_sequence: str) -> None:
@@ -180,8 +193,11 @@ class SequenceClassificationData(Section):
     """TRAIN file (tab- or comma-separated, no header)."""
     test_path: FilePath
     """TEST file, same format."""
-    val_ratio: float = Field(0.2, gt=0.0, lt=1.0)
-    """Fraction of each training class held out for validation (seeded)."""
+    val_path: FilePath | None = None
+    """Separate validation file, same format; without it a stratified `val_ratio` of the TRAIN file is held out."""
+    val_ratio: float | None = Field(None, gt=0.0, lt=1.0)
+    """Without `val_path`: fraction of each training class held out for validation (seeded); default 0.2.
+    Refused together with `val_path`."""
     znorm: bool = False
     """z-normalize each series by its own mean and (population) std."""
     segment: int = Field(1, ge=1, le=100_000)
@@ -189,6 +205,11 @@ class SequenceClassificationData(Section):
     the end), so the network reads length/segment steps of `segment` features (SegRNN-style)."""
     seed: int = 0
     """Seed of the validation carve-out; independent of the run's `seed`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_validation_source(cls, data: Any) -> Any:
+        return default_val_ratio(data, 0.2)
 
 
 class TextLMData(Section):
@@ -247,6 +268,9 @@ class TextClassificationData(Section):
     """Training file (also the source of the test split when `test_path` is not given)."""
     test_path: FilePath | None = None
     """Separate test file; without it a stratified `test_ratio` of `path` is held out (seeded)."""
+    val_path: FilePath | None = None
+    """Separate validation file (e.g. an official dev set), read like `path` through the training
+    vocabulary and labels; without it a stratified `val_ratio` of the training part is held out."""
     format: Literal["csv", "tsv", "jsonl", "lines"] = "csv"
     """csv/tsv: one row per example (a header row unless `header: false`); jsonl: one object per
     line; lines: each line parsed by `line_pattern`."""
@@ -270,8 +294,9 @@ class TextClassificationData(Section):
     """Tokens seen fewer times in the training split become `<unk>`."""
     max_size: int | None = Field(None, ge=3)
     """Keep at most this many tokens (the most frequent, `<pad>` and `<unk>` included)."""
-    val_ratio: float = Field(0.1, gt=0.0, lt=1.0)
-    """Fraction of the training examples carved out (stratified, seeded) for validation."""
+    val_ratio: float | None = Field(None, gt=0.0, lt=1.0)
+    """Without `val_path`: fraction of the training examples carved out (stratified, seeded) for
+    validation; default 0.1. Refused together with `val_path`."""
     test_ratio: float = Field(0.2, gt=0.0, lt=1.0)
     """Without `test_path`: fraction of `path` held out (stratified, seeded) for testing."""
     seed: int = 0
@@ -280,6 +305,11 @@ class TextClassificationData(Section):
     """Text encoding of the files (TREC's train file needs latin-1)."""
     encoding_errors: Literal["strict", "replace", "ignore"] = "strict"
     """strict: an undecodable byte is an error naming file and line; replace: it becomes U+FFFD."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_validation_source(cls, data: Any) -> Any:
+        return default_val_ratio(data, 0.1)
 
     @model_validator(mode="after")
     def _check_fields(self) -> "TextClassificationData":

@@ -1,5 +1,5 @@
 """`text_classification`: labelled texts from CSV, TSV, JSONL or regex-parsed lines, split with
-stratification, tokenized by characters or a regex, and padded into one tensor per split."""
+stratification (or read from separate val/test files), tokenized by characters or a regex, and padded into one tensor per split."""
 
 from __future__ import annotations
 
@@ -139,28 +139,34 @@ def make_split(path: Path, examples: Examples, pipeline: dict) -> Split:
     return Split(inputs, torch.from_numpy(label_ids(path, labels, lines, pipeline["labels"])), lengths)
 
 
+def hold_out(examples: Examples, other: str | None, ratio: float | None, seed: int, path: Path, split: str,
+             cfg: TextClassificationData) -> tuple[Path, Examples, Examples]:
+    """(source file, held-out part, rest): the `other` file when given, else a stratified `ratio` of `examples`."""
+    if other is not None:
+        return Path(other), read_examples(Path(other), cfg), examples
+    ratio_name = "test_ratio" if split == "test" else "val_ratio"
+    kept, held = stratified_split(examples[1], ratio, seed, path, split, ratio_name)
+    return path, pick(examples, held), pick(examples, kept)
+
+
 @register("text_classification")
 def build_text_classification(cfg: TextClassificationData) -> Splits:
-    """Read, carve test (unless `test_path`) and val from train, fit vocabulary and labels on train."""
+    """Read; test from `test_path` or carved from train, val from `val_path` or carved from the rest;
+    fit vocabulary and labels on the training split only."""
     path = Path(cfg.path)
     examples = read_examples(path, cfg)
     classes = fit_label_map(examples[1])  # every class keeps an example in train (stratified_split)
     if len(classes) < 2:
         raise DataError(f"{path}: every example has the label {short_repr(classes[0])}; classification needs at least two classes")
-    if cfg.test_path is not None:
-        test_path, test = Path(cfg.test_path), read_examples(Path(cfg.test_path), cfg)
-    else:
-        kept, held = stratified_split(examples[1], cfg.test_ratio, cfg.seed, path, "test", "test_ratio")
-        test_path, test, examples = path, pick(examples, held), pick(examples, kept)
-    kept, held = stratified_split(examples[1], cfg.val_ratio, cfg.seed + 1, path, "validation", "val_ratio")
-    train, val = pick(examples, kept), pick(examples, held)
+    test_path, test, examples = hold_out(examples, cfg.test_path, cfg.test_ratio, cfg.seed, path, "test", cfg)
+    val_path, val, train = hold_out(examples, cfg.val_path, cfg.val_ratio, cfg.seed + 1, path, "validation", cfg)
     pipeline = {"tokenizer": cfg.tokenizer, "token_pattern": cfg.token_pattern, "lowercase": cfg.lowercase,
                 "max_len": cfg.max_len, "labels": classes}
     counts = Counter(token for row in tokenize(train[0], pipeline) for token in row)
     pipeline["vocab"] = choose_vocab(counts, [PAD, UNK], cfg.min_freq, cfg.max_size)
     spec = DataSpec(task="classification", input_size=len(pipeline["vocab"]), output_size=len(classes),
                     tokens=True, pipeline=pipeline)
-    return Splits(make_split(path, train, pipeline), make_split(path, val, pipeline),
+    return Splits(make_split(path, train, pipeline), make_split(val_path, val, pipeline),
                   make_split(test_path, test, pipeline), spec)
 
 

@@ -1,5 +1,6 @@
 """`sequence_classification`: UCR-format files (label in column 0, the series after it) as
-(series, time, 1) tensors, labels of any type mapped to class ids, a seeded stratified val carve-out."""
+(series, time, 1) tensors, labels of any type mapped to class ids, a val file or a seeded stratified
+val carve-out."""
 
 from __future__ import annotations
 
@@ -83,29 +84,32 @@ def to_split(values: np.ndarray, lengths: np.ndarray, class_ids: np.ndarray, zno
 
 @register("sequence_classification")
 def build_sequence_classification(cfg: SequenceClassificationData) -> Splits:
-    """Train and val from the TRAIN file (stratified, seeded), test from the TEST file."""
-    train_path, test_path = Path(cfg.train_path), Path(cfg.test_path)
+    """Train from the TRAIN file; val from `val_path` or carved from TRAIN (stratified, seeded); test from TEST."""
+    train_path = Path(cfg.train_path)
     labels, values, lengths = read_ucr(train_path)
     classes = fit_label_map(labels)
     if len(classes) < 2:
         raise DataError(f"{train_path}: only one class ({short_repr(classes[0])}); classification needs at least two")
     class_ids = label_ids(train_path, labels, range(1, len(labels) + 1), classes)
-    train_rows, val_rows = stratified_split(class_ids, cfg.val_ratio, cfg.seed, train_path, "validation", "val_ratio")
-    test_labels, test_values, test_lengths = read_ucr(test_path)
-    test_ids = label_ids(test_path, test_labels, range(1, len(test_labels) + 1), classes)
     spec = DataSpec(task="classification", input_size=cfg.segment, output_size=len(classes),
                     pipeline={"labels": classes})
+    if cfg.val_path is not None:
+        train_rows = np.arange(len(labels))
+        val = load_ucr_file(cfg, spec, Path(cfg.val_path))
+    else:
+        train_rows, val_rows = stratified_split(class_ids, cfg.val_ratio, cfg.seed, train_path, "validation", "val_ratio")
+        val = to_split(values[val_rows], lengths[val_rows], class_ids[val_rows], cfg.znorm, cfg.segment)
     return Splits(
         train=to_split(values[train_rows], lengths[train_rows], class_ids[train_rows], cfg.znorm, cfg.segment),
-        val=to_split(values[val_rows], lengths[val_rows], class_ids[val_rows], cfg.znorm, cfg.segment),
-        test=to_split(test_values, test_lengths, test_ids, cfg.znorm, cfg.segment),
+        val=val,
+        test=load_ucr_file(cfg, spec, Path(cfg.test_path)),
         spec=spec,
     )
 
 
 @register_loader("sequence_classification")
 def load_ucr_file(cfg: SequenceClassificationData, spec: DataSpec, path: Path) -> Split:
-    """A new UCR file through the training label map and normalization."""
+    """A UCR file besides TRAIN (val, test, `eval --data`) through the training label map and normalization."""
     labels, values, lengths = read_ucr(path)
     class_ids = label_ids(path, labels, range(1, len(labels) + 1), spec.pipeline["labels"])
     return to_split(values, lengths, class_ids, cfg.znorm, cfg.segment)
