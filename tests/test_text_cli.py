@@ -111,6 +111,45 @@ def test_classifier_round_trip_with_predict_and_macro_f1(tmp_path):
     assert result.exit_code == 2 and "new.tsv: line 1: label 'maybe' was not seen in training" in result.output
 
 
+def test_classifier_selects_on_the_val_file_and_its_checkpoint_still_predicts(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("pos\tgood fun film\nneg\tbad dull film\n" * 20)
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("pos\tzebra\n" * 3 + "neg\tzebra\n")  # one text, so one prediction: accuracy 3/4 or 1/4
+    raw = tiny_classifier(train, val_path=str(dev))
+    result = invoke("train", write_config(tmp_path, raw), "--runs-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["val_accuracy"] in (pytest.approx(0.75), pytest.approx(0.25))
+    run_dir = Path(summary["run_dir"])
+    assert load_config(run_dir / "config.yaml") == load_config(write_config(tmp_path, raw))  # the run repeats
+    result = invoke("eval", run_dir, "--data", dev, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["data_accuracy"] == pytest.approx(summary["val_accuracy"])
+    assert record["data_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+    result = invoke("predict", run_dir, "--data", dev)
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5, result.output
+
+
+@pytest.mark.parametrize("dev, data, message", [
+    ("pos\tgood\nmaybe\tbad\n", {}, "dev.tsv: line 2: label 'maybe' was not seen in training"),
+    ("pos\tgood\n", {"val_ratio": 0.2}, "give val_path (a validation file) or val_ratio"),
+    (None, {}, "dev.tsv"),
+])
+def test_a_bad_val_file_exits_2_without_a_run_folder(tmp_path, dev, data, message):
+    train = tmp_path / "train.tsv"
+    train.write_text("pos\tgood\nneg\tbad\n" * 10)
+    if dev is not None:
+        (tmp_path / "dev.tsv").write_text(dev)
+    runs = tmp_path / "runs"
+    raw = tiny_classifier(train, val_path=str(tmp_path / "dev.tsv"), **data)
+    result = invoke("train", write_config(tmp_path, raw), "--runs-dir", runs)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not runs.exists() or not any(runs.rglob("config.yaml"))
+
+
 def test_sample_refuses_a_classifier(tmp_path):
     train = tmp_path / "train.tsv"
     train.write_text("pos\tgood\nneg\tbad\n" * 20)

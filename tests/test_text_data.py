@@ -188,6 +188,35 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path):
     assert "zebra" not in vocab and splits.test.inputs[0].tolist() == [vocab.index("red"), vocab.index("<unk>")]
 
 
+def test_val_path_is_the_validation_split_read_through_the_training_vocabulary(tmp_path):
+    train = write(tmp_path, "train.tsv", "a\tred apple\nb\tblue sky\n" * 10)
+    dev = write(tmp_path, "dev.tsv", "b\tred zebra\n\nb\tsky\nb\tblue\n")  # one class; zebra never trained on
+    fields = {"format": "tsv", "header": False, "text_field": 1, "label_field": 0, "val_path": str(dev)}
+    splits = build_splits(cls_config(train, test_path=str(train), **fields))
+    vocab = splits.spec.pipeline["vocab"]
+    assert len(splits.train) == 20 and len(splits.val) == 3  # nothing carved from train for validation
+    assert splits.val.targets.tolist() == [1, 1, 1] and splits.spec.pipeline["labels"] == ["a", "b"]
+    assert "zebra" not in vocab and splits.val.inputs[0].tolist() == [vocab.index("red"), vocab.index("<unk>")]
+    carved = build_splits(cls_config(train, test_ratio=0.2, **fields))  # test still carved from path
+    assert [len(carved.train), len(carved.val), len(carved.test)] == [16, 3, 4]
+
+
+def test_an_unseen_label_in_the_val_file_names_file_and_line(tmp_path):
+    train = write(tmp_path, "train.tsv", "a\tx\nb\ty\n" * 10)
+    dev = write(tmp_path, "dev.tsv", "a\tx\nc\tz\n")
+    with pytest.raises(DataError, match=r"dev.tsv: line 2: label 'c' was not seen in training \(known: a, b\)"):
+        build_splits(cls_config(train, format="tsv", header=False, text_field=1, label_field=0, val_path=str(dev)))
+
+
+def test_val_ratio_defaults_without_val_path_and_is_refused_beside_it():
+    assert cls_config(Path("a.csv")).val_ratio == 0.1
+    with_dev = cls_config(Path("a.csv"), val_path="dev.csv")
+    assert with_dev.val_ratio is None
+    assert TextClassificationData.model_validate(with_dev.model_dump()) == with_dev  # a resolved config reloads
+    with pytest.raises(ValidationError, match="give val_path .* or val_ratio .*, not both"):
+        cls_config(Path("a.csv"), val_path="dev.csv", val_ratio=0.1)
+
+
 @pytest.mark.parametrize("train, test, message", [
     ("a\tx\n" * 10, None, "every example has the label 'a'"),
     ("a\tx\nb\ty\n", None, "the test split is empty: 2 examples in 2 classes are too few for test_ratio 0.2"),

@@ -90,6 +90,23 @@ def test_unseen_test_label_names_it(tmp_path):
         build_splits(ucr(tmp_path, two_class_rows(10), [(1, [0.0] * 6), (7, [0.0] * 6)]))
 
 
+def test_val_path_is_the_validation_split_and_train_keeps_every_series(tmp_path):
+    val = write_ucr(tmp_path / "X_VAL.tsv", [(1, [3.0] * 6)] * 5)  # one class
+    splits = build_splits(ucr(tmp_path, two_class_rows(20), two_class_rows(6, seed=1), val_path=str(val)))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (20, 5, 6)
+    assert splits.val.targets.tolist() == [1] * 5 and splits.spec.pipeline == {"labels": ["-1", "1"]}
+    write_ucr(val, [(1, [0.0] * 6), (7, [0.0] * 6)])
+    with pytest.raises(DataError, match=r"X_VAL.tsv: line 2: label '7' was not seen in training \(known: -1, 1\)"):
+        build_splits(ucr(tmp_path, two_class_rows(20), two_class_rows(6), val_path=str(val)))
+
+
+def test_val_ratio_and_val_path_are_refused_together(tmp_path):
+    fields = {"train_path": "A_TRAIN.tsv", "test_path": "A_TEST.tsv"}
+    assert SequenceClassificationData.model_validate(fields).val_ratio == 0.2
+    with pytest.raises(ValueError, match="give val_path .* or val_ratio .*, not both"):
+        SequenceClassificationData.model_validate(fields | {"val_path": "A_VAL.tsv", "val_ratio": 0.2})
+
+
 TINY = {"name": "ucr", "device": "cpu", "model": {"cell": "gru", "hidden_size": 4},
         "train": {"epochs": 1, "batch_size": 8}}
 
