@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import Rnnl2Error
 from .data import DataSpec, Split, load_new_data
 from .device import resolve_device
+from .errors import Rnnl2Error
 from .evaluate import load_trained
 
 

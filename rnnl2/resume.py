@@ -14,7 +14,16 @@ from typing import Any, Sequence
 
 from .config import RunConfig, apply_overrides, load_config, to_plain_dict, validate_config
 from .errors import ConfigError, Rnnl2Error
-from .runs import FINISHED, CheckpointError, RunLock, check_writable, load_checkpoint, read_run_id, read_summary, write_config
+from .runs import (
+    FINISHED,
+    CheckpointError,
+    RunLock,
+    check_writable,
+    load_checkpoint,
+    read_run_id,
+    read_summary,
+    write_config,
+)
 from .state import check_resume_payload, config_differences, restore_state
 from .train import Observer, RunResult, build_setup, train_epochs
 

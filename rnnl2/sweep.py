@@ -25,9 +25,9 @@ from typing import Any, Sequence
 
 import yaml
 
-from .compare import default_mode
 from .config import load_config, read_yaml, to_plain_dict
 from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning
+from .metrics import default_mode
 from .runs import FINISHED, check_unlocked, read_jsonl, read_summary, write_json, write_text
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")

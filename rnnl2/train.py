@@ -15,15 +15,24 @@ import torch
 
 from . import __version__
 from .config import RunConfig
-from .errors import ConfigError, Interrupted, RunFailed
 from .data import DataSpec, Split, build_splits
 from .device import describe_device, resolve_device
-from .evaluate import HIGHER_IS_BETTER, METRICS, build_loss, evaluate, prefixed
+from .errors import Interrupted, RunFailed
+from .evaluate import build_loss, evaluate, prefixed
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
-from .runs import (RUN_FILE, RunLock, check_tensorboard, check_writable, create_run_dir, open_metrics_log,
-                   read_run_id, write_config, write_json)
+from .runs import (
+    RUN_FILE,
+    RunLock,
+    check_tensorboard,
+    check_writable,
+    create_run_dir,
+    open_metrics_log,
+    read_run_id,
+    write_config,
+    write_json,
+)
 from .state import StopRequest, TrainState, detach_hidden, restore_training, save_checkpoints
 
 # Steps between reads of the running loss from the device: for the progress bar, and to catch
@@ -87,26 +96,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_metric(cfg: RunConfig, spec: DataSpec) -> None:
-    """The early-stopping metric must be one this task logs, and its direction sensible."""
-    names = ["val_" + m for m in METRICS[spec.task]]
-    if cfg.train.early_stopping.metric not in names:
-        raise ConfigError(
-            f"train.early_stopping.metric: {cfg.train.early_stopping.metric!r} is not logged for "
-            f"{spec.task} data; choose one of {', '.join(names)}"
-        )
-    stop = cfg.train.early_stopping
-    wanted = "max" if stop.metric.removeprefix("val_") in HIGHER_IS_BETTER else "min"
-    if stop.mode != wanted:
-        raise ConfigError(f"train.early_stopping.mode: {stop.metric} is better when {'higher' if wanted == 'max' else 'lower'}; set mode: {wanted}")
-
-
 def build_setup(cfg: RunConfig) -> Setup:
     """Seed, then build data, model and the L2 selection on the run's device."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     splits = build_splits(cfg.data)
-    check_metric(cfg, splits.spec)
     model = build_model(cfg.model, splits.spec).to(device)
     groups = select_l2_parameters(model, cfg.l2)
     return Setup(

@@ -287,7 +287,7 @@ def test_max_steps_stops_mid_epoch(tmp_path):
 
 
 @pytest.mark.parametrize("stop", [["train.early_stopping.metric=val_mse"],
-                                  ["train.early_stopping.metric=val_accuracy"]])
+                                  ["train.early_stopping.metric=val_accuracy", "train.early_stopping.mode=min"]])
 def test_an_unusable_early_stopping_metric_is_a_config_error(tmp_path, stop):
     with pytest.raises(ConfigError, match="early_stopping"):
         run(make_config(*stop), tmp_path)

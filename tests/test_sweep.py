@@ -22,6 +22,11 @@ from rnnl2.sweep import build_spec, format_value, parse_axis, plan_sweep, read_m
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Two runs, the first of which diverges (SGD at lr 1e38 leaves weights the model overflows on).
+DIVERGING_FIRST = ("--grid", "optimizer.lr=1e38,0.001", "--set", "optimizer.name=sgd", "--set", "data.num_train=16",
+                   "--set", "train.epochs=1")
+
+
 def sweep_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rnnl2", "sweep", *args], capture_output=True, text=True, timeout=240)
 
@@ -157,19 +162,17 @@ def test_an_interrupted_run_continues_from_its_checkpoint_when_the_sweep_reruns(
 
 
 def test_a_failing_run_does_not_stop_the_others_and_exits_1(tiny_config, tmp_path):
-    # val_nope passes the schema but is not a logged metric: that training exits 2 at once.
-    result = sweep_cli(str(tiny_config), "--grid", "train.early_stopping.metric=val_nope,val_loss",
-                       "--set", "train.epochs=1", "--jobs", "2", "--runs-dir", str(tmp_path / "runs"))
+    # SGD at lr 1e38 diverges in its first epoch: that training exits 1.
+    result = sweep_cli(str(tiny_config), *DIVERGING_FIRST, "--jobs", "2", "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 1, result.stderr
-    assert "failed 000-" in result.stderr and "val_nope" in result.stderr
+    assert "failed 000-" in result.stderr and "diverged" in result.stderr
     records = read_manifest(Path(result.stdout.strip().splitlines()[-1]))
     assert [r["status"] for r in records] == ["failed", "done"]
-    assert records[0]["exit_code"] == 2
+    assert records[0]["exit_code"] == 1
 
 
 def test_fail_fast_leaves_the_rest_pending(tiny_config, tmp_path):
-    result = sweep_cli(str(tiny_config), "--grid", "train.early_stopping.metric=val_nope,val_loss",
-                       "--set", "train.epochs=1", "--fail-fast", "--runs-dir", str(tmp_path / "runs"))
+    result = sweep_cli(str(tiny_config), *DIVERGING_FIRST, "--fail-fast", "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 1
     records = read_manifest(Path(result.stdout.strip().splitlines()[-1]))
     assert [r["status"] for r in records] == ["failed", "pending"]

@@ -11,7 +11,6 @@ from ..metrics import default_mode, validation_metrics
 from .base import Section, Seed
 from .data_kinds import DataConfig, SeedTaggingData
 
-
 # -------------------------------------------------------------------------- model
 
 
