@@ -40,8 +40,10 @@ def main() -> int:
         mse, mae = repeat_baseline(splits.test)
         match = round(mse, 3) == want_mse and round(mae, 3) == want_mae
         ok &= match
-        print(f"{name}: {len(splits.test)} test windows  Repeat MSE {mse:.4f}  MAE {mae:.4f}  "
-              f"(expected {want_mse}/{want_mae}) {'OK' if match else 'MISMATCH'}")
+        print(
+            f"{name}: {len(splits.test)} test windows  Repeat MSE {mse:.4f}  MAE {mae:.4f}  "
+            f"(expected {want_mse}/{want_mae}) {'OK' if match else 'MISMATCH'}"
+        )
     return 0 if ok else 1
 
 

@@ -34,8 +34,15 @@ def measure(path: str, level: str) -> dict:
     splits = build_splits(TextLMData(path=path, level=level))
     seconds = time.perf_counter() - started
     tokens = sum(len(s.inputs) for s in (splits.train, splits.val))
-    return {"level": level, "seconds": seconds, "tokens": tokens, "vocab": splits.spec.input_size,
-            "baseline_mb": baseline, "peak_mb": peak_rss_mb(), "dtype": str(splits.train.inputs.dtype)}
+    return {
+        "level": level,
+        "seconds": seconds,
+        "tokens": tokens,
+        "vocab": splits.spec.input_size,
+        "baseline_mb": baseline,
+        "peak_mb": peak_rss_mb(),
+        "dtype": str(splits.train.inputs.dtype),
+    }
 
 
 def main() -> None:
@@ -54,15 +61,22 @@ def main() -> None:
             for _ in range(int(args.megabytes * 2**20 / len(text)) + 1):
                 handle.write(text)
         size_mb = path.stat().st_size / 2**20
-        print(f"file: {size_mb:.1f} MiB ({source.name} repeated), torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}")
-        print(f"{'level':<6} {'seconds':>8} {'tokens':>12} {'vocab':>6} {'dtype':>12} {'peak RSS MiB':>12} {'above baseline MiB':>18} {'x file':>7}")
+        print(
+            f"file: {size_mb:.1f} MiB ({source.name} repeated), torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}"
+        )
+        print(
+            f"{'level':<6} {'seconds':>8} {'tokens':>12} {'vocab':>6} {'dtype':>12} {'peak RSS MiB':>12} {'above baseline MiB':>18} {'x file':>7}"
+        )
         for level in ("char", "word"):
-            output = subprocess.run([sys.executable, __file__, "--child", str(path), level],
-                                    check=True, capture_output=True, text=True).stdout
+            output = subprocess.run(
+                [sys.executable, __file__, "--child", str(path), level], check=True, capture_output=True, text=True
+            ).stdout
             row = json.loads(output)
             extra = row["peak_mb"] - row["baseline_mb"]
-            print(f"{level:<6} {row['seconds']:>8.2f} {row['tokens']:>12,} {row['vocab']:>6} {row['dtype']:>12} "
-                  f"{row['peak_mb']:>12.0f} {extra:>18.0f} {extra / size_mb:>7.2f}")
+            print(
+                f"{level:<6} {row['seconds']:>8.2f} {row['tokens']:>12,} {row['vocab']:>6} {row['dtype']:>12} "
+                f"{row['peak_mb']:>12.0f} {extra:>18.0f} {extra / size_mb:>7.2f}"
+            )
 
 
 if __name__ == "__main__":

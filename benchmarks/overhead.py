@@ -66,8 +66,13 @@ def plain_step(model, optimizer, inputs, targets, index, lam: float) -> None:
 def plain_run(train, val, cfg, epochs: int, device: torch.device) -> list[float]:
     """Train with a bare loop; returns the wall time of every epoch (train + validation)."""
     torch.manual_seed(cfg.seed)
-    model = PlainLSTM(train.inputs.shape[-1], cfg.model.hidden_size, cfg.model.num_layers,
-                      cfg.model.dropout, int(train.targets.max()) + 1).to(device)
+    model = PlainLSTM(
+        train.inputs.shape[-1],
+        cfg.model.hidden_size,
+        cfg.model.num_layers,
+        cfg.model.dropout,
+        int(train.targets.max()) + 1,
+    ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     lam, batch_size = cfg.l2.lambda_, cfg.train.batch_size
     inputs, targets = train.inputs.to(device), train.targets.to(device)
@@ -129,8 +134,10 @@ def alternate(runs: int, first, second) -> tuple[list[float], list[float]]:
     for index in range(runs):
         for (_label, epoch_times), out in zip((first, second), results):
             out.append(median_after_warmup(epoch_times()))
-        print(f"run {index + 1}: {first[0]} {results[0][-1]:.3f} s/epoch, "
-              f"{second[0]} {results[1][-1]:.3f} s/epoch", flush=True)
+        print(
+            f"run {index + 1}: {first[0]} {results[0][-1]:.3f} s/epoch, {second[0]} {results[1][-1]:.3f} s/epoch",
+            flush=True,
+        )
     return results
 
 
@@ -143,7 +150,8 @@ def compare_overhead(args) -> dict:
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         ours, plain = alternate(
-            args.runs, ("rnnl2", lambda: rnnl2_run(cfg, Path(tmp))[0]),
+            args.runs,
+            ("rnnl2", lambda: rnnl2_run(cfg, Path(tmp))[0]),
             ("plain", lambda: plain_run(splits.train, splits.val, cfg, args.epochs, device)),
         )
     result = {"rnnl2_s": statistics.median(ours), "plain_s": statistics.median(plain)}
@@ -158,7 +166,8 @@ def compare_penalty(args) -> dict:
     cfg_off = load([f"train.epochs={args.epochs}", "l2.lambda=0", *args.set], args.device)
     with tempfile.TemporaryDirectory() as tmp:
         on, off = alternate(
-            args.runs, ("penalty", lambda: rnnl2_run(cfg_on, Path(tmp))[0]),
+            args.runs,
+            ("penalty", lambda: rnnl2_run(cfg_on, Path(tmp))[0]),
             ("λ=0", lambda: rnnl2_run(cfg_off, Path(tmp))[0]),
         )
     result = {"penalty_s": statistics.median(on), "lambda0_s": statistics.median(off)}
@@ -201,8 +210,9 @@ def overhead_blocks(args) -> dict:
     s = build_setup(cfg)
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     penalty, generator = L2Penalty(s.groups), torch.Generator().manual_seed(0)
-    model = PlainLSTM(s.train.inputs.shape[-1], cfg.model.hidden_size, cfg.model.num_layers, cfg.model.dropout,
-                      s.spec.output_size).to(s.device)
+    model = PlainLSTM(
+        s.train.inputs.shape[-1], cfg.model.hidden_size, cfg.model.num_layers, cfg.model.dropout, s.spec.output_size
+    ).to(s.device)
     plain_optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     lam, batch_size = cfg.l2.lambda_, cfg.train.batch_size
     inputs, targets = s.train.inputs, s.train.targets
@@ -260,11 +270,15 @@ def startup(args) -> dict:
         "python -c 'import torch'": median_wall([python, "-c", "import torch"], args.runs),
         "python -c 'import rnnl2.train'": median_wall([python, "-c", "import rnnl2.train"], args.runs),
     }
-    probe = ("import time; t = time.perf_counter(); import torch; t1 = time.perf_counter(); "
-             "torch.optim.Adam([torch.zeros(1, requires_grad=True)]); t2 = time.perf_counter(); "
-             "print(t1 - t, t2 - t1)")
-    firsts = [subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True).stdout.split()
-              for _ in range(args.runs)]
+    probe = (
+        "import time; t = time.perf_counter(); import torch; t1 = time.perf_counter(); "
+        "torch.optim.Adam([torch.zeros(1, requires_grad=True)]); t2 = time.perf_counter(); "
+        "print(t1 - t, t2 - t1)"
+    )
+    firsts = [
+        subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True).stdout.split()
+        for _ in range(args.runs)
+    ]
     result["in-process import torch"] = statistics.median(float(a) for a, _ in firsts)
     result["first optimizer (imports torch._dynamo)"] = statistics.median(float(b) for _, b in firsts)
     return result
@@ -275,10 +289,30 @@ def cli_epochs(args) -> dict:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(max(1, args.runs // 2)):
-            out = subprocess.run([sys.executable, "-m", "rnnl2", "train", str(SEED_CONFIG), "--runs-dir", tmp, "-q",
-                                  "--set", f"train.epochs={args.epochs}", "--set", f"device={args.device}"],
-                                 check=True, capture_output=True, text=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "rnnl2",
+                        "train",
+                        str(SEED_CONFIG),
+                        "--runs-dir",
+                        tmp,
+                        "-q",
+                        "--set",
+                        f"train.epochs={args.epochs}",
+                        "--set",
+                        f"device={args.device}",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
             times.append(median_after_warmup([row["seconds"] for row in rows]))
     return {"cli_epoch_s": statistics.median(times), "cli_all": times}
@@ -307,7 +341,10 @@ def profile_loop(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "penalty", "penalty-blocks", "overhead-blocks", "scaling", "startup", "profile", "cli"])
+    parser.add_argument(
+        "what",
+        choices=["overhead", "penalty", "penalty-blocks", "overhead-blocks", "scaling", "startup", "profile", "cli"],
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--device", default="cpu")
@@ -317,10 +354,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
-    modes = {"overhead": compare_overhead, "penalty": compare_penalty, "penalty-blocks": penalty_blocks,
-             "overhead-blocks": overhead_blocks,
-             "scaling": scaling, "startup": startup,
-             "profile": profile_loop, "cli": cli_epochs}
+    modes = {
+        "overhead": compare_overhead,
+        "penalty": compare_penalty,
+        "penalty-blocks": penalty_blocks,
+        "overhead-blocks": overhead_blocks,
+        "scaling": scaling,
+        "startup": startup,
+        "profile": profile_loop,
+        "cli": cli_epochs,
+    }
     result = modes[args.what](args)
     print(json.dumps(result, indent=2))
 

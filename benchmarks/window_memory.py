@@ -79,8 +79,10 @@ def main() -> int:
         print(f"{name:8s} peak RSS {results[name]['peak_rss_mb']:7.1f} MB  ({results[name]['seconds']:.1f}s)")
     table_mb = results["table"]["table_mb"]
     extra = results["windows"]["peak_rss_mb"] - results["table"]["peak_rss_mb"]
-    print(f"float32 table {table_mb:.1f} MB; windows add {extra:+.1f} MB over reading the table "
-          f"({results['windows']['windows']:,} windows; materialized they would be {results['windows']['materialized_mb']:,.0f} MB)")
+    print(
+        f"float32 table {table_mb:.1f} MB; windows add {extra:+.1f} MB over reading the table "
+        f"({results['windows']['windows']:,} windows; materialized they would be {results['windows']['materialized_mb']:,.0f} MB)"
+    )
     return 0 if extra <= table_mb else 1
 
 

@@ -117,7 +117,10 @@ def report_crash(error: Exception, debug: bool) -> int:
     text = "".join(traceback.format_exception(error))
     if debug:
         sys.stderr.write(text)
-        err.print(f"[red]internal error:[/red] {escape(type(error).__name__)} (a bug in rnnl2; traceback above)", highlight=False)
+        err.print(
+            f"[red]internal error:[/red] {escape(type(error).__name__)} (a bug in rnnl2; traceback above)",
+            highlight=False,
+        )
         return INTERNAL_ERROR
     where = crash_log_path()
     try:
@@ -128,8 +131,11 @@ def report_crash(error: Exception, debug: bool) -> int:
     except OSError:
         saved = f"set {DEBUG_ENV}=1 to see the traceback"
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    err.print(f"[red]internal error:[/red] {escape(type(error).__name__)}: {escape(first)} — a bug in rnnl2; {saved} "
-              f"(or rerun with rnnl2 -v …)", highlight=False)
+    err.print(
+        f"[red]internal error:[/red] {escape(type(error).__name__)}: {escape(first)} — a bug in rnnl2; {saved} "
+        f"(or rerun with rnnl2 -v …)",
+        highlight=False,
+    )
     return INTERNAL_ERROR
 
 
@@ -146,7 +152,10 @@ app.add_typer(config_app, name="config")
 @app.callback()
 def root(
     ctx: typer.Context,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show the full traceback of an internal error (also {DEBUG_ENV}=1).")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help=f"Show the full traceback of an internal error (also {DEBUG_ENV}=1)."),
+    ] = False,
 ) -> None:
     """Experiments on L2 regularization of recurrent networks: train, evaluate, compare.
 
@@ -170,10 +179,13 @@ class Backend(str, enum.Enum):
     local = "local"
     ray = "ray"
 
+
 ConfigPath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML config file.")]
 Threads = Annotated[
     Optional[int],
-    typer.Option("--threads", min=1, help="CPU threads per run (default: $OMP_NUM_THREADS, else torch's / cores ÷ jobs)."),
+    typer.Option(
+        "--threads", min=1, help="CPU threads per run (default: $OMP_NUM_THREADS, else torch's / cores ÷ jobs)."
+    ),
 ]
 Overrides = Annotated[
     Optional[list[str]],
@@ -194,7 +206,9 @@ class RichObserver:
         self.epochs = info["epochs"]
         if self.quiet:
             return
-        err.print(f"run folder {info['run_dir']}  device {info['device']}  parameters {info['parameters']:,}", highlight=False)
+        err.print(
+            f"run folder {info['run_dir']}  device {info['device']}  parameters {info['parameters']:,}", highlight=False
+        )
         if info.get("resumed_from"):
             where = info["resumed_from"]
             err.print(f"resuming after epoch {where['epoch']}, step {where['step']}", highlight=False)
@@ -204,8 +218,13 @@ class RichObserver:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=err, transient=True,
+                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=1, epoch=0, epochs=self.epochs, loss="…")
@@ -255,9 +274,19 @@ def train(
     config: Annotated[Optional[Path], typer.Argument(exists=True, dir_okay=False, help="YAML config file.")] = None,
     overrides: Overrides = None,
     runs_dir: Annotated[Path, typer.Option(help="Folder that receives runs/<name>/<time>-<id>/.")] = Path("runs"),
-    run_dir: Annotated[Optional[Path], typer.Option(help="Write the run into exactly this (new or empty) folder.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its checkpoints/last.pt, with its own config.yaml.", file_okay=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="With --resume: continue with a CONFIG or --set that differs from the run's.")] = False,
+    run_dir: Annotated[
+        Optional[Path], typer.Option(help="Write the run into exactly this (new or empty) folder.")
+    ] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Continue this run folder from its checkpoints/last.pt, with its own config.yaml.", file_okay=False
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --resume: continue with a CONFIG or --set that differs from the run's."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary line.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list which parameters get which λ.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
@@ -286,7 +315,9 @@ def train(
     if as_json:
         print(json.dumps(summary))
         return
-    tests = "  ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.startswith("test_") and isinstance(v, (int, float)))
+    tests = "  ".join(
+        f"{k} {v:.4g}" for k, v in summary.items() if k.startswith("test_") and isinstance(v, (int, float))
+    )
     best = summary["best_value"]
     err.print(
         f"[green]finished[/green] {summary['status']}: best epoch {summary['best_epoch']} "
@@ -302,7 +333,9 @@ def eval_command(
     split: Annotated[Split, typer.Option(help="Split to evaluate.")] = Split.test,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
-    data: Annotated[Optional[Path], typer.Option(help="Evaluate on this file instead, read through the saved pipeline.")] = None,
+    data: Annotated[
+        Optional[Path], typer.Option(help="Evaluate on this file instead, read through the saved pipeline.")
+    ] = None,
 ) -> None:
     """Evaluate a trained model on one split (writes eval-<split>.json into the run folder) or on a new file."""
     from .evaluate import evaluate_checkpoint
@@ -321,7 +354,9 @@ def eval_command(
 def predict(
     path: Annotated[Path, typer.Argument(help="A checkpoint file, or a run folder (its best checkpoint).")],
     data: Annotated[Path, typer.Option(help="File to predict, read through the saved pipeline.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV here instead of stdout.")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write the CSV here instead of stdout.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Write predictions as CSV: forecasts per window, step and target (file units), label and
@@ -344,7 +379,9 @@ def sample(
     path: Annotated[Path, typer.Argument(help="A text_lm checkpoint file, or its run folder (best checkpoint).")],
     prompt: Annotated[str, typer.Option(help="Text to continue, read through the training vocabulary.")] = "",
     length: Annotated[int, typer.Option(min=0, help="Tokens (characters or words) to generate.")] = 200,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Softmax temperature; 0 always takes the most likely token.")] = 1.0,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Softmax temperature; 0 always takes the most likely token.")
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
@@ -358,7 +395,9 @@ def sample(
 def config_show(
     config: ConfigPath,
     overrides: Overrides = None,
-    params: Annotated[bool, typer.Option("--params", help="Build the model and list which parameters get which λ.")] = False,
+    params: Annotated[
+        bool, typer.Option("--params", help="Build the model and list which parameters get which λ.")
+    ] = False,
 ) -> None:
     """Print the resolved, validated config (defaults filled in, overrides applied) as YAML."""
     cfg = load_config(config, overrides or [])
@@ -426,19 +465,36 @@ def print_table(table: Table) -> None:
 
 @app.command()
 def sweep(
-    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A run config, or a sweep file (config + grid/runs/seeds).")],
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="An axis KEY=V1,V2,… or KEY=logspace(-6,-2,5); repeatable, the runs are the product.")] = None,
+    path: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="A run config, or a sweep file (config + grid/runs/seeds)."),
+    ],
+    grid: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--grid", help="An axis KEY=V1,V2,… or KEY=logspace(-6,-2,5); repeatable, the runs are the product."
+        ),
+    ] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Seeds for every configuration: 0,1,2.")] = None,
     overrides: Overrides = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel (CPU threads are split between them).")] = 1,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel (CPU threads are split between them).")
+    ] = 1,
     threads: Threads = None,
     runs_dir: Annotated[Path, typer.Option(help="Runs go to <runs-dir>/<name>/sweep-<hash>/.")] = Path("runs"),
     sweep_dir: Annotated[Optional[Path], typer.Option(help="Use exactly this sweep folder.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print one `rnnl2 train` command per run and nothing else.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print one `rnnl2 train` command per run and nothing else.")
+    ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop all runs at the first failure.")] = False,
     backend: Annotated[Backend, typer.Option(help="local (processes on this machine) or ray.")] = Backend.local,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")] = None,
-    select: Annotated[Optional[str], typer.Option(help="Pick the best configuration by METRIC[:min|max] (mean over seeds); writes best.yaml.")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
+    ] = None,
+    select: Annotated[
+        Optional[str],
+        typer.Option(help="Pick the best configuration by METRIC[:min|max] (mean over seeds); writes best.yaml."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
@@ -466,11 +522,17 @@ def sweep(
             print_table(comparison_table(outcome.comparison, title=str(folder)))
         if outcome.selection:
             sel = outcome.selection
-            err.print(f"[green]selected[/green] {sel['overrides']} by {sel['metric']} ({sel['mode']}): "
-                      f"{sel['mean']:.4g} ± {sel['std']:.2g} over {sel['n']} seed(s); "
-                      f"test {sel['test']}; config in {sel['best_yaml']}", highlight=False)
+            err.print(
+                f"[green]selected[/green] {sel['overrides']} by {sel['metric']} ({sel['mode']}): "
+                f"{sel['mean']:.4g} ± {sel['std']:.2g} over {sel['n']} seed(s); "
+                f"test {sel['test']}; config in {sel['best_yaml']}",
+                highlight=False,
+            )
         if outcome.failed:
-            err.print(f"[red]{len(outcome.failed)} of {len(runs)} runs did not finish:[/red] {', '.join(outcome.failed)}", highlight=False)
+            err.print(
+                f"[red]{len(outcome.failed)} of {len(runs)} runs did not finish:[/red] {', '.join(outcome.failed)}",
+                highlight=False,
+            )
         print(folder)
     if result.interrupted:
         raise typer.Exit(code=INTERRUPTED)
@@ -482,8 +544,15 @@ def sweep(
 def compare(
     paths: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs (quote them).")],
     sort: Annotated[Optional[str], typer.Option(help="Column to sort by (default: the early-stopping metric).")] = None,
-    by_seed: Annotated[Optional[bool], typer.Option("--by-seed/--no-by-seed", help="Group runs that differ only in seed (default: when only seeds differ).")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV to this file (- for stdout).")] = None,
+    by_seed: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--by-seed/--no-by-seed", help="Group runs that differ only in seed (default: when only seeds differ)."
+        ),
+    ] = None,
+    csv_path: Annotated[
+        Optional[Path], typer.Option("--csv", help="Also write the table as CSV to this file (- for stdout).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object on stdout.")] = False,
 ) -> None:
     """One row per run: the config keys that differ, best and test metrics, gap, weight norm, epochs, time."""
@@ -508,7 +577,9 @@ def compare(
 @app.command()
 def report(
     paths: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs (quote them).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs, report.md and report.html.")] = Path("report"),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the PNGs, report.md and report.html.")
+    ] = Path("report"),
     sort: Annotated[Optional[str], typer.Option(help="Column to sort the report's table by.")] = None,
 ) -> None:
     """Plot learning curves, the λ curve, weight and gradient norms; write report.md. Last stdout line: report.md."""

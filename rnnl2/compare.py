@@ -59,8 +59,14 @@ class Comparison:
         return "—" if value is None else str(value)
 
     def to_json(self) -> dict[str, Any]:
-        return {"keys": self.keys, "columns": self.columns, "sort": self.sort, "mode": self.mode,
-                "by_seed": self.by_seed, "rows": self.rows}
+        return {
+            "keys": self.keys,
+            "columns": self.columns,
+            "sort": self.sort,
+            "mode": self.mode,
+            "by_seed": self.by_seed,
+            "rows": self.rows,
+        }
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -72,7 +78,9 @@ class Comparison:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and ((path / "summary.json").is_file() or (path / "metrics.jsonl").is_file())
+    return (path / "config.yaml").is_file() and (
+        (path / "summary.json").is_file() or (path / "metrics.jsonl").is_file()
+    )
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
@@ -91,7 +99,9 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
                 found += run_dirs_below(path)
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise Rnnl2Error(f"no run folders (config.yaml with summary.json or metrics.jsonl) in {', '.join(map(str, paths))}")
+        raise Rnnl2Error(
+            f"no run folders (config.yaml with summary.json or metrics.jsonl) in {', '.join(map(str, paths))}"
+        )
     return unique
 
 
@@ -109,8 +119,11 @@ def manifest_run_dirs(sweep_dir: Path) -> list[Path]:
 
 def run_dirs_below(folder: Path) -> list[Path]:
     """Every run folder below `folder`, without the attempts a sweep set aside."""
-    return sorted(p.parent for p in folder.rglob("config.yaml")
-                  if is_run_dir(p.parent) and not any(SET_ASIDE.search(part) for part in p.parent.relative_to(folder).parts))
+    return sorted(
+        p.parent
+        for p in folder.rglob("config.yaml")
+        if is_run_dir(p.parent) and not any(SET_ASIDE.search(part) for part in p.parent.relative_to(folder).parts)
+    )
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -173,7 +186,11 @@ def run_row(run: Run, keys: list[str], metrics: list[str]) -> dict[str, Any]:
 
 def number(value: Any) -> float | None:
     """A finite float, or None for missing, NaN, booleans and text."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )
 
 
 def group_by_seed(rows: list[dict[str, Any]], keys: list[str], numeric: list[str]) -> list[dict[str, Any]]:
@@ -196,8 +213,9 @@ def group_by_seed(rows: list[dict[str, Any]], keys: list[str], numeric: list[str
     return out
 
 
-def compare_runs(paths: Sequence[str | Path], sort: str | None = None, by_seed: bool | None = None,
-                 runs: list[Run] | None = None) -> Comparison:
+def compare_runs(
+    paths: Sequence[str | Path], sort: str | None = None, by_seed: bool | None = None, runs: list[Run] | None = None
+) -> Comparison:
     """The comparison table of the runs under `paths`; `by_seed=None` groups when only seeds differ."""
     runs = runs if runs is not None else load_runs(paths)
     keys = differing_keys(runs)
@@ -210,11 +228,15 @@ def compare_runs(paths: Sequence[str | Path], sort: str | None = None, by_seed: 
     if by_seed:
         keys = [k for k in keys if k != "seed"]
         rows = group_by_seed(rows, keys, numeric)
-        columns = keys + ["n", "status"] + [c for name in numeric for c in (name, f"{name}_std")] + ["seeds", "run_dirs"]
+        columns = (
+            keys + ["n", "status"] + [c for name in numeric for c in (name, f"{name}_std")] + ["seeds", "run_dirs"]
+        )
     else:
         columns = ["run"] + keys + ["status"] + numeric + ["run_dir"]
     if sort not in columns:
-        raise Rnnl2Error(f"--sort {sort!r}: not a column; choose one of {', '.join(c for c in columns if not c.endswith('_std'))}")
+        raise Rnnl2Error(
+            f"--sort {sort!r}: not a column; choose one of {', '.join(c for c in columns if not c.endswith('_std'))}"
+        )
     mode = default_mode(sort)
     sign = 1 if mode == "min" else -1
 

@@ -18,7 +18,9 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"device: {short_repr(requested)} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(
+            f"device: {short_repr(requested)} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device: {short_repr(requested)} is not supported; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda":

@@ -22,7 +22,9 @@ IGNORE_INDEX = -100  # targets at padded steps
 def build_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Mean data loss: cross-entropy over classes (per step for tagging/lm) or MSE."""
     if task in ("tagging", "lm"):
-        return lambda logits, targets: F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+        return lambda logits, targets: F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX
+        )
     if task == "classification":
         return F.cross_entropy
     return F.mse_loss
@@ -32,7 +34,11 @@ def batch_sums(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> dict
     """Additive statistics of one batch, kept on the device until the split is done."""
     if task == "regression":
         error = outputs - targets
-        return {"squared": error.square().sum(), "absolute": error.abs().sum(), "count": torch.tensor(error.numel(), device=error.device)}
+        return {
+            "squared": error.square().sum(),
+            "absolute": error.abs().sum(),
+            "count": torch.tensor(error.numel(), device=error.device),
+        }
     logits, labels = (outputs.flatten(0, 1), targets.flatten()) if task in ("tagging", "lm") else (outputs, targets)
     valid = labels != IGNORE_INDEX
     sums = {
@@ -42,7 +48,9 @@ def batch_sums(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> dict
     }
     if task == "classification":  # confusion[true, predicted], additive over batches, for macro-F1
         classes = logits.shape[-1]
-        sums["confusion"] = torch.bincount(labels * classes + logits.argmax(-1), minlength=classes * classes).view(classes, classes)
+        sums["confusion"] = torch.bincount(labels * classes + logits.argmax(-1), minlength=classes * classes).view(
+            classes, classes
+        )
     return sums
 
 
@@ -54,7 +62,11 @@ def finish_metrics(task: Task, sums: dict[str, float]) -> dict[str, float]:
         metrics = {"loss": mse, "mse": mse, "mae": sums["absolute"] / count, "rmse": math.sqrt(mse)}
         if "squared_orig" in sums:  # the same errors in the file's units
             mse_orig = sums["squared_orig"] / count
-            metrics |= {"mse_orig": mse_orig, "mae_orig": sums["absolute_orig"] / count, "rmse_orig": math.sqrt(mse_orig)}
+            metrics |= {
+                "mse_orig": mse_orig,
+                "mae_orig": sums["absolute_orig"] / count,
+                "rmse_orig": math.sqrt(mse_orig),
+            }
         return metrics
     loss = sums["nll"] / count
     if task == "lm":
@@ -94,7 +106,9 @@ def evaluate(model: torch.nn.Module, split: Split, task: Task, batch_size: int) 
         for key, value in sums.items():
             totals[key] = totals[key] + value if key in totals else value
     model.train(was_training)
-    return finish_metrics(task, {key: value.item() if value.dim() == 0 else value.cpu() for key, value in totals.items()})
+    return finish_metrics(
+        task, {key: value.item() if value.dim() == 0 else value.cpu() for key, value in totals.items()}
+    )
 
 
 def prefixed(split_name: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -108,19 +122,23 @@ def load_trained(path: Path, target: torch.device) -> tuple[Path, dict, RunConfi
     try:
         raw_config, spec = payload["config"], DataSpec.from_dict(payload["data_spec"])
     except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{checkpoint_path}: the checkpoint lacks a usable config or data spec "
-                              f"({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{checkpoint_path}: the checkpoint lacks a usable config or data spec ({type(err).__name__}: {err})"
+        ) from None
     cfg = validate_config(raw_config, source=f"{checkpoint_path} (config)")
     model = build_model(cfg.model, spec)
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{checkpoint_path}: weights do not fit the model in its config: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{checkpoint_path}: weights do not fit the model in its config: {str(err).splitlines()[0]}"
+        ) from None
     return checkpoint_path, payload, cfg, spec, model.to(target)
 
 
-def evaluate_checkpoint(path: Path, split_name: str = "test", device: str = "auto", batch_size: int | None = None,
-                        data: Path | None = None) -> dict:
+def evaluate_checkpoint(
+    path: Path, split_name: str = "test", device: str = "auto", batch_size: int | None = None, data: Path | None = None
+) -> dict:
     """Rebuild data and model from a checkpoint and evaluate one split, or the file `data` read
     through the saved pipeline (metrics prefixed `data_`); returns the result record."""
     target = resolve_device(device)

@@ -47,8 +47,13 @@ class Launch:
     """CPU threads per run (`--threads`); None: $OMP_NUM_THREADS if set, else cores / jobs."""
 
 
-def run_sweep(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, launch: Launch,
-              on_event: EventFn = lambda kind, record: None) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec,
+    runs: list[PlannedRun],
+    sweep_dir: Path,
+    launch: Launch,
+    on_event: EventFn = lambda kind, record: None,
+) -> SweepResult:
     """Run every run not yet done, as its folder tells (see `sweep.reconcile`): an interrupted or
     killed run continues from its last checkpoint; a failed attempt is set aside and run again."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -170,8 +175,14 @@ def start_child(command: list[str], env_extra: dict[str, str], log_path: Path) -
         if resumed:
             log.write(f"\n{RESUMED}\n")
             log.flush()
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **env_extra}, preexec_fn=die_with_parent)
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env_extra},
+            preexec_fn=die_with_parent,
+        )
 
 
 def die_with_parent() -> None:
@@ -216,7 +227,9 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
             time.sleep(POLL_SECONDS)
             for child in [c for c in running if c.poll() is not None]:
                 run, _ = running.pop(child)
-                record = finish(manifest, run, read_outcome(child.returncode, run.run_dir, logs / f"{run.name}.log"), on_event)
+                record = finish(
+                    manifest, run, read_outcome(child.returncode, run.run_dir, logs / f"{run.name}.log"), on_event
+                )
                 if record["status"] != "done" and launch.fail_fast:
                     queue.clear()
                     stop_children(running)
@@ -244,8 +257,13 @@ def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
         raise Rnnl2Error("--backend ray needs Ray: pip install 'rnnl2[ray]'") from None
     address = launch.ray_address or os.environ.get("RAY_ADDRESS")
     try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
-                 **({} if address else {"num_cpus": cpu_count()}))
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            include_dashboard=False,
+            **({} if address else {"num_cpus": cpu_count()}),
+        )
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise Rnnl2Error(f"cannot start or reach Ray{f' at {address}' if address else ''}: {error}") from None
     threads = threads_per_run(launch.threads, launch.jobs, int(ray.cluster_resources().get("CPU", 1)))
@@ -254,7 +272,12 @@ def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
     logs = manifest.path.parent / "logs"
     pending = {}
     for run, record in todo:
-        ref = task.remote(train_command(spec, run, resume=record["resume"]), thread_env(threads), str(run.run_dir), str(logs / f"{run.name}.log"))
+        ref = task.remote(
+            train_command(spec, run, resume=record["resume"]),
+            thread_env(threads),
+            str(run.run_dir),
+            str(logs / f"{run.name}.log"),
+        )
         pending[ref] = run
         on_event("start", manifest.update(run.name, status="running", started=time.time()))
     try:

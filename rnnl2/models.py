@@ -58,7 +58,9 @@ class RecurrentNet(nn.Module):
             last = inputs[:, -1:, :]  # (batch, 1, features)
             x = inputs - last
         if self.channels:
-            x = x.transpose(1, 2).reshape(-1, x.shape[1] // self.segment, self.segment)  # (batch·channels, steps, segment)
+            x = x.transpose(1, 2).reshape(
+                -1, x.shape[1] // self.segment, self.segment
+            )  # (batch·channels, steps, segment)
         if lengths is not None:  # padding never reaches the cell, so it cannot change a result
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             packed_out, hidden = self.rnn(packed, hidden)

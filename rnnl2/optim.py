@@ -22,7 +22,9 @@ def param_groups(model: nn.Module, groups: list[L2Group], decay: bool) -> list[d
     return out
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig, l2: L2Config, groups: list[L2Group]) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: OptimizerConfig, l2: L2Config, groups: list[L2Group]
+) -> torch.optim.Optimizer:
     """The torch optimizer. weight_decay mode → coupled decay; decoupled mode with adam/adamw →
     AdamW (torch's own); with sgd/rmsprop → `decoupled_decay_` in the loop, weight_decay=0 here."""
     native_decoupled = l2.mode == "decoupled" and cfg.name in ("adam", "adamw")
@@ -38,7 +40,9 @@ OPTIMIZERS: dict[str, Callable[[list[dict], OptimizerConfig], torch.optim.Optimi
     "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov),
     "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps),
     "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps),
-    "rmsprop": lambda params, cfg: torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum),
+    "rmsprop": lambda params, cfg: torch.optim.RMSprop(
+        params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum
+    ),
     "adagrad": lambda params, cfg: torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps),
 }
 """One builder per `optimizer.name` the schema allows (tests check the two lists agree)."""

@@ -64,15 +64,17 @@ def token_table(model: torch.nn.Module, split: Split, spec: DataSpec) -> pd.Data
         best.append(torch.stack(log_probs.max(-1)).cpu())  # (2, time): log p, index
     actual_lp, (best_lp, best_id) = torch.cat(actual).numpy(), torch.cat(best, dim=1).numpy()
     vocab, stream = np.array(spec.pipeline["vocab"], dtype=object), split.inputs.cpu().long().numpy()
-    return pd.DataFrame({
-        "position": np.arange(1, len(stream)),
-        "previous": vocab[stream[:-1]],
-        "token": vocab[stream[1:]],
-        "predicted": vocab[best_id.astype(np.int64)],
-        "prob_token": np.exp(actual_lp),
-        "prob_predicted": np.exp(best_lp),
-        "surprisal": -actual_lp,
-    })
+    return pd.DataFrame(
+        {
+            "position": np.arange(1, len(stream)),
+            "previous": vocab[stream[:-1]],
+            "token": vocab[stream[1:]],
+            "predicted": vocab[best_id.astype(np.int64)],
+            "prob_token": np.exp(actual_lp),
+            "prob_predicted": np.exp(best_lp),
+            "surprisal": -actual_lp,
+        }
+    )
 
 
 def predict_file(checkpoint: Path, data: Path, device: str = "auto", batch_size: int | None = None) -> pd.DataFrame:
@@ -80,8 +82,9 @@ def predict_file(checkpoint: Path, data: Path, device: str = "auto", batch_size:
     target = resolve_device(device)
     _, _, cfg, spec, model = load_trained(checkpoint, target)
     if spec.task not in ("regression", "classification", "lm"):
-        raise Rnnl2Error(f"predict: {spec.task} models are not supported (forecasting, classification and "
-                         "language models are)")
+        raise Rnnl2Error(
+            f"predict: {spec.task} models are not supported (forecasting, classification and language models are)"
+        )
     split = load_new_data(cfg.data, spec, data).to(target)
     if spec.task == "lm":
         return token_table(model, split, spec)

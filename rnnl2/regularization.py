@@ -57,10 +57,7 @@ def select_l2_parameters(model: nn.Module, l2: L2Config) -> list[L2Group]:
             continue
         lam = next((v for s, v in l2.lambdas.items() if matches(name, s)), l2.lambda_)
         by_lambda.setdefault(lam, []).append((name, param))
-    return [
-        L2Group(lam, tuple(n for n, _ in pairs), tuple(p for _, p in pairs))
-        for lam, pairs in by_lambda.items()
-    ]
+    return [L2Group(lam, tuple(n for n, _ in pairs), tuple(p for _, p in pairs)) for lam, pairs in by_lambda.items()]
 
 
 class L2Penalty:

@@ -108,7 +108,9 @@ def plot_curves(ax, groups, palette, key: str, style: str = "-", with_label: boo
         xs, means, stds = per_epoch(members, key)
         ax.plot(xs, means, style, color=colour, marker="o", markersize=3, label=label(values) if with_label else None)
         if len(members) > 1:  # seeds as a band of ± one standard deviation
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=colour, alpha=0.2)
+            ax.fill_between(
+                xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=colour, alpha=0.2
+            )
 
 
 def figure_learning_curves(runs, keys, groups, palette, out: Path) -> Path:
@@ -156,29 +158,58 @@ def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> P
         return None
     others = [k for k in comparison.keys if k not in (LAMBDA, "seed")]
     metric = comparison.sort if comparison.sort.startswith("val_") else "val_loss"
-    panels = [("loss", [(metric, "validation (best checkpoint)", "o-"), ("train_at_best", "training data loss (same epoch)", "s--")])]
+    panels = [
+        (
+            "loss",
+            [
+                (metric, "validation (best checkpoint)", "o-"),
+                ("train_at_best", "training data loss (same epoch)", "s--"),
+            ],
+        )
+    ]
     if any(r.get("val_accuracy") is not None for r in rows):
         panels.append(("accuracy", [("val_accuracy", "validation", "o-"), ("test_accuracy", "test", "^:")]))
-    fig, axes = plt.subplots(len(panels), 2, figsize=(9, 3.8 * len(panels)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 6], "wspace": 0.05}, sharey="row")
+    fig, axes = plt.subplots(
+        len(panels),
+        2,
+        figsize=(9, 3.8 * len(panels)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 6], "wspace": 0.05},
+        sharey="row",
+    )
     distinct = {frozen([r.get(k) for k in others]): tuple(r.get(k) for k in others) for r in rows}
     lines = sorted(distinct.values(), key=lambda t: [sort_value(v) for v in t])
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row_index, (quantity, series) in enumerate(panels):
         zero_ax, log_ax = axes[row_index]
         for line_index, line in enumerate(lines):
-            members = sorted((r for r in rows if frozen([r.get(k) for k in others]) == frozen(line)), key=lambda r: r[LAMBDA])
+            members = sorted(
+                (r for r in rows if frozen([r.get(k) for k in others]) == frozen(line)), key=lambda r: r[LAMBDA]
+            )
             for column, name, style in series:
-                points = [(r[LAMBDA], r.get(column), r.get(f"{column}_std") or 0.0) for r in members if r.get(column) is not None]
+                points = [
+                    (r[LAMBDA], r.get(column), r.get(f"{column}_std") or 0.0)
+                    for r in members
+                    if r.get(column) is not None
+                ]
                 tag = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(others, line))
                 colour = cycle[(line_index * len(series) + series.index((column, name, style))) % len(cycle)]
                 positive = [p for p in points if p[0] > 0]
                 zero = [p for p in points if p[0] == 0]
                 if positive:
-                    log_ax.errorbar([p[0] for p in positive], [p[1] for p in positive], yerr=[p[2] for p in positive],
-                                    fmt=style, color=colour, capsize=3, label=f"{name}{' — ' + tag if tag else ''}")
+                    log_ax.errorbar(
+                        [p[0] for p in positive],
+                        [p[1] for p in positive],
+                        yerr=[p[2] for p in positive],
+                        fmt=style,
+                        color=colour,
+                        capsize=3,
+                        label=f"{name}{' — ' + tag if tag else ''}",
+                    )
                 for p in zero:
-                    zero_ax.errorbar([0], [p[1]], yerr=[p[2]], fmt=style[0], color=colour, capsize=3, markersize=8, mfc="none")
+                    zero_ax.errorbar(
+                        [0], [p[1]], yerr=[p[2]], fmt=style[0], color=colour, capsize=3, markersize=8, mfc="none"
+                    )
         log_ax.set_xscale("log")
         log_ax.grid(alpha=0.3, which="both")
         log_ax.legend(fontsize=8)
@@ -211,7 +242,10 @@ def markdown_table(comparison: Comparison) -> str:
 def html_table(comparison: Comparison) -> str:
     columns = comparison.shown_columns()
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(comparison.cell(r, c))}</td>" for c in columns) + "</tr>" for r in comparison.rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(comparison.cell(r, c))}</td>" for c in columns) + "</tr>"
+        for r in comparison.rows
+    )
     return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
 
 
@@ -234,20 +268,43 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
     figures = [
         figure_learning_curves(runs, keys, groups, palette, out),
         figure_lambda_curve(comparison, runs, out),
-        figure_norms(groups, palette, keys, out, "weight_norm", "‖θ‖₂ of the penalized parameters",
-                     "Weight norm per epoch", "weight_norm.png", log=False),
-        figure_norms(groups, palette, keys, out, "grad_norm", "mean ‖∇(loss)‖₂ per step, all parameters (log scale)",
-                     "Gradient norm per epoch", "grad_norm.png", log=True),
+        figure_norms(
+            groups,
+            palette,
+            keys,
+            out,
+            "weight_norm",
+            "‖θ‖₂ of the penalized parameters",
+            "Weight norm per epoch",
+            "weight_norm.png",
+            log=False,
+        ),
+        figure_norms(
+            groups,
+            palette,
+            keys,
+            out,
+            "grad_norm",
+            "mean ‖∇(loss)‖₂ per step, all parameters (log scale)",
+            "Gradient norm per epoch",
+            "grad_norm.png",
+            log=True,
+        ),
     ]
     figures = [f for f in figures if f is not None]
     title = f"rnnl2 report: {len(runs)} runs"
     images = "\n\n".join(f"![{f.stem}]({f.name})" for f in figures)
     files = ReportFiles(markdown=out / "report.md", html=out / "report.html", figures=figures)
-    write_text(files.markdown, f"# {title}\n\nSources: {', '.join(map(str, paths))}\n\n{images}\n\n"
-                               f"## Runs\n\n{markdown_table(comparison)}\n")
+    write_text(
+        files.markdown,
+        f"# {title}\n\nSources: {', '.join(map(str, paths))}\n\n{images}\n\n## Runs\n\n{markdown_table(comparison)}\n",
+    )
     imgs = "".join(f'<p><img src="{html.escape(f.name)}" alt="{f.stem}"></p>' for f in figures)
-    write_text(files.html, f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
-                           f"{imgs}<h2>Runs</h2>{html_table(comparison)}\n")
+    write_text(
+        files.html,
+        f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
+        f"{imgs}<h2>Runs</h2>{html_table(comparison)}\n",
+    )
     return files
 
 

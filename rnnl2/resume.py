@@ -28,8 +28,13 @@ from .state import check_resume_payload, config_differences, restore_state
 from .train import Observer, RunResult, build_setup, train_epochs
 
 
-def resume(run_dir: Path, cfg: RunConfig | None = None, overrides: Sequence[str] = (), force: bool = False,
-           observer: Observer | None = None) -> RunResult:
+def resume(
+    run_dir: Path,
+    cfg: RunConfig | None = None,
+    overrides: Sequence[str] = (),
+    force: bool = False,
+    observer: Observer | None = None,
+) -> RunResult:
     """Continue a run from its checkpoints/last.pt with the config saved in it.
 
     A given `cfg` (a CONFIG file) or `overrides` that change it are refused unless `force`; then
@@ -50,8 +55,10 @@ def resume(run_dir: Path, cfg: RunConfig | None = None, overrides: Sequence[str]
             state = restore_state(payload, s.device)
             s.model.load_state_dict(payload["model"])
         except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
-            raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it, it does not fit the "
-                                  f"model and state of this config: {str(err).strip().splitlines()[0]}") from None
+            raise CheckpointError(
+                f"{run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it, it does not fit the "
+                f"model and state of this config: {str(err).strip().splitlines()[0]}"
+            ) from None
         for leftover in (run_dir / "checkpoints").glob(".*.pt.*"):  # temp files of a save that was killed
             leftover.unlink(missing_ok=True)
         if wanted != saved:
@@ -65,23 +72,29 @@ def check_not_finished(run_dir: Path, force: bool) -> None:
     """A finished run is continued only with --force (and a config that allows more)."""
     status = (read_summary(run_dir) or {}).get("status")
     if status in FINISHED and not force:
-        raise Rnnl2Error(f"--resume {run_dir}: the run already finished ({status}); to train it further, "
-                         "pass --force with a config that allows more (e.g. --set train.epochs=N)")
+        raise Rnnl2Error(
+            f"--resume {run_dir}: the run already finished ({status}); to train it further, "
+            "pass --force with a config that allows more (e.g. --set train.epochs=N)"
+        )
 
 
 def read_last_checkpoint(run_dir: Path) -> dict[str, Any]:
     """last.pt, verified (archive CRCs, format, this folder's run id, a well-formed resume block)."""
     path = run_dir / "checkpoints" / "last.pt"
     if not path.is_file():
-        raise CheckpointError(f"--resume {run_dir}: there is no checkpoints/last.pt (output.save_checkpoints "
-                              "is false, or the run stopped before its first checkpoint)")
+        raise CheckpointError(
+            f"--resume {run_dir}: there is no checkpoints/last.pt (output.save_checkpoints "
+            "is false, or the run stopped before its first checkpoint)"
+        )
     payload = load_checkpoint(path)
     if not isinstance(payload.get("resume"), dict) or not isinstance(payload.get("model"), dict):
         raise CheckpointError(f"{path}: holds no training state to resume from")
     folder_id, checkpoint_id = read_run_id(run_dir), payload.get("run_id")
     if folder_id != checkpoint_id:
-        raise CheckpointError(f"{path}: belongs to another run (run id {checkpoint_id or 'none'}, this folder's is "
-                              f"{folder_id or 'none'}); it was copied here from elsewhere")
+        raise CheckpointError(
+            f"{path}: belongs to another run (run id {checkpoint_id or 'none'}, this folder's is "
+            f"{folder_id or 'none'}); it was copied here from elsewhere"
+        )
     check_resume_payload(payload)
     return payload
 
@@ -101,16 +114,21 @@ def check_config_file(run_dir: Path, saved: RunConfig) -> None:
     try:
         on_disk = load_config(run_dir / "config.yaml")
     except ConfigError as error:
-        raise ConfigError(f"--resume {run_dir}: its config.yaml is not the config the run trained with: {error}") from None
+        raise ConfigError(
+            f"--resume {run_dir}: its config.yaml is not the config the run trained with: {error}"
+        ) from None
     if on_disk != saved:
         changes = "\n".join(f"  {line}" for line in config_differences(saved, on_disk))
-        raise ConfigError(f"--resume {run_dir}: config.yaml was changed after the last checkpoint "
-                          f"(checkpoint → file):\n{changes}\nRestore it; to continue with other settings, "
-                          "use `rnnl2 train --resume RUN --force --set KEY=VALUE`")
+        raise ConfigError(
+            f"--resume {run_dir}: config.yaml was changed after the last checkpoint "
+            f"(checkpoint → file):\n{changes}\nRestore it; to continue with other settings, "
+            "use `rnnl2 train --resume RUN --force --set KEY=VALUE`"
+        )
 
 
-def resolve_config(run_dir: Path, saved: RunConfig, cfg: RunConfig | None, overrides: Sequence[str],
-                   force: bool) -> RunConfig:
+def resolve_config(
+    run_dir: Path, saved: RunConfig, cfg: RunConfig | None, overrides: Sequence[str], force: bool
+) -> RunConfig:
     """The config to continue with: the run's own, or (with --force) a CONFIG file or --set changes."""
     wanted = cfg
     if wanted is None and overrides:
@@ -120,6 +138,8 @@ def resolve_config(run_dir: Path, saved: RunConfig, cfg: RunConfig | None, overr
         return saved
     if not force:
         changes = "\n".join(f"  {line}" for line in config_differences(saved, wanted))
-        raise ConfigError(f"--resume {run_dir}: the given config differs from the run's:\n{changes}\n"
-                          "Leave it out to continue the run as it was, or pass --force to continue with it.")
+        raise ConfigError(
+            f"--resume {run_dir}: the given config differs from the run's:\n{changes}\n"
+            "Leave it out to continue the run as it was, or pass --force to continue with it."
+        )
     return wanted

@@ -27,8 +27,19 @@ CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
 FINISHED = ("completed", "early_stopped", "max_steps")
 """summary.json statuses of a run that ended by its own rules (the others: interrupted, diverged)."""
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
-LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError,
-               AttributeError, IndexError, TypeError, struct.error)  # the last three: text or random bytes
+LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    OSError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    TypeError,
+    struct.error,
+)  # the last three: text or random bytes
 
 
 class CheckpointError(Rnnl2Error):
@@ -97,8 +108,7 @@ def create_run_dir(runs_dir: Path, name: str, explicit: Path | None = None) -> t
             except FileExistsError:
                 continue
         lock = RunLock(run_dir).acquire()
-    write_json(run_dir / RUN_FILE, {"run_id": uuid.uuid4().hex,
-                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(run_dir / RUN_FILE, {"run_id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return run_dir, lock
 
 
@@ -139,8 +149,10 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise RunLocked(f"{self.run_dir} is being written by another rnnl2 process (pid {holder}); "
-                            "wait for it to finish or stop it first") from None
+            raise RunLocked(
+                f"{self.run_dir} is being written by another rnnl2 process (pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -171,8 +183,10 @@ def check_unlocked(run_dir: Path) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunLocked(f"{run_dir} is being written by another rnnl2 process (pid {handle.read().strip() or 'unknown'}); "
-                            "wait for it to finish or stop it first") from None
+            raise RunLocked(
+                f"{run_dir} is being written by another rnnl2 process (pid {handle.read().strip() or 'unknown'}); "
+                "wait for it to finish or stop it first"
+            ) from None
 
 
 def check_writable(folder: Path) -> None:
@@ -242,7 +256,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise ValueError("not a JSON object")
         except ValueError:
             if position == len(numbered) - 1:
-                warnings.warn(f"{path}: line {number} is cut short (a write was interrupted); skipped it", Rnnl2Warning, stacklevel=2)
+                warnings.warn(
+                    f"{path}: line {number} is cut short (a write was interrupted); skipped it",
+                    Rnnl2Warning,
+                    stacklevel=2,
+                )
                 break
             raise Rnnl2Error(f"{path}: line {number} is not a JSON object; the file is damaged") from None
         rows.append(row)
@@ -306,7 +324,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except LOAD_ERRORS as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a loadable rnnl2 checkpoint (unsafe, truncated or corrupt): {first}") from None
+        raise CheckpointError(
+            f"{path}: not a loadable rnnl2 checkpoint (unsafe, truncated or corrupt): {first}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an rnnl2 checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return payload
@@ -321,8 +341,10 @@ def verify_archive(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: damaged checkpoint, not a readable archive ({err})") from None
     if bad is not None:
-        raise CheckpointError(f"{path}: damaged checkpoint: {bad} fails its CRC check (the file was changed or "
-                              "corrupted after it was written)")
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: {bad} fails its CRC check (the file was changed or "
+            "corrupted after it was written)"
+        )
 
 
 def record_eval(checkpoint: Path, split: str, result: dict[str, Any]) -> Path | None:
@@ -334,7 +356,9 @@ def record_eval(checkpoint: Path, split: str, result: dict[str, Any]) -> Path | 
     try:
         write_json(path, result)
     except OSError as err:
-        warnings.warn(f"could not save {path} ({err.strerror or err}); the result is printed only", Rnnl2Warning, stacklevel=2)
+        warnings.warn(
+            f"could not save {path} ({err.strerror or err}); the result is printed only", Rnnl2Warning, stacklevel=2
+        )
         return None
     return path
 

@@ -30,8 +30,9 @@ def encode_prompt(prompt: str, pipeline: dict) -> list[int]:
         return ids
     boundary = "\n" if pipeline["level"] == "char" else EOS
     if boundary not in pipeline["vocab"]:
-        raise ConfigError(f"--prompt: this model's vocabulary has no {boundary!r} to start from; "
-                          f"give a --prompt to start the text")
+        raise ConfigError(
+            f"--prompt: this model's vocabulary has no {boundary!r} to start from; give a --prompt to start the text"
+        )
     return [pipeline["vocab"].index(boundary)]
 
 
@@ -44,8 +45,9 @@ def decode(ids: list[int], pipeline: dict) -> str:
 
 
 @torch.inference_mode()
-def sample_text(path: Path, prompt: str = "", length: int = 200, temperature: float = 1.0, seed: int = 0,
-                device: str = "cpu") -> str:
+def sample_text(
+    path: Path, prompt: str = "", length: int = 200, temperature: float = 1.0, seed: int = 0, device: str = "cpu"
+) -> str:
     """The prompt followed by `length` generated tokens (never `<unk>`); temperature 0 takes the
     most likely one."""
     target = resolve_device(device)

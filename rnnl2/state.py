@@ -129,10 +129,14 @@ def training_payload(state: TrainState) -> dict[str, Any]:
     """The `resume` block of last.pt (tensors stay on their device; torch.save copies them)."""
     return {
         "step_in_epoch": state.step_in_epoch,
-        "loss_sum": state.loss_sum, "grad_sum": state.grad_sum, "samples": state.samples,
+        "loss_sum": state.loss_sum,
+        "grad_sum": state.grad_sum,
+        "samples": state.samples,
         "hidden": list(state.hidden) if isinstance(state.hidden, tuple) else state.hidden,
         "shuffle_state": state.shuffle_state,
-        "best_value": state.best_value, "best_epoch": state.best_epoch, "since_best": state.since_best,
+        "best_value": state.best_value,
+        "best_epoch": state.best_epoch,
+        "since_best": state.since_best,
         "best_model": state.best_model,
         "history": state.history,
         "resumed_from": state.resumed_from,
@@ -149,14 +153,22 @@ def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
     best = saved["best_model"]
     return TrainState(
-        epoch=int(payload["epoch"]), step=int(payload["step"]), step_in_epoch=int(saved["step_in_epoch"]),
-        loss_sum=to(saved["loss_sum"]), grad_sum=to(saved["grad_sum"]), samples=int(saved["samples"]),
+        epoch=int(payload["epoch"]),
+        step=int(payload["step"]),
+        step_in_epoch=int(saved["step_in_epoch"]),
+        loss_sum=to(saved["loss_sum"]),
+        grad_sum=to(saved["grad_sum"]),
+        samples=int(saved["samples"]),
         hidden=tuple(to(h) for h in hidden) if isinstance(hidden, list) else to(hidden),
         shuffle_state=saved["shuffle_state"],
-        best_value=saved["best_value"], best_epoch=int(saved["best_epoch"]), since_best=int(saved["since_best"]),
+        best_value=saved["best_value"],
+        best_epoch=int(saved["best_epoch"]),
+        since_best=int(saved["since_best"]),
         best_model=None if best is None else {k: v.to(device) for k, v in best.items()},
-        history=list(saved["history"]), resumed_from=list(saved.get("resumed_from", [])),
-        run_id=payload.get("run_id"), checked_step=int(payload["step"]),
+        history=list(saved["history"]),
+        resumed_from=list(saved.get("resumed_from", [])),
+        run_id=payload.get("run_id"),
+        checked_step=int(payload["step"]),
         saved_at=(int(payload["epoch"]), int(payload["step"])),
     )
 
@@ -167,8 +179,9 @@ def check_resume_payload(payload: dict[str, Any]) -> None:
 
     def need(ok: bool, field_name: str, rule: str) -> None:
         if not ok:
-            raise CheckpointError(f"last.pt: resume.{field_name} {rule}; the checkpoint is damaged or not one "
-                                  "rnnl2 wrote")
+            raise CheckpointError(
+                f"last.pt: resume.{field_name} {rule}; the checkpoint is damaged or not one rnnl2 wrote"
+            )
 
     def count(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -180,27 +193,51 @@ def check_resume_payload(payload: dict[str, Any]) -> None:
     saved = payload["resume"]
     for key in ("step_in_epoch", "samples", "best_epoch", "since_best"):
         need(count(saved.get(key)), key, "must be a whole number ≥ 0")
-    need(tensor_or_none(saved.get("loss_sum")) and tensor_or_none(saved.get("grad_sum")), "loss_sum/grad_sum",
-         "must be one-number tensors")
-    need(saved.get("best_value") is None or isinstance(saved.get("best_value"), (int, float)), "best_value",
-         "must be a number")
+    need(
+        tensor_or_none(saved.get("loss_sum")) and tensor_or_none(saved.get("grad_sum")),
+        "loss_sum/grad_sum",
+        "must be one-number tensors",
+    )
+    need(
+        saved.get("best_value") is None or isinstance(saved.get("best_value"), (int, float)),
+        "best_value",
+        "must be a number",
+    )
     history = saved.get("history")
     need(isinstance(history, list) and all(isinstance(r, dict) for r in history), "history", "must be a list of rows")
     need(len(history) == payload["epoch"], "history", f"must hold one row per finished epoch ({payload['epoch']})")
     need(isinstance(saved.get("resumed_from", []), list), "resumed_from", "must be a list")
     reference = torch.get_rng_state()
     shuffle = saved.get("shuffle_state")
-    need(shuffle is None or (isinstance(shuffle, torch.Tensor) and shuffle.dtype == torch.uint8
-                             and shuffle.shape == reference.shape), "shuffle_state", "must be a generator state")
+    need(
+        shuffle is None
+        or (isinstance(shuffle, torch.Tensor) and shuffle.dtype == torch.uint8 and shuffle.shape == reference.shape),
+        "shuffle_state",
+        "must be a generator state",
+    )
     best = saved.get("best_model")
-    need(best is None or (isinstance(best, dict) and all(isinstance(v, torch.Tensor) for v in best.values())),
-         "best_model", "must be a state dict")
+    need(
+        best is None or (isinstance(best, dict) and all(isinstance(v, torch.Tensor) for v in best.values())),
+        "best_model",
+        "must be a state dict",
+    )
     hidden = saved.get("hidden")
-    need(hidden is None or isinstance(hidden, torch.Tensor)
-         or (isinstance(hidden, list) and all(isinstance(h, torch.Tensor) for h in hidden)), "hidden", "must be tensors")
+    need(
+        hidden is None
+        or isinstance(hidden, torch.Tensor)
+        or (isinstance(hidden, list) and all(isinstance(h, torch.Tensor) for h in hidden)),
+        "hidden",
+        "must be tensors",
+    )
     rng = saved.get("rng")
-    need(isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
-         and rng["torch"].shape == reference.shape, "rng.torch", "must be a generator state")
+    need(
+        isinstance(rng, dict)
+        and isinstance(rng.get("torch"), torch.Tensor)
+        and rng["torch"].dtype == torch.uint8
+        and rng["torch"].shape == reference.shape,
+        "rng.torch",
+        "must be a generator state",
+    )
     try:
         version, internal, gauss = rng["python"]
         random.Random().setstate((version, tuple(internal), gauss))
@@ -222,7 +259,9 @@ def restore_training(payload: dict[str, Any], optimizer, scheduler, log: Metrics
         if scheduler is not None and payload.get("scheduler") is not None:
             scheduler.load_state_dict(payload["scheduler"])
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"last.pt: the optimizer state does not fit this config: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"last.pt: the optimizer state does not fit this config: {str(err).splitlines()[0]}"
+        ) from None
     if state.new_config:  # --force with a changed config: its lr, λ, ... apply from now on
         for group, settings in zip(optimizer.param_groups, fresh):
             group.update(settings)

@@ -136,19 +136,25 @@ def read_sweep_file(path: Path) -> SweepSpec:
     raw = read_yaml(path)
     unknown = set(raw) - {"config", "set", "grid", "runs", "seeds"}
     if unknown or "config" not in raw:
-        raise ConfigError(f"{path}: a sweep file has keys config (required), set, grid, runs, seeds"
-                          + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
+        raise ConfigError(
+            f"{path}: a sweep file has keys config (required), set, grid, runs, seeds"
+            + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
+        )
     config = (path.parent / str(raw["config"])).resolve()
     if not config.is_file():
         raise ConfigError(f"{path}: config {raw['config']!r} not found ({config})")
     fixed = [f"{k}={format_value(v)}" for k, v in (raw.get("set") or {}).items()]
-    grid = [(str(k), expand_values(v if isinstance(v, list) else split_top_level(str(v))))
-            for k, v in (raw.get("grid") or {}).items()]
+    grid = [
+        (str(k), expand_values(v if isinstance(v, list) else split_top_level(str(v))))
+        for k, v in (raw.get("grid") or {}).items()
+    ]
     variants = [dict(item) for item in raw.get("runs") or []]
     return SweepSpec(config, fixed, grid, variants, [int(s) for s in raw.get("seeds") or []])
 
 
-def build_spec(path: Path, grid: Sequence[str] = (), seeds: str | None = None, overrides: Sequence[str] = ()) -> SweepSpec:
+def build_spec(
+    path: Path, grid: Sequence[str] = (), seeds: str | None = None, overrides: Sequence[str] = ()
+) -> SweepSpec:
     """The sweep of the command line: a run config or a sweep file (with a `config:` key), plus
     `--grid` axes (replacing a file's axis of the same key), `--seeds` (replacing) and `--set`."""
     raw = read_yaml(path)
@@ -208,12 +214,16 @@ def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -
     base_name = load_config(spec.config, spec.fixed).name
     digest = hashlib.sha256(" ".join(h for *_, h in planned).encode()).hexdigest()[:8]
     sweep_dir = sweep_dir or runs_dir / base_name / f"sweep-{digest}"
-    runs = [PlannedRun(i, f"{i:03d}-{slug(v)}", v, o, h, sweep_dir / f"{i:03d}-{slug(v)}")
-            for i, (v, o, h) in enumerate(planned)]
+    runs = [
+        PlannedRun(i, f"{i:03d}-{slug(v)}", v, o, h, sweep_dir / f"{i:03d}-{slug(v)}")
+        for i, (v, o, h) in enumerate(planned)
+    ]
     return sweep_dir, runs
 
 
-def train_command(spec: SweepSpec, run: PlannedRun, program: Sequence[str] = ("rnnl2",), resume: bool = False) -> list[str]:
+def train_command(
+    spec: SweepSpec, run: PlannedRun, program: Sequence[str] = ("rnnl2",), resume: bool = False
+) -> list[str]:
     """The `rnnl2 train` argv of one run (the CLI's --quiet keeps stdout to the run folder);
     with `resume`, continue the run's folder from its checkpoints/last.pt instead."""
     if resume:
@@ -258,12 +268,22 @@ class Manifest:
         for name, record in old.items():
             match = next((r for r in runs if r.name == name), None)
             if match is None or record.get("config_hash") != match.config_hash:
-                raise Rnnl2Error(f"{self.path} belongs to a different sweep (run {name} differs); "
-                                 "use another --sweep-dir")
-        self.records = [old.get(r.name) or {
-            "index": r.index, "name": r.name, "overrides": r.varying, "set": r.overrides,
-            "config_hash": r.config_hash, "run_dir": str(r.run_dir.absolute()), "status": "pending",
-        } for r in runs]
+                raise Rnnl2Error(
+                    f"{self.path} belongs to a different sweep (run {name} differs); use another --sweep-dir"
+                )
+        self.records = [
+            old.get(r.name)
+            or {
+                "index": r.index,
+                "name": r.name,
+                "overrides": r.varying,
+                "set": r.overrides,
+                "config_hash": r.config_hash,
+                "run_dir": str(r.run_dir.absolute()),
+                "status": "pending",
+            }
+            for r in runs
+        ]
         self.save()
 
     def record(self, name: str) -> dict[str, Any]:
@@ -340,8 +360,11 @@ def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedR
         resume = run.run_dir.exists() and stopped_from_outside(record, run.run_dir, run.config_hash)
         if run.run_dir.exists() and not resume:
             moved = set_aside(run.run_dir, "failed")
-            warnings.warn(f"{run.name}: its earlier attempt did not finish; kept it in {moved.name} and starting "
-                          "the run again", Rnnl2Warning, stacklevel=2)
+            warnings.warn(
+                f"{run.name}: its earlier attempt did not finish; kept it in {moved.name} and starting the run again",
+                Rnnl2Warning,
+                stacklevel=2,
+            )
         todo.append((run, resume))
         manifest.update(run.name, status="pending", exit_code=None, error=None, resume=resume)
     return done, todo
@@ -357,8 +380,11 @@ def stopped_from_outside(record: dict[str, Any], run_dir: Path, planned_hash: st
     summary = read_summary(run_dir) or {}
     if summary.get("status") == "diverged":
         return False
-    failed_by_itself = record.get("status") == "failed" and (record.get("exit_code") or 0) > 0 \
+    failed_by_itself = (
+        record.get("status") == "failed"
+        and (record.get("exit_code") or 0) > 0
         and record.get("exit_code") != INTERRUPTED
+    )
     return not failed_by_itself
 
 
@@ -370,11 +396,18 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 
 def write_definition(sweep_dir: Path, spec: SweepSpec, runs: list[PlannedRun]) -> None:
     """`sweep.json`: what the sweep runs, for people and for `compare`."""
-    write_json(sweep_dir / "sweep.json", {
-        "config": str(spec.config), "set": spec.fixed, "grid": [[k, v] for k, v in spec.grid],
-        "runs": spec.variants, "seeds": spec.seeds, "count": len(runs),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    write_json(
+        sweep_dir / "sweep.json",
+        {
+            "config": str(spec.config),
+            "set": spec.fixed,
+            "grid": [[k, v] for k, v in spec.grid],
+            "runs": spec.variants,
+            "seeds": spec.seeds,
+            "count": len(runs),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
 
 
 # ---------------------------------------------------------------------- selection
@@ -417,9 +450,14 @@ def select_best(sweep_dir: Path, metric: str, mode: str | None = None) -> dict[s
     write_text(sweep_dir / "best.yaml", (best_run / "config.yaml").read_text(encoding="utf-8"))
     values = [r["value"] for r in members]
     selection = {
-        "metric": metric, "mode": mode, "overrides": json.loads(winner),
-        "mean": means[winner], "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
-        "run_dir": str(best_run), "run_dirs": [r["run_dir"] for r in members],
+        "metric": metric,
+        "mode": mode,
+        "overrides": json.loads(winner),
+        "mean": means[winner],
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "run_dir": str(best_run),
+        "run_dirs": [r["run_dir"] for r in members],
         "test": {k: v for k, v in (members[0].get("metrics") or {}).items() if k.startswith("test_")},
         "best_yaml": str(sweep_dir / "best.yaml"),
         "ranking": sorted(([json.loads(k), m, len(groups[k])] for k, m in means.items()), key=lambda x: sign * x[1]),
@@ -441,9 +479,15 @@ class SweepOutcome:
     comparison: Any  # compare.Comparison, or None when no run finished
 
     def to_json(self) -> dict[str, Any]:
-        return {"sweep_dir": str(self.sweep_dir), "runs": self.runs, "skipped": self.skipped, "failed": self.failed,
-                "interrupted": self.interrupted, "selection": self.selection,
-                "table": self.comparison.to_json() if self.comparison is not None else None}
+        return {
+            "sweep_dir": str(self.sweep_dir),
+            "runs": self.runs,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "interrupted": self.interrupted,
+            "selection": self.selection,
+            "table": self.comparison.to_json() if self.comparison is not None else None,
+        }
 
 
 def sweep_outcome(sweep_dir: Path, spec: SweepSpec, result: Any, metric: str | None, mode: str | None) -> SweepOutcome:
@@ -454,5 +498,12 @@ def sweep_outcome(sweep_dir: Path, spec: SweepSpec, result: Any, metric: str | N
     done = any(r["status"] == "done" for r in result.records)
     selection = select_best(sweep_dir, metric, mode) if metric and done and not result.interrupted else None
     comparison = compare_runs([sweep_dir], by_seed=len(spec.seeds) > 1) if done else None
-    return SweepOutcome(sweep_dir, len(result.records), result.skipped, [r["name"] for r in result.failed],
-                        result.interrupted, selection, comparison)
+    return SweepOutcome(
+        sweep_dir,
+        len(result.records),
+        result.skipped,
+        [r["name"] for r in result.failed],
+        result.interrupted,
+        selection,
+        comparison,
+    )

@@ -108,9 +108,17 @@ def build_setup(cfg: RunConfig) -> Setup:
     )
 
 
-def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer: Observer, step_budget: float,
-                    state: TrainState | None = None, stop: StopRequest | None = None,
-                    checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
+def train_one_epoch(
+    s: Setup,
+    optimizer,
+    penalty: L2Penalty,
+    generator,
+    observer: Observer,
+    step_budget: float,
+    state: TrainState | None = None,
+    stop: StopRequest | None = None,
+    checkpoint: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """One pass (or `step_budget` steps) over the training split; sums stay on the device.
 
     With a `state` part-way through an epoch, the batches already done are skipped (same
@@ -154,8 +162,12 @@ def train_one_epoch(s: Setup, optimizer, penalty: L2Penalty, generator, observer
         if checkpoint is not None and every and state.step % every == 0:
             checkpoint()
     loss_sum, grad_sum = read_sums(state)
-    return {"train_data_loss": loss_sum / max(state.samples, 1), "grad_norm": grad_sum / max(state.step_in_epoch, 1),
-            "steps": state.step_in_epoch, "samples": state.samples}
+    return {
+        "train_data_loss": loss_sum / max(state.samples, 1),
+        "grad_norm": grad_sum / max(state.step_in_epoch, 1),
+        "steps": state.step_in_epoch,
+        "samples": state.samples,
+    }
 
 
 def read_sums(state: TrainState) -> tuple[float, float]:
@@ -196,8 +208,13 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-def run(cfg: RunConfig, runs_dir: Path = Path("runs"), run_dir: Path | None = None,
-        observer: Observer | None = None, setup: Setup | None = None) -> RunResult:
+def run(
+    cfg: RunConfig,
+    runs_dir: Path = Path("runs"),
+    run_dir: Path | None = None,
+    observer: Observer | None = None,
+    setup: Setup | None = None,
+) -> RunResult:
     """Train one model from a validated config and write its run folder (locked while it trains).
 
     A stop (Ctrl-C, SIGTERM) before the first checkpoint removes the folder it had just made:
@@ -229,8 +246,9 @@ def remove_unstarted(run_dir: Path) -> None:
         pass
 
 
-def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, Any] | None,
-                 observer: Observer, started: float) -> RunResult:
+def train_epochs(
+    s: Setup, run_dir: Path, state: TrainState, payload: dict[str, Any] | None, observer: Observer, started: float
+) -> RunResult:
     """Epochs from `state` on: train, evaluate, log, checkpoint, stop early; then the final summary."""
     cfg = s.cfg
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
@@ -247,11 +265,18 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
         """Checkpoints of a state read as finite just now: a NaN/inf weight is never saved."""
         read_running_loss(state, params)
         save_checkpoints(run_dir, s, optimizer, scheduler, state, best)
-    observer.on_start({
-        "run_dir": run_dir, "device": describe_device(s.device), "parameters": count_parameters(s.model),
-        "l2": describe_selection(s.model, s.groups), "epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
-        "resumed_from": state.resumed_from[-1] if state.resumed_from else None,
-    })
+
+    observer.on_start(
+        {
+            "run_dir": run_dir,
+            "device": describe_device(s.device),
+            "parameters": count_parameters(s.model),
+            "l2": describe_selection(s.model, s.groups),
+            "epochs": cfg.train.epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "resumed_from": state.resumed_from[-1] if state.resumed_from else None,
+        }
+    )
     status = "completed"
     with StopRequest() as stop:
         try:
@@ -261,8 +286,17 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
                 done = state.step - state.step_in_epoch
                 planned = min(steps_per_epoch, cfg.train.max_steps - done if cfg.train.max_steps else math.inf)
                 observer.on_epoch_start(epoch, planned)
-                stats = train_one_epoch(s, optimizer, penalty, generator, observer, planned, state, stop,
-                                        lambda planned=planned: save() if state.step_in_epoch < planned else None)
+                stats = train_one_epoch(
+                    s,
+                    optimizer,
+                    penalty,
+                    generator,
+                    observer,
+                    planned,
+                    state,
+                    stop,
+                    lambda planned=planned: save() if state.step_in_epoch < planned else None,
+                )
                 if stop.signal and state.step_in_epoch < planned:  # a signal ended the epoch part-way
                     save()
                     status = "interrupted"
@@ -300,17 +334,24 @@ def train_epochs(s: Setup, run_dir: Path, state: TrainState, payload: dict[str, 
     return RunResult(run_dir, summary, state.history)
 
 
-def epoch_row(s: Setup, state: TrainState, stats: dict[str, Any], penalty: L2Penalty, optimizer,
-              epoch_start: float) -> dict[str, Any]:
+def epoch_row(
+    s: Setup, state: TrainState, stats: dict[str, Any], penalty: L2Penalty, optimizer, epoch_start: float
+) -> dict[str, Any]:
     """Evaluate on the validation split and build the epoch's metrics row."""
     train_seconds = time.perf_counter() - epoch_start
     val = prefixed("val", evaluate(s.model, s.val, s.spec.task, s.cfg.train.eval_batch_size))
     with torch.no_grad():
         pen, norm = penalty().item(), penalty.weight_norm().item()
     return {
-        "epoch": state.epoch + 1, "step": state.step, "train_data_loss": stats["train_data_loss"],
-        "penalty": pen, "train_loss": stats["train_data_loss"] + pen, **val,
-        "lr": optimizer.param_groups[0]["lr"], "weight_norm": norm, "grad_norm": stats["grad_norm"],
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "train_data_loss": stats["train_data_loss"],
+        "penalty": pen,
+        "train_loss": stats["train_data_loss"] + pen,
+        **val,
+        "lr": optimizer.param_groups[0]["lr"],
+        "weight_norm": norm,
+        "grad_norm": stats["grad_norm"],
         "seconds": time.perf_counter() - epoch_start,
         "samples_per_s": stats["samples"] / max(train_seconds, 1e-9),
     }
@@ -339,8 +380,9 @@ def stop_reason(cfg: RunConfig, state: TrainState, stop: StopRequest) -> str:
     return "completed"
 
 
-def write_summary(run_dir: Path, s: Setup, state: TrainState, final: dict[str, float], started: float,
-                  status: str) -> dict[str, Any]:
+def write_summary(
+    run_dir: Path, s: Setup, state: TrainState, final: dict[str, float], started: float, status: str
+) -> dict[str, Any]:
     """summary.json: how the run ended, its best epoch and the best checkpoint's val/test metrics."""
     cfg, history = s.cfg, state.history
     last = history[-1] if history else {}

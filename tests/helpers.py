@@ -11,8 +11,15 @@ TINY_TAGGING = {
     "name": "tiny",
     "seed": 0,
     "device": "cpu",
-    "data": {"kind": "seed_tagging", "input_dim": 3, "num_classes": 3, "seq_len": 5,
-             "num_train": 64, "num_val": 16, "num_test": 16},
+    "data": {
+        "kind": "seed_tagging",
+        "input_dim": 3,
+        "num_classes": 3,
+        "seq_len": 5,
+        "num_train": 64,
+        "num_val": 16,
+        "num_test": 16,
+    },
     "model": {"cell": "lstm", "hidden_size": 8},
     "l2": {"lambda": 1e-3},
     "train": {"epochs": 2, "batch_size": 16},
@@ -40,17 +47,39 @@ def write_fake_run(folder: Path, lam: float, seed: int, epochs: int = 4, **confi
     for epoch in range(1, epochs + 1):
         train = 1.0 / epoch + 0.01 * seed
         val = train + 0.05 * distance + 0.2 / epoch
-        rows.append({"epoch": epoch, "step": 4 * epoch, "train_data_loss": train, "penalty": lam,
-                     "train_loss": train + lam, "val_loss": val, "val_accuracy": 1 - val / 3, "lr": 1e-3,
-                     "weight_norm": 5.0 / (1 + 100 * lam) + 0.1 * epoch, "grad_norm": 1.0 / epoch,
-                     "seconds": 0.1, "samples_per_s": 640.0})
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": 4 * epoch,
+                "train_data_loss": train,
+                "penalty": lam,
+                "train_loss": train + lam,
+                "val_loss": val,
+                "val_accuracy": 1 - val / 3,
+                "lr": 1e-3,
+                "weight_norm": 5.0 / (1 + 100 * lam) + 0.1 * epoch,
+                "grad_norm": 1.0 / epoch,
+                "seconds": 0.1,
+                "samples_per_s": 640.0,
+            }
+        )
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     best = min(rows, key=lambda r: r["val_loss"])
-    summary = {"status": "completed", "name": raw["name"], "run_dir": str(run_dir), "best_epoch": best["epoch"],
-               "best_metric": "val_loss", "best_value": best["val_loss"], "epochs_run": epochs, "steps": 4 * epochs,
-               "final": {k: v for k, v in rows[-1].items() if k.startswith(("val_", "train_"))},
-               "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
-               "test_loss": best["val_loss"] + 0.01, "test_accuracy": best["val_accuracy"] - 0.01,
-               "wall_seconds": 1.5}
+    summary = {
+        "status": "completed",
+        "name": raw["name"],
+        "run_dir": str(run_dir),
+        "best_epoch": best["epoch"],
+        "best_metric": "val_loss",
+        "best_value": best["val_loss"],
+        "epochs_run": epochs,
+        "steps": 4 * epochs,
+        "final": {k: v for k, v in rows[-1].items() if k.startswith(("val_", "train_"))},
+        "val_loss": best["val_loss"],
+        "val_accuracy": best["val_accuracy"],
+        "test_loss": best["val_loss"] + 0.01,
+        "test_accuracy": best["val_accuracy"] - 0.01,
+        "wall_seconds": 1.5,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir

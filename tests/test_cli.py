@@ -90,8 +90,17 @@ def test_json_prints_the_summary_object(tiny_config, tmp_path):
 
 
 def test_verbose_lists_lambda_per_parameter(tiny_config, tmp_path):
-    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "-v", "--set", "train.epochs=1",
-                    "--set", "l2.apply_to=[weight_hh]")
+    result = invoke(
+        "train",
+        tiny_config,
+        "--runs-dir",
+        tmp_path / "runs",
+        "-v",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "l2.apply_to=[weight_hh]",
+    )
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): line for line in result.stderr.splitlines() if line.count("│") >= 3}
     assert "0.001" in rows["rnn.weight_hh_l0"] and "—" in rows["rnn.weight_ih_l0"]
@@ -123,8 +132,20 @@ def test_a_glob_matching_nothing_exits_2_without_a_run_folder(tiny_config, tmp_p
 
 
 def test_a_diverging_run_exits_1_without_traceback(tiny_config, tmp_path):
-    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--set", "model.cell=rnn",
-                    "--set", "model.nonlinearity=relu", "--set", "optimizer.name=sgd", "--set", "optimizer.lr=1e10")
+    result = invoke(
+        "train",
+        tiny_config,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--set",
+        "model.cell=rnn",
+        "--set",
+        "model.nonlinearity=relu",
+        "--set",
+        "optimizer.name=sgd",
+        "--set",
+        "optimizer.lr=1e10",
+    )
     assert result.exit_code == 1 and no_traceback(result)
     assert "diverged" in result.stderr and "optimizer.lr" in result.stderr
 
@@ -154,14 +175,16 @@ def test_eval_of_a_non_checkpoint_exits_2_with_a_message(tmp_path, kind):
         path = tmp_path
     result = invoke("eval", path)
     assert result.exit_code == 2 and no_traceback(result)
-    expected = {"text": "damaged checkpoint", "missing": "no such checkpoint",
-                "folder": "no checkpoints/best.pt"}[kind]
+    expected = {"text": "damaged checkpoint", "missing": "no such checkpoint", "folder": "no checkpoints/best.pt"}[kind]
     assert expected in result.stderr
     assert not list(tmp_path.glob("eval-*.json"))
 
 
-@pytest.mark.parametrize("payload", [{"model": {}}, {"model": {}, "config": {"name": "x"}, "data_spec": {"task": "lm"}}],
-                         ids=["no_config", "bad_data_spec"])
+@pytest.mark.parametrize(
+    "payload",
+    [{"model": {}}, {"model": {}, "config": {"name": "x"}, "data_spec": {"task": "lm"}}],
+    ids=["no_config", "bad_data_spec"],
+)
 def test_eval_of_an_incomplete_checkpoint_exits_2(tmp_path, payload):
     path = tmp_path / "partial.pt"
     save_checkpoint(path, payload)

@@ -123,7 +123,10 @@ BAD_CONFIGS = {
     ),
     "nesterov_without_momentum": (tiny(optimizer={"name": "sgd", "nesterov": True}), ["nesterov", "momentum"]),
     "decoupled_adagrad": (tiny(l2={"mode": "decoupled"}, optimizer={"name": "adagrad"}), ["decoupled", "adagrad"]),
-    "negative_group_lambda": (tiny(l2={"lambdas": {"weight_hh": -0.5}}), ["l2.lambdas.weight_hh", "greater than or equal to 0"]),
+    "negative_group_lambda": (
+        tiny(l2={"lambdas": {"weight_hh": -0.5}}),
+        ["l2.lambdas.weight_hh", "greater than or equal to 0"],
+    ),
     "nan_group_lambda": (tiny(l2={"lambdas": {"weight_hh": float("nan")}}), ["l2.lambdas.weight_hh", "finite", "nan"]),
     "inf_group_lambda": (tiny(l2={"lambdas": {"head": float("inf")}}), ["l2.lambdas.head", "finite", "inf"]),
     "inf_lambda": (tiny(l2={"lambda": float("inf")}), ["l2.lambda", "finite"]),
@@ -139,8 +142,14 @@ BAD_CONFIGS = {
     ),
     "unknown_mode": (tiny(l2={"mode": "ridge"}), ["l2.mode", "'ridge'", "penalty"]),
     "bad_device": (tiny(device="gpu"), ["device", "'gpu'"]),
-    "multistep_without_milestones": (tiny(optimizer={"scheduler": {"name": "multistep"}}), ["multistep needs milestones"]),
-    "milestones_out_of_order": (tiny(optimizer={"scheduler": {"milestones": [5, 4]}}), ["milestones must increase", "[5, 4]"]),
+    "multistep_without_milestones": (
+        tiny(optimizer={"scheduler": {"name": "multistep"}}),
+        ["multistep needs milestones"],
+    ),
+    "milestones_out_of_order": (
+        tiny(optimizer={"scheduler": {"milestones": [5, 4]}}),
+        ["milestones must increase", "[5, 4]"],
+    ),
     "zero_init_scale": (tiny(model={"init_scale": 0}), ["model.init_scale", "greater than 0"]),
 }
 
@@ -215,7 +224,11 @@ def test_a_config_with_only_a_name_still_means_the_defaults(tmp_path):
 
 # Six nested levels of nine aliases: 9**6 ≈ 530,000 values from ~300 bytes of YAML. Small enough
 # that even code without the bound builds it in a moment; past MAX_YAML_VALUES all the same.
-ALIAS_BOMB = "[" + ", ".join(["&a0 [1,1,1,1,1,1,1,1,1]"] + [f"&a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)]) + "]"
+ALIAS_BOMB = (
+    "["
+    + ", ".join(["&a0 [1,1,1,1,1,1,1,1,1]"] + [f"&a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)])
+    + "]"
+)
 
 
 def test_an_alias_bomb_in_an_override_is_refused_in_a_short_message(tiny_config):
@@ -252,14 +265,22 @@ def test_yaml_nested_too_deeply_is_a_config_error(tiny_config, tmp_path):
 
 def test_aliases_within_the_limit_still_work(tmp_path):
     path = tmp_path / "anchors.yaml"
-    path.write_text("name: anchors\nl2:\n  apply_to: &groups [weight_ih, weight_hh]\n"
-                    "  lambdas: {weight_ih: &lam 0.5, weight_hh: *lam}\n")
+    path.write_text(
+        "name: anchors\nl2:\n  apply_to: &groups [weight_ih, weight_hh]\n"
+        "  lambdas: {weight_ih: &lam 0.5, weight_hh: *lam}\n"
+    )
     cfg = load_config(path)
     assert cfg.l2.apply_to == ["weight_ih", "weight_hh"] and cfg.l2.lambdas == {"weight_ih": 0.5, "weight_hh": 0.5}
 
 
-@pytest.mark.parametrize("item", ["l2.apply_to=" + "x" * 5000, "l2.lambdas={" + "k" * 5000 + ": -1}",
-                                  "optimizer.scheduler.milestones=[" + ",".join(map(str, range(3000, 0, -1))) + "]"])
+@pytest.mark.parametrize(
+    "item",
+    [
+        "l2.apply_to=" + "x" * 5000,
+        "l2.lambdas={" + "k" * 5000 + ": -1}",
+        "optimizer.scheduler.milestones=[" + ",".join(map(str, range(3000, 0, -1))) + "]",
+    ],
+)
 def test_huge_values_are_cut_short_in_messages(tiny_config, item):
     with pytest.raises(ConfigError) as info:
         load_config(tiny_config, [item, "train.epochs=0"])
@@ -277,8 +298,9 @@ def test_yaml_is_read_with_a_safe_loader(tmp_path):
 
 
 def test_overrides_set_nested_keys(tiny_config):
-    cfg = load_config(tiny_config, ["l2.lambda=1e-3", "optimizer.scheduler.name=cosine", "train.epochs=3",
-                                    "model.cell=gru", "seed=7"])
+    cfg = load_config(
+        tiny_config, ["l2.lambda=1e-3", "optimizer.scheduler.name=cosine", "train.epochs=3", "model.cell=gru", "seed=7"]
+    )
     assert cfg.l2.lambda_ == 1e-3
     assert cfg.optimizer.scheduler.name == "cosine"
     assert cfg.train.epochs == 3 and cfg.model.cell == "gru" and cfg.seed == 7
@@ -286,8 +308,15 @@ def test_overrides_set_nested_keys(tiny_config):
 
 
 def test_override_values_are_parsed_as_yaml(tiny_config):
-    cfg = load_config(tiny_config, ["l2.apply_to=[weight_ih,weight_hh]", "l2.lambdas={head: 0.5}",
-                                    "train.clip_grad_norm=null", "model.bidirectional=true"])
+    cfg = load_config(
+        tiny_config,
+        [
+            "l2.apply_to=[weight_ih,weight_hh]",
+            "l2.lambdas={head: 0.5}",
+            "train.clip_grad_norm=null",
+            "model.bidirectional=true",
+        ],
+    )
     assert cfg.l2.apply_to == ["weight_ih", "weight_hh"]
     assert cfg.l2.lambdas == {"head": 0.5}
     assert cfg.train.clip_grad_norm is None
@@ -310,8 +339,18 @@ def test_early_stopping_mode_follows_the_metric(tmp_path):
 
 
 def test_a_metric_the_data_kind_does_not_log_is_refused_by_config_show(tiny_config):
-    result = CliRunner().invoke(app, ["config", "show", str(tiny_config), "--set", "data={kind: sine}",
-                                      "--set", "train.early_stopping.metric=val_accuracy"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "config",
+            "show",
+            str(tiny_config),
+            "--set",
+            "data={kind: sine}",
+            "--set",
+            "train.early_stopping.metric=val_accuracy",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "train.early_stopping.metric: 'val_accuracy' is not logged for sine data" in result.stderr
     assert "val_rmse" in result.stderr and "Traceback" not in result.output
@@ -362,8 +401,9 @@ def test_config_show_revalidates_to_the_same_config(tiny_config, tmp_path):
 
 
 def test_config_show_params_lists_lambda_per_parameter(tiny_config):
-    result = CliRunner().invoke(app, ["config", "show", str(tiny_config), "--params",
-                                      "--set", "l2.lambdas={weight_hh: 0.5}"])
+    result = CliRunner().invoke(
+        app, ["config", "show", str(tiny_config), "--params", "--set", "l2.lambdas={weight_hh: 0.5}"]
+    )
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
     assert "0.5" in lines["rnn.weight_hh_l0"]
@@ -375,7 +415,17 @@ def test_config_schema_is_json_with_descriptions():
     result = CliRunner().invoke(app, ["config", "schema"])
     assert result.exit_code == 0, result.output
     schema = json.loads(result.stdout)
-    assert set(schema["properties"]) >= {"name", "seed", "device", "data", "model", "l2", "optimizer", "train", "output"}
+    assert set(schema["properties"]) >= {
+        "name",
+        "seed",
+        "device",
+        "data",
+        "model",
+        "l2",
+        "optimizer",
+        "train",
+        "output",
+    }
     defs = schema["$defs"]
     l2 = defs["L2Config"]["properties"]
     assert "lambda" in l2 and "lambda_" not in l2

@@ -19,10 +19,15 @@ SCRIPT = ROOT / "examples" / "lambda_sweep.sh"
 
 def run_script(tiny_config: Path, tmp_path: Path, *lambdas: str) -> subprocess.CompletedProcess:
     bindir = Path(sys.executable).parent  # the rnnl2 console script of this interpreter
-    env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs"), "EXTRA": "--set train.epochs=1",
-           "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(["bash", str(SCRIPT), str(tiny_config), *lambdas], capture_output=True, text=True,
-                          env=env, timeout=240)
+    env = {
+        **os.environ,
+        "RUNS_DIR": str(tmp_path / "runs"),
+        "EXTRA": "--set train.epochs=1",
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(tiny_config), *lambdas], capture_output=True, text=True, env=env, timeout=240
+    )
 
 
 def test_lambda_sweep_script_prints_the_best_lambda(tiny_config, tmp_path):
@@ -47,8 +52,12 @@ def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
     folder = tmp_path_factory.mktemp("contract")
     config = write_config(folder, {**TINY_TAGGING, "train": {"epochs": 1, "batch_size": 16}})
-    result = subprocess.run([sys.executable, "-m", "rnnl2", "train", str(config), "--runs-dir", str(folder / "runs"),
-                             "--json"], capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnl2", "train", str(config), "--runs-dir", str(folder / "runs"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     return config, result
 
 

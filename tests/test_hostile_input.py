@@ -45,15 +45,50 @@ def assert_clean_outcome(result, runs_dir: Path | None = None) -> None:
 # ------------------------------------------------------------------- config fuzzing
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20), st.just("x" * 10_000), st.sampled_from(["1e400", "-0", "nan", "inf", "~", "[", "{a: 1"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.just("x" * 10_000),
+    st.sampled_from(["1e400", "-0", "nan", "inf", "~", "[", "{a: 1"]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
-KEYS = ["name", "seed", "device", "data", "data.kind", "data.seq_len", "data.num_train", "data.path", "model",
-        "model.cell", "model.hidden_size", "model.num_layers", "model.dropout", "l2", "l2.lambda", "l2.mode",
-        "l2.apply_to", "l2.lambdas", "optimizer.lr", "optimizer.betas", "optimizer.scheduler.name",
-        "train.epochs", "train.batch_size", "train.checkpoint_every_steps", "train.early_stopping.metric",
-        "output", "nonsense", "model.nonsense", "data.kind.deeper"]
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+KEYS = [
+    "name",
+    "seed",
+    "device",
+    "data",
+    "data.kind",
+    "data.seq_len",
+    "data.num_train",
+    "data.path",
+    "model",
+    "model.cell",
+    "model.hidden_size",
+    "model.num_layers",
+    "model.dropout",
+    "l2",
+    "l2.lambda",
+    "l2.mode",
+    "l2.apply_to",
+    "l2.lambdas",
+    "optimizer.lr",
+    "optimizer.betas",
+    "optimizer.scheduler.name",
+    "train.epochs",
+    "train.batch_size",
+    "train.checkpoint_every_steps",
+    "train.early_stopping.metric",
+    "output",
+    "nonsense",
+    "model.nonsense",
+    "data.kind.deeper",
+]
 
 
 def mutate(raw: dict, key: str, value) -> dict:
@@ -73,7 +108,9 @@ def mutate(raw: dict, key: str, value) -> dict:
 def config_texts(draw) -> str:
     """A YAML file: the tiny config with a few keys set to hostile values, or garbage text."""
     if draw(st.integers(0, 9)) == 0:
-        return draw(st.text(max_size=200) | st.sampled_from(["{", "a: [1, 2", "- just\n- a list", "\x00\x01", ":", "a: b: c"]))
+        return draw(
+            st.text(max_size=200) | st.sampled_from(["{", "a: [1, 2", "- just\n- a list", "\x00\x01", ":", "a: b: c"])
+        )
     raw = copy.deepcopy(TINY_TAGGING)
     for _ in range(draw(st.integers(1, 3))):
         raw = mutate(raw, draw(st.sampled_from(KEYS) | st.text(min_size=1, max_size=10)), draw(values))
@@ -93,16 +130,18 @@ def test_config_show_never_tracebacks(tmp_path_factory, text, overrides):
 
 
 # Training runs on configs that are mostly valid but push sizes and values to the edges.
-small_configs = st.fixed_dictionaries({
-    "model.cell": st.sampled_from(["rnn", "lstm", "gru", "transformer"]),
-    "model.hidden_size": st.sampled_from([1, 2, 8, 0, -3]),
-    "model.num_layers": st.sampled_from([1, 2, 0]),
-    "l2.lambda": st.sampled_from([0.0, 1e-3, 1e30, -1.0, float("inf")]),
-    "l2.apply_to": st.sampled_from([["weight_ih"], ["rnn.weight_ih_l0*"], ["no.such.param*"], []]),
-    "train.batch_size": st.sampled_from([1, 16, 10_000, 0]),
-    "data.seq_len": st.sampled_from([1, 5, -1]),
-    "optimizer.lr": st.sampled_from([1e-3, 1e6, 0.0]),
-})
+small_configs = st.fixed_dictionaries(
+    {
+        "model.cell": st.sampled_from(["rnn", "lstm", "gru", "transformer"]),
+        "model.hidden_size": st.sampled_from([1, 2, 8, 0, -3]),
+        "model.num_layers": st.sampled_from([1, 2, 0]),
+        "l2.lambda": st.sampled_from([0.0, 1e-3, 1e30, -1.0, float("inf")]),
+        "l2.apply_to": st.sampled_from([["weight_ih"], ["rnn.weight_ih_l0*"], ["no.such.param*"], []]),
+        "train.batch_size": st.sampled_from([1, 16, 10_000, 0]),
+        "data.seq_len": st.sampled_from([1, 5, -1]),
+        "optimizer.lr": st.sampled_from([1e-3, 1e6, 0.0]),
+    }
+)
 
 
 @settings(max_examples=12, **SETTINGS)
@@ -136,7 +175,9 @@ class MarkerPayload:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ckpt")
-    result = CliRunner().invoke(app, ["train", str(write_config(folder, TINY_TAGGING)), "--run-dir", str(folder / "run"), "-q"])
+    result = CliRunner().invoke(
+        app, ["train", str(write_config(folder, TINY_TAGGING)), "--run-dir", str(folder / "run"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     return folder / "run"
 
@@ -161,7 +202,9 @@ def damaged_checkpoints(good: Path, folder: Path, marker: Path) -> dict[str, Pat
 
     paths["crafted_pickle"].write_bytes(pickle.dumps(MarkerPayload(marker)))
     other = torch.load(good, weights_only=True)
-    other["model"] = {k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.dim() else v for k, v in other["model"].items()}
+    other["model"] = {
+        k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.dim() else v for k, v in other["model"].items()
+    }
     paths["other_shape"] = folder / "other_shape.pt"
     torch.save(other, paths["other_shape"])
     return paths
@@ -197,8 +240,13 @@ def test_eight_runs_started_together_get_eight_complete_folders(tmp_path):
     config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 1, "batch_size": 16}})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     processes = [
-        subprocess.Popen([sys.executable, "-m", "rnnl2", "train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "rnnl2", "train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(8)
     ]
     outputs = [p.communicate(timeout=180) for p in processes]
@@ -215,9 +263,14 @@ def test_eight_runs_started_together_get_eight_complete_folders(tmp_path):
 # ------------------------------------------------------------------- data fuzzing
 
 GOOD_CSV = "date,a,b\n" + "".join(f"2020-01-{day:02d},{day * 0.5},{(day * 7) % 5}\n" for day in range(1, 29))
-GOOD_TEXT_CSV = "text,label\n" + "".join(f"message number {i} says {'buy now' if i % 3 else 'hello friend'},{'spam' if i % 3 else 'ham'}\n" for i in range(40))
+GOOD_TEXT_CSV = "text,label\n" + "".join(
+    f"message number {i} says {'buy now' if i % 3 else 'hello friend'},{'spam' if i % 3 else 'ham'}\n"
+    for i in range(40)
+)
 GOOD_LM = "the quick brown fox jumps over the lazy dog.\n" * 30
-GOOD_UCR = "".join(f"{1 + i % 2}\t" + "\t".join(f"{((i + t) % 7) / 3:.3f}" for t in range(12)) + "\n" for i in range(24))
+GOOD_UCR = "".join(
+    f"{1 + i % 2}\t" + "\t".join(f"{((i + t) % 7) / 3:.3f}" for t in range(12)) + "\n" for i in range(24)
+)
 
 DATA_KINDS = {
     "timeseries_forecast": ({"path": "data.csv", "time_column": "date", "lookback": 4, "horizon": 1}, GOOD_CSV),
@@ -233,14 +286,22 @@ BROKEN_FILES = {
     "truncated": None,  # the good file cut in the middle of a line
     "mixed_encodings": None,  # the good file with latin-1 and invalid UTF-8 bytes spliced in
     "single_row": None,
-    "ragged_rows": {"timeseries_forecast": GOOD_CSV + "2020-02-01,1.0\n2020-02-02,1,2,3,4\n",
-                    "text_classification": GOOD_TEXT_CSV + "only one field\na,b,c,d\n",
-                    "sequence_classification": GOOD_UCR + "1\t0.5\t0.2\n"},
-    "inf_values": {"timeseries_forecast": GOOD_CSV.replace("2020-01-05,2.5", "2020-01-05,inf").replace("2020-01-09,4.5", "2020-01-09,-Infinity"),
-                   "sequence_classification": GOOD_UCR.replace("0.333", "inf", 3)},
+    "ragged_rows": {
+        "timeseries_forecast": GOOD_CSV + "2020-02-01,1.0\n2020-02-02,1,2,3,4\n",
+        "text_classification": GOOD_TEXT_CSV + "only one field\na,b,c,d\n",
+        "sequence_classification": GOOD_UCR + "1\t0.5\t0.2\n",
+    },
+    "inf_values": {
+        "timeseries_forecast": GOOD_CSV.replace("2020-01-05,2.5", "2020-01-05,inf").replace(
+            "2020-01-09,4.5", "2020-01-09,-Infinity"
+        ),
+        "sequence_classification": GOOD_UCR.replace("0.333", "inf", 3),
+    },
     "duplicated_timestamps": {"timeseries_forecast": GOOD_CSV.replace("2020-01-04", "2020-01-03")},
-    "single_class": {"text_classification": GOOD_TEXT_CSV.replace("ham", "spam"),
-                     "sequence_classification": GOOD_UCR.replace("2\t", "1\t")},
+    "single_class": {
+        "text_classification": GOOD_TEXT_CSV.replace("ham", "spam"),
+        "sequence_classification": GOOD_UCR.replace("2\t", "1\t"),
+    },
 }
 
 
@@ -263,8 +324,13 @@ def broken_content(case: str, kind: str) -> bytes | None:
 def train_on_file(folder: Path, kind: str, content: bytes):
     data, _ = DATA_KINDS[kind]
     (folder / "data.csv").write_bytes(content)
-    raw = {"name": "fuzz", "device": "cpu", "data": {"kind": kind, **data}, "model": {"hidden_size": 4, "embedding_dim": 4},
-           "train": {"epochs": 1, "batch_size": 4}}
+    raw = {
+        "name": "fuzz",
+        "device": "cpu",
+        "data": {"kind": kind, **data},
+        "model": {"hidden_size": 4, "embedding_dim": 4},
+        "train": {"epochs": 1, "batch_size": 4},
+    }
     config = write_config(folder, raw)
     return CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(folder / "runs"), "-q"])
 
@@ -285,8 +351,11 @@ def test_good_data_file_trains(tmp_path, kind):
 
 
 @settings(max_examples=12, **SETTINGS)
-@given(kind=st.sampled_from(list(DATA_KINDS)), cut=st.floats(0.0, 1.0),
-       flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6))
+@given(
+    kind=st.sampled_from(list(DATA_KINDS)),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6),
+)
 def test_randomly_damaged_data_file(tmp_path_factory, kind, cut, flips):
     """The good file cut at a random point with random bytes overwritten."""
     content = bytearray(DATA_KINDS[kind][1].encode())

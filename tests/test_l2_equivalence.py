@@ -34,7 +34,9 @@ def make_config(*overrides: str) -> RunConfig:
     return validate_config(apply_overrides(raw, list(overrides)))
 
 
-def train_steps(cfg: RunConfig, epochs: int = 2, steps: float = float("inf")) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def train_steps(
+    cfg: RunConfig, epochs: int = 2, steps: float = float("inf")
+) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Parameters after `epochs` passes (4 steps each) of the real loop, and each epoch's stats."""
     s = build_setup(cfg)
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
@@ -65,8 +67,10 @@ def hand_loop(cfg: RunConfig, make_optimizer, before_step=None, epochs: int = 2)
 
 
 def split_groups(named, selected, decay: float) -> list[dict]:
-    return [{"params": [p for n, p in named.items() if n in selected], "weight_decay": decay},
-            {"params": [p for n, p in named.items() if n not in selected], "weight_decay": 0.0}]
+    return [
+        {"params": [p for n, p in named.items() if n in selected], "weight_decay": decay},
+        {"params": [p for n, p in named.items() if n not in selected], "weight_decay": 0.0},
+    ]
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -76,7 +80,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 def assert_same(a, b, atol=ATOL):
     for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=lambda m, name=name: f"{name}: {m}")
 
 
 OPTIMIZERS = {
@@ -112,8 +116,9 @@ def test_decoupled_with_adam_is_torch_adamw(name):
 
     def adamw(named, selected):
         lam = {"rnn.weight_hh_l0": 0.3}
-        groups = [{"params": [p], "weight_decay": lam.get(n, LAMBDA) if n in selected else 0.0}
-                  for n, p in named.items()]
+        groups = [
+            {"params": [p], "weight_decay": lam.get(n, LAMBDA) if n in selected else 0.0} for n, p in named.items()
+        ]
         return torch.optim.AdamW(groups, lr=LR[name], betas=(0.9, 0.999), eps=1e-8)
 
     assert_same(ours, hand_loop(cfg, adamw))
@@ -152,8 +157,9 @@ def test_decoupled_with_rmsprop_decays_before_the_step():
             for n in selected:
                 named[n].mul_(1 - LR["rmsprop"] * LAMBDA)
 
-    rmsprop = lambda named, selected: torch.optim.RMSprop(named.values(), lr=LR["rmsprop"], alpha=0.99, eps=1e-8,
-                                                          momentum=0.5)
+    rmsprop = lambda named, selected: torch.optim.RMSprop(
+        named.values(), lr=LR["rmsprop"], alpha=0.99, eps=1e-8, momentum=0.5
+    )
     assert_same(decoupled, hand_loop(cfg, rmsprop, decay))
     penalty, _ = train_steps(make_config("optimizer.name=rmsprop", "optimizer.momentum=0.5", "l2.mode=penalty"))
     assert max_difference(decoupled, penalty) > 1e-4
@@ -162,8 +168,12 @@ def test_decoupled_with_rmsprop_decays_before_the_step():
 @pytest.mark.parametrize("mode", ["penalty", "weight_decay", "decoupled"])
 def test_lambda_zero_is_no_regularization(mode):
     for optimizer in ("sgd", "adam"):
-        cfg = make_config(f"optimizer.name={optimizer}", f"l2.mode={mode}", "l2.lambda=0",
-                          "optimizer.momentum=0" if optimizer == "adam" else "optimizer.momentum=0.9")
+        cfg = make_config(
+            f"optimizer.name={optimizer}",
+            f"l2.mode={mode}",
+            "l2.lambda=0",
+            "optimizer.momentum=0" if optimizer == "adam" else "optimizer.momentum=0.9",
+        )
         ours, _ = train_steps(cfg)
         if optimizer == "sgd":
             plain = lambda named, selected: torch.optim.SGD(named.values(), lr=LR["sgd"], momentum=0.9)
@@ -171,8 +181,14 @@ def test_lambda_zero_is_no_regularization(mode):
             plain = lambda named, selected: torch.optim.Adam(named.values(), lr=LR["adam"])
         reference = hand_loop(cfg, plain)
         assert_same(ours, reference, atol=1e-7)
-        nothing, _ = train_steps(make_config(f"optimizer.name={optimizer}", f"l2.mode={mode}", "l2.apply_to=[]",
-                                             "optimizer.momentum=0" if optimizer == "adam" else "optimizer.momentum=0.9"))
+        nothing, _ = train_steps(
+            make_config(
+                f"optimizer.name={optimizer}",
+                f"l2.mode={mode}",
+                "l2.apply_to=[]",
+                "optimizer.momentum=0" if optimizer == "adam" else "optimizer.momentum=0.9",
+            )
+        )
         assert_same(ours, nothing, atol=1e-7)
 
 
@@ -188,8 +204,9 @@ def test_parameters_outside_apply_to_evolve_as_without_l2(mode):
     baseline, _ = train_steps(make_config(*overrides, "l2.lambda=0"), epochs=1, steps=1)
     for name in start:
         if name in ("rnn.weight_hh_l0", "head.weight"):
-            torch.testing.assert_close(regularized[name] - baseline[name], -LR["sgd"] * LAMBDA * start[name],
-                                       atol=1e-7, rtol=1e-4)
+            torch.testing.assert_close(
+                regularized[name] - baseline[name], -LR["sgd"] * LAMBDA * start[name], atol=1e-7, rtol=1e-4
+            )
         else:
             assert torch.equal(regularized[name], baseline[name]), name
     several, _ = train_steps(make_config(*overrides), epochs=1)
@@ -201,14 +218,20 @@ def test_parameters_outside_apply_to_evolve_as_without_l2(mode):
 def test_logged_penalty_matches_the_saved_weights(tmp_path, mode):
     """metrics.jsonl's `penalty` is (λ/2)·Σθ² of the selected weights in last.pt, in every mode."""
     lams = {"rnn.weight_ih_l0": 0.01, "rnn.weight_hh_l0": 0.05, "head.weight": 0.01}
-    cfg = make_config("optimizer.name=sgd", f"l2.mode={mode}", "l2.lambda=0.01",
-                      "l2.apply_to=[weight_ih, weight_hh, head]", "l2.lambdas={weight_hh: 0.05}")
+    cfg = make_config(
+        "optimizer.name=sgd",
+        f"l2.mode={mode}",
+        "l2.lambda=0.01",
+        "l2.apply_to=[weight_ih, weight_hh, head]",
+        "l2.lambdas={weight_hh: 0.05}",
+    )
     result = run(cfg, tmp_path)
     rows = read_metrics(result.run_dir)
     assert len(rows) == cfg.train.epochs
     state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["model"]
-    expected = sum(0.5 * lam * sum(x * x for x in state[name].double().flatten().tolist())
-                   for name, lam in lams.items())
+    expected = sum(
+        0.5 * lam * sum(x * x for x in state[name].double().flatten().tolist()) for name, lam in lams.items()
+    )
     norm = sum(sum(x * x for x in state[name].double().flatten().tolist()) for name in lams) ** 0.5
     last = rows[-1]
     assert last["penalty"] == pytest.approx(expected, rel=1e-5)

@@ -17,8 +17,17 @@ from rnnl2.metrics import HIGHER_IS_BETTER, METRICS, TASK_OF_KIND, default_mode,
 SMALL = {"num_train": 4, "num_val": 2, "num_test": 2}
 
 
-@pytest.mark.parametrize("metric, mode", [("val_loss", "min"), ("val_accuracy", "max"), ("test_macro_f1", "max"),
-                                          ("val_rmse", "min"), ("val_perplexity", "min"), ("train_data_loss", "min")])
+@pytest.mark.parametrize(
+    "metric, mode",
+    [
+        ("val_loss", "min"),
+        ("val_accuracy", "max"),
+        ("test_macro_f1", "max"),
+        ("val_rmse", "min"),
+        ("val_perplexity", "min"),
+        ("train_data_loss", "min"),
+    ],
+)
 def test_default_mode_is_the_metrics_direction(metric, mode):
     assert default_mode(metric) == mode
 

@@ -34,8 +34,11 @@ def model_for(spec: DataSpec, seed: int = 0, **model) -> nn.Module:
 @pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("layout", ["plain", "bidirectional", "two_layers_dropout"])
 def test_output_shapes(cell, nonlinearity, task, layout):
-    extra = {"plain": {}, "bidirectional": {"bidirectional": True},
-             "two_layers_dropout": {"num_layers": 2, "dropout": 0.3}}[layout]
+    extra = {
+        "plain": {},
+        "bidirectional": {"bidirectional": True},
+        "two_layers_dropout": {"num_layers": 2, "dropout": 0.3},
+    }[layout]
     model = model_for(SPECS[task], cell=cell, nonlinearity=nonlinearity, **extra).train()
     inputs = torch.randn(BATCH, TIME, FEATURES)
     lengths = torch.tensor([6, 3, 1, 5]) if task == "classification" else None
@@ -91,7 +94,9 @@ def test_parameter_names_are_stable():
     assert names[:4] == ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"]
     assert "rnn.weight_ih_l1_reverse" in names
     assert names[-2:] == ["head.weight", "head.bias"]
-    assert count_parameters(model_for(SPECS["tagging"])) == sum(p.numel() for p in model_for(SPECS["tagging"]).parameters())
+    assert count_parameters(model_for(SPECS["tagging"])) == sum(
+        p.numel() for p in model_for(SPECS["tagging"]).parameters()
+    )
 
 
 # ---------------------------------------------------------------- packed padding
@@ -103,8 +108,9 @@ def test_parameter_names_are_stable():
 def test_padding_never_changes_a_sequence_output(cell, nonlinearity, pooling, bidirectional):
     """An example alone gives the same output as inside a longer, padded batch."""
     spec = SPECS["classification"]
-    model = model_for(spec, cell=cell, nonlinearity=nonlinearity, pooling=pooling, bidirectional=bidirectional,
-                      num_layers=2)
+    model = model_for(
+        spec, cell=cell, nonlinearity=nonlinearity, pooling=pooling, bidirectional=bidirectional, num_layers=2
+    )
     torch.manual_seed(1)
     short = torch.randn(1, 3, FEATURES)
     batch = torch.randn(3, 7, FEATURES) * 5  # large padding values would show if they leaked in

@@ -13,8 +13,13 @@ from rnnl2.config import L2Config, OptimizerConfig
 from rnnl2.optim import OPTIMIZERS, build_optimizer
 from rnnl2.regularization import L2Group
 
-EXPECTED = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-            "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+EXPECTED = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
 
 
 def tiny_model() -> tuple[nn.Module, list[L2Group]]:

@@ -22,8 +22,13 @@ runner = CliRunner()
 
 
 def train(tmp_path: Path, data: dict) -> Path:
-    raw = {"name": "p", "device": "cpu", "model": {"cell": "gru", "hidden_size": 4},
-           "train": {"epochs": 1, "batch_size": 16}, "data": data}
+    raw = {
+        "name": "p",
+        "device": "cpu",
+        "model": {"cell": "gru", "hidden_size": 4},
+        "train": {"epochs": 1, "batch_size": 16},
+        "data": data,
+    }
     result = runner.invoke(app, ["train", str(write_config(tmp_path, raw)), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert result.exit_code == 0, result.output
     return Path(result.output.strip().splitlines()[-1])
@@ -33,8 +38,14 @@ def train(tmp_path: Path, data: dict) -> Path:
 def forecast_run(tmp_path):
     lines = [f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00,{i % 7},{100 + 10 * (i % 5)}" for i in range(120)]
     path = write_csv(tmp_path / "series.csv", "time,a,b", lines)
-    data = {"kind": "timeseries_forecast", "path": str(path), "time_column": "time", "lookback": 6, "horizon": 3,
-            "targets": ["b"]}
+    data = {
+        "kind": "timeseries_forecast",
+        "path": str(path),
+        "time_column": "time",
+        "lookback": 6,
+        "horizon": 3,
+        "targets": ["b"],
+    }
     return train(tmp_path, data), path
 
 
@@ -84,8 +95,15 @@ def test_data_with_other_columns_is_an_error(forecast_run, tmp_path):
 def test_classification_predict_and_unseen_label(tmp_path):
     train_file = write_ucr(tmp_path / "T_TRAIN.tsv", two_class_rows(12, labels=("gun", "point")))
     test_file = write_ucr(tmp_path / "T_TEST.tsv", two_class_rows(5, labels=("gun", "point"), seed=1))
-    run_dir = train(tmp_path, {"kind": "sequence_classification", "train_path": str(train_file),
-                               "test_path": str(test_file), "val_ratio": 0.5})
+    run_dir = train(
+        tmp_path,
+        {
+            "kind": "sequence_classification",
+            "train_path": str(train_file),
+            "test_path": str(test_file),
+            "val_ratio": 0.5,
+        },
+    )
     out = tmp_path / "classes.csv"
     result = runner.invoke(app, ["predict", str(run_dir), "--data", str(test_file), "-o", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output

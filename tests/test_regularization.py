@@ -79,8 +79,10 @@ def test_glob_picks_both_directions_of_one_layer():
     }
 
 
-@pytest.mark.parametrize("l2", [{"apply_to": ["rnn.weight_ih_l5*"]}, {"apply_to": ["weight_hh", "heads"]},
-                                {"lambdas": {"rnn.weight_xx*": 0.1}}])
+@pytest.mark.parametrize(
+    "l2",
+    [{"apply_to": ["rnn.weight_ih_l5*"]}, {"apply_to": ["weight_hh", "heads"]}, {"lambdas": {"rnn.weight_xx*": 0.1}}],
+)
 def test_a_glob_matching_nothing_is_a_config_error(l2):
     with pytest.raises(ConfigError, match="matches no parameter") as info:
         select_l2_parameters(make_model(), L2Config(**l2))
@@ -133,8 +135,11 @@ def loop_penalty(model, lams: dict[str, float]) -> float:
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_penalty_equals_half_lambda_sum_of_squares(cell):
     model = make_model(cell, spec=TOKENS)
-    l2 = {"lambda": 0.3, "apply_to": ["weight_ih", "weight_hh", "bias", "embedding", "head"],
-          "lambdas": {"rnn.weight_hh_l1*": 2.0, "bias": 0.05}}
+    l2 = {
+        "lambda": 0.3,
+        "apply_to": ["weight_ih", "weight_hh", "bias", "embedding", "head"],
+        "lambdas": {"rnn.weight_hh_l1*": 2.0, "bias": 0.05},
+    }
     groups = select_l2_parameters(model, L2Config(**l2))
     lams = selected(model, **l2)
     expected = loop_penalty(model, lams)

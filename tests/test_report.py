@@ -24,7 +24,12 @@ def test_report_writes_every_figure_and_the_markdown(lambda_runs, tmp_path):
     files = write_report([lambda_runs], tmp_path / "report")
     assert isinstance(files, ReportFiles)
     assert (files.markdown, files.html) == (tmp_path / "report" / "report.md", tmp_path / "report" / "report.html")
-    assert {f.name for f in files.figures} == {"learning_curves.png", "lambda_curve.png", "weight_norm.png", "grad_norm.png"}
+    assert {f.name for f in files.figures} == {
+        "learning_curves.png",
+        "lambda_curve.png",
+        "weight_norm.png",
+        "grad_norm.png",
+    }
     for path in files.figures:
         assert path.read_bytes()[:8] == PNG and path.stat().st_size > 10_000
     markdown = (tmp_path / "report" / "report.md").read_text()
@@ -90,8 +95,9 @@ def test_tensorboard_logging_mirrors_the_metrics(tiny_config, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = CliRunner().invoke(app, ["train", str(tiny_config), "--set", "output.tensorboard=true",
-                                      "--run-dir", str(tmp_path / "run"), "-q"])
+    result = CliRunner().invoke(
+        app, ["train", str(tiny_config), "--set", "output.tensorboard=true", "--run-dir", str(tmp_path / "run"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()

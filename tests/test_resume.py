@@ -253,7 +253,9 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     assert payload["epoch"] == 1 and torch.equal(payload["model"]["w"], torch.zeros(3))
     assert list(half.parent.glob(".last.pt.*")), "the kill should have left the half-written temp file"
     payload = load_checkpoint(looping)
-    assert payload["epoch"] >= 3 and torch.equal(payload["model"]["w"], torch.full((2_000_000,), float(payload["epoch"])))
+    assert payload["epoch"] >= 3 and torch.equal(
+        payload["model"]["w"], torch.full((2_000_000,), float(payload["epoch"]))
+    )
 
 
 # ------------------------------------------------------------------ unwritable output
@@ -284,6 +286,7 @@ def test_read_only_runs_folder_is_refused_before_training(tmp_path, tiny_config)
 
 # ------------------------------------------------------- stateful text_lm, mid-epoch
 
+
 def test_text_lm_resumes_mid_epoch_with_its_hidden_state(tmp_path):
     """A stateful run (hidden state carried across BPTT windows) stopped mid-epoch and resumed
     in-process gives the uninterrupted run's parameters and metrics exactly."""
@@ -292,9 +295,13 @@ def test_text_lm_resumes_mid_epoch_with_its_hidden_state(tmp_path):
     from rnnl2.train import Observer, run
 
     (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
-    raw = {"name": "lm", "device": "cpu", "model": {"hidden_size": 8, "embedding_dim": 4},
-           "data": {"kind": "text_lm", "path": str(tmp_path / "text.txt"), "ratios": [0.8, 0.1, 0.1], "bptt": 5},
-           "train": {"epochs": 2, "batch_size": 4, "checkpoint_every_steps": 7}}
+    raw = {
+        "name": "lm",
+        "device": "cpu",
+        "model": {"hidden_size": 8, "embedding_dim": 4},
+        "data": {"kind": "text_lm", "path": str(tmp_path / "text.txt"), "ratios": [0.8, 0.1, 0.1], "bptt": 5},
+        "train": {"epochs": 2, "batch_size": 4, "checkpoint_every_steps": 7},
+    }
     cfg = validate_config(raw)
 
     class Crash(Exception):
@@ -390,7 +397,9 @@ def damage_resume_block(path: Path, damage: str) -> None:
     torch.save(payload, path)
 
 
-@pytest.mark.parametrize("damage", ["history_not_a_list", "missing_rng", "bad_shuffle_state", "python_rng", "negative_step"])
+@pytest.mark.parametrize(
+    "damage", ["history_not_a_list", "missing_rng", "bad_shuffle_state", "python_rng", "negative_step"]
+)
 def test_a_malformed_resume_block_is_refused_before_anything_is_written(killed_run, damage):
     _, run_dir = killed_run
     damage_resume_block(run_dir / "checkpoints" / "last.pt", damage)
@@ -419,8 +428,12 @@ def test_two_trainings_into_one_run_dir_the_second_exits_2_at_once(tmp_path):
     deadline = time.monotonic() + 60
     while not (tmp_path / "x" / "config.yaml").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = subprocess.run([sys.executable, "-m", "rnnl2", "train", str(config), "--run-dir", str(tmp_path / "x")],
-                            capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        [sys.executable, "-m", "rnnl2", "train", str(config), "--run-dir", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     first.send_signal(signal.SIGINT)
     first.wait(timeout=60)
     assert second.returncode == 2, second.stderr

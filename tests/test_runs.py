@@ -199,8 +199,18 @@ def test_run_folder_contents(finished):
     assert validate_config(__import__("yaml").safe_load((folder / "config.yaml").read_text())) == cfg
     rows = read_metrics(folder)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and [r["step"] for r in rows] == [4, 8, 12]
-    for key in ("train_data_loss", "penalty", "train_loss", "val_loss", "val_accuracy", "lr", "weight_norm",
-                "grad_norm", "seconds", "samples_per_s"):
+    for key in (
+        "train_data_loss",
+        "penalty",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "weight_norm",
+        "grad_norm",
+        "seconds",
+        "samples_per_s",
+    ):
         assert all(isinstance(r[key], float) for r in rows), key
     with (folder / "metrics.csv").open() as handle:
         assert next(csv.reader(handle)) == list(rows[0])
@@ -248,10 +258,16 @@ def test_same_seed_gives_identical_metrics_with_dropout(tmp_path):
 
 @pytest.mark.parametrize("schedule", ["step", "multistep", "cosine"])
 def test_learning_rate_schedule_steps_once_per_epoch(tmp_path, schedule):
-    cfg = make_config("train.epochs=4", "optimizer.lr=0.01", f"optimizer.scheduler.name={schedule}",
-                      "optimizer.scheduler.step_size=1", "optimizer.scheduler.gamma=0.5",
-                      "optimizer.scheduler.milestones=[2, 3]",
-                      "optimizer.scheduler.min_lr=0.001", "output.save_checkpoints=false")
+    cfg = make_config(
+        "train.epochs=4",
+        "optimizer.lr=0.01",
+        f"optimizer.scheduler.name={schedule}",
+        "optimizer.scheduler.step_size=1",
+        "optimizer.scheduler.gamma=0.5",
+        "optimizer.scheduler.milestones=[2, 3]",
+        "optimizer.scheduler.min_lr=0.001",
+        "output.save_checkpoints=false",
+    )
     lrs = [row["lr"] for row in read_metrics(run(cfg, tmp_path).run_dir)]  # the lr each epoch trained with
     if schedule == "step":
         expected = [0.01 * 0.5**e for e in range(4)]
@@ -264,8 +280,13 @@ def test_learning_rate_schedule_steps_once_per_epoch(tmp_path, schedule):
 
 def test_early_stopping_with_patience_stops_early(tmp_path):
     # lr so small the weights cannot move: the validation loss never improves after epoch 1
-    cfg = make_config("train.epochs=10", "train.early_stopping.patience=2", "optimizer.name=sgd",
-                      "optimizer.lr=1e-30", "output.save_checkpoints=false")
+    cfg = make_config(
+        "train.epochs=10",
+        "train.early_stopping.patience=2",
+        "optimizer.name=sgd",
+        "optimizer.lr=1e-30",
+        "output.save_checkpoints=false",
+    )
     result = run(cfg, tmp_path)
     assert result.summary["status"] == "early_stopped"
     assert result.summary["epochs_run"] == 3 and result.summary["best_epoch"] == 1
@@ -273,8 +294,14 @@ def test_early_stopping_with_patience_stops_early(tmp_path):
 
 
 def test_early_stopping_on_a_higher_is_better_metric(tmp_path):
-    cfg = make_config("train.epochs=10", "train.early_stopping.patience=1", "train.early_stopping.metric=val_accuracy",
-                      "train.early_stopping.mode=max", "optimizer.name=sgd", "optimizer.lr=1e-30")
+    cfg = make_config(
+        "train.epochs=10",
+        "train.early_stopping.patience=1",
+        "train.early_stopping.metric=val_accuracy",
+        "train.early_stopping.mode=max",
+        "optimizer.name=sgd",
+        "optimizer.lr=1e-30",
+    )
     result = run(cfg, tmp_path)
     assert result.summary["status"] == "early_stopped" and result.summary["epochs_run"] == 2
 
@@ -286,8 +313,13 @@ def test_max_steps_stops_mid_epoch(tmp_path):
     assert result.summary["status"] == "max_steps" and result.summary["steps"] == 6
 
 
-@pytest.mark.parametrize("stop", [["train.early_stopping.metric=val_mse"],
-                                  ["train.early_stopping.metric=val_accuracy", "train.early_stopping.mode=min"]])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        ["train.early_stopping.metric=val_mse"],
+        ["train.early_stopping.metric=val_accuracy", "train.early_stopping.mode=min"],
+    ],
+)
 def test_an_unusable_early_stopping_metric_is_a_config_error(tmp_path, stop):
     with pytest.raises(ConfigError, match="early_stopping"):
         run(make_config(*stop), tmp_path)
@@ -302,7 +334,7 @@ def flip_tensor_bytes(path: Path, count: int = 64) -> None:
     with zipfile.ZipFile(path) as archive:
         info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
     data = bytearray(path.read_bytes())
-    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2 - count // 2
     for i in range(start, start + count):
         data[i] ^= 0x5A

@@ -22,10 +22,13 @@ def test_an_empty_prompt_starts_at_a_sentence_boundary(pipeline, start):
     assert encode_prompt("  ", WORDS) == [3]  # no word: still the start of a sentence
 
 
-@pytest.mark.parametrize("pipeline", [
-    {**WORDS, "vocab": ["<unk>", "the", "cat"], "eos": False},
-    {**CHARS, "vocab": ["<unk>", "a", "b"]},
-])
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        {**WORDS, "vocab": ["<unk>", "the", "cat"], "eos": False},
+        {**CHARS, "vocab": ["<unk>", "a", "b"]},
+    ],
+)
 def test_an_empty_prompt_without_a_boundary_token_asks_for_one(pipeline):
     with pytest.raises(ConfigError, match="give a --prompt"):
         encode_prompt("", pipeline)

@@ -36,8 +36,15 @@ def counting_csv(path: Path, rows: int = 200) -> Path:
 
 
 def forecast(path: Path, **overrides) -> ForecastData:
-    raw = {"kind": "timeseries_forecast", "path": str(path), "time_column": "time", "lookback": 8,
-           "horizon": 4, "scaling": "none", "rows": [100, 50, 50]}
+    raw = {
+        "kind": "timeseries_forecast",
+        "path": str(path),
+        "time_column": "time",
+        "lookback": 8,
+        "horizon": 4,
+        "scaling": "none",
+        "rows": [100, 50, 50],
+    }
     return ForecastData.model_validate(raw | overrides)
 
 
@@ -56,8 +63,11 @@ def test_ett_protocol_split_indices(tmp_path):
 def test_crlf_without_final_newline_and_lf_read_the_same(tmp_path):
     lines = [f"{i},{i * 0.5}" for i in range(40)]
     a = build_splits(forecast(write_csv(tmp_path / "a.csv", "x,y", lines), time_column=None, rows=None))
-    b = build_splits(forecast(write_csv(tmp_path / "b.csv", "x,y", lines, crlf=False, final_newline=True),
-                              time_column=None, rows=None))
+    b = build_splits(
+        forecast(
+            write_csv(tmp_path / "b.csv", "x,y", lines, crlf=False, final_newline=True), time_column=None, rows=None
+        )
+    )
     assert torch.equal(a.test.inputs, b.test.inputs) and a.test.inputs[-1, -1, 1].item() == 39 * 0.5 - 4 * 0.5
 
 
@@ -155,12 +165,18 @@ def test_metrics_in_original_units(tmp_path):
 
 # ------------------------------------------------------------------ bad input, through the CLI
 
-TINY = {"name": "fc", "device": "cpu", "model": {"cell": "gru", "hidden_size": 4},
-        "train": {"epochs": 1, "batch_size": 16}}
+TINY = {
+    "name": "fc",
+    "device": "cpu",
+    "model": {"cell": "gru", "hidden_size": 4},
+    "train": {"epochs": 1, "batch_size": 16},
+}
 
 
 def run_train(tmp_path: Path, data: dict):
-    config = write_config(tmp_path, TINY | {"data": {"kind": "timeseries_forecast", "lookback": 4, "horizon": 2} | data})
+    config = write_config(
+        tmp_path, TINY | {"data": {"kind": "timeseries_forecast", "lookback": 4, "horizon": 2} | data}
+    )
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(runs), "-q"])
     return result, runs
@@ -173,14 +189,28 @@ def run_train(tmp_path: Path, data: dict):
         ("a,b", {}, "no data rows"),
         ("a,b\n" + "\n".join(f"{i},{i}" for i in range(30)), {"features": ["a", "c"]}, "column 'c' not found"),
         ("a,b\n" + "\n".join(f"{i},x{i}" for i in range(30)), {}, "column 'b' is not numeric (line 2: 'x0')"),
-        ("a,b\n" + "\n".join(f"{i},{'' if i == 9 else i}" for i in range(30)), {"targets": ["b"]}, "column 'b', line 11: missing value"),
-        ("a,b\n" + "\n".join(f"{i},{'inf' if i == 3 else i}" for i in range(30)), {}, "column 'b', line 5: infinite value"),
+        (
+            "a,b\n" + "\n".join(f"{i},{'' if i == 9 else i}" for i in range(30)),
+            {"targets": ["b"]},
+            "column 'b', line 11: missing value",
+        ),
+        (
+            "a,b\n" + "\n".join(f"{i},{'inf' if i == 3 else i}" for i in range(30)),
+            {},
+            "column 'b', line 5: infinite value",
+        ),
         ("a,b\n1,2\n3,4\n5,6", {}, "3 rows, fewer than lookback + horizon = 6"),
         ("a,b\n" + "\n".join(f"{i},{i}" for i in range(30)), {"ratios": [0.9, 0.1, 0.0]}, "the test split is empty"),
-        ("t,a\n2020-01-02,1\n2020-01-01,2\n" + "\n".join(f"2020-02-{i:02d},{i}" for i in range(1, 20)),
-         {"time_column": "t"}, "column 't' is not sorted: line 3"),
-        ("a,b,b\n" + "\n".join(f"{i},{i},{i}" for i in range(30)), {"features": ["b"]},
-         "the header names column 'b' twice (columns 2 and 3)"),  # pandas would rename one `b.1`
+        (
+            "t,a\n2020-01-02,1\n2020-01-01,2\n" + "\n".join(f"2020-02-{i:02d},{i}" for i in range(1, 20)),
+            {"time_column": "t"},
+            "column 't' is not sorted: line 3",
+        ),
+        (
+            "a,b,b\n" + "\n".join(f"{i},{i},{i}" for i in range(30)),
+            {"features": ["b"]},
+            "the header names column 'b' twice (columns 2 and 3)",
+        ),  # pandas would rename one `b.1`
         ("a,b\n" + "\n".join(f"{i},{'x' * 5000 if i == 4 else i}" for i in range(30)), {}, "column 'b' is not numeric"),
     ],
 )
@@ -194,16 +224,21 @@ def test_bad_data_exits_2_without_a_run_folder(tmp_path, content, data, message)
     assert not runs.exists() or not any(runs.rglob("config.yaml"))
 
 
-@pytest.mark.parametrize("data", [
-    {"kind": "timeseries_forecast", "path": "{folder}", "lookback": 4},
-    {"kind": "sequence_classification", "train_path": "{folder}", "test_path": "{folder}"},
-    {"kind": "text_classification", "path": "{folder}"},
-    {"kind": "text_lm", "train_path": "{folder}", "val_path": "{folder}", "test_path": "{folder}"},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kind": "timeseries_forecast", "path": "{folder}", "lookback": 4},
+        {"kind": "sequence_classification", "train_path": "{folder}", "test_path": "{folder}"},
+        {"kind": "text_classification", "path": "{folder}"},
+        {"kind": "text_lm", "train_path": "{folder}", "val_path": "{folder}", "test_path": "{folder}"},
+    ],
+)
 def test_a_data_path_that_is_a_folder_exits_2_naming_it(tmp_path, data):
     folder = tmp_path / "data.csv"
     folder.mkdir()
-    data = {key: value.replace("{folder}", str(folder)) if isinstance(value, str) else value for key, value in data.items()}
+    data = {
+        key: value.replace("{folder}", str(folder)) if isinstance(value, str) else value for key, value in data.items()
+    }
     config = write_config(tmp_path, TINY | {"data": data})
     result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert result.exit_code == 2, result.output
@@ -212,8 +247,9 @@ def test_a_data_path_that_is_a_folder_exits_2_naming_it(tmp_path, data):
 
 
 def test_channel_independent_forecasts_each_column_from_itself(tmp_path):
-    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), channel_independent=True, window_norm=True,
-                                   scaling="standard"))
+    splits = build_splits(
+        forecast(counting_csv(tmp_path / "s.csv"), channel_independent=True, window_norm=True, scaling="standard")
+    )
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell="gru", hidden_size=4), splits.spec).eval()
     assert model.rnn.input_size == 1
@@ -227,8 +263,9 @@ def test_channel_independent_forecasts_each_column_from_itself(tmp_path):
 
 
 def test_segments_feed_each_channel_as_consecutive_chunks(tmp_path):
-    splits = build_splits(forecast(counting_csv(tmp_path / "s.csv"), channel_independent=True, segment=4,
-                                   window_norm=True))
+    splits = build_splits(
+        forecast(counting_csv(tmp_path / "s.csv"), channel_independent=True, segment=4, window_norm=True)
+    )
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell="gru", hidden_size=4), splits.spec).eval()
     assert model.rnn.input_size == 4
@@ -243,10 +280,13 @@ def test_segments_feed_each_channel_as_consecutive_chunks(tmp_path):
             torch.testing.assert_close(outputs[:, :, channel], expected)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"segment": 4}, "segment needs channel_independent"),
-    ({"segment": 3, "channel_independent": True}, "lookback (8) must be a multiple of segment (3)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"segment": 4}, "segment needs channel_independent"),
+        ({"segment": 3, "channel_independent": True}, "lookback (8) must be a multiple of segment (3)"),
+    ],
+)
 def test_bad_segment_is_a_config_error(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         forecast(tmp_path / "s.csv", **overrides)

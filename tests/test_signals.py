@@ -39,8 +39,13 @@ LONG = copy.deepcopy(TINY_TAGGING) | {
 def start_training(folder: Path, name: str) -> tuple[subprocess.Popen, Path]:
     config = write_config(folder, LONG, f"{name}.yaml")
     run_dir = folder / name
-    process = subprocess.Popen([sys.executable, "-m", "rnnl2", "train", str(config), "--run-dir", str(run_dir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnl2", "train", str(config), "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     return process, run_dir
 
 
@@ -98,7 +103,8 @@ def test_second_signal_raises_at_once():
 # ---------------------------------------------------------------------- divergence
 
 EXPLODING = {
-    "name": "boom", "device": "cpu",
+    "name": "boom",
+    "device": "cpu",
     "data": {"kind": "sine", "lookback": 5, "horizon": 1, "num_train": 64, "num_val": 16, "num_test": 16},
     "model": {"hidden_size": 8},
     "optimizer": {"name": "sgd", "lr": 1.0e6},

@@ -24,12 +24,16 @@ PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("args", [
-    ["--help"],
-    ["config", "show", str(ROOT / "configs" / "seed_lstm.yaml"), "--set", "train.epochs=3"],
-    ["config", "schema"],
-    ["train", "--help"],
-], ids=["help", "config-show", "config-schema", "train-help"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["config", "show", str(ROOT / "configs" / "seed_lstm.yaml"), "--set", "train.epochs=3"],
+        ["config", "schema"],
+        ["train", "--help"],
+    ],
+    ids=["help", "config-show", "config-schema", "train-help"],
+)
 def test_command_does_not_import_torch(args):
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

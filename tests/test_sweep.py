@@ -23,8 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # Two runs, the first of which diverges (SGD at lr 1e38 leaves weights the model overflows on).
-DIVERGING_FIRST = ("--grid", "optimizer.lr=1e38,0.001", "--set", "optimizer.name=sgd", "--set", "data.num_train=16",
-                   "--set", "train.epochs=1")
+DIVERGING_FIRST = (
+    "--grid",
+    "optimizer.lr=1e38,0.001",
+    "--set",
+    "optimizer.name=sgd",
+    "--set",
+    "data.num_train=16",
+    "--set",
+    "train.epochs=1",
+)
 
 
 def sweep_cli(*args: str) -> subprocess.CompletedProcess:
@@ -54,9 +62,17 @@ def test_plan_is_the_product_of_axes_times_seeds(tiny_config, tmp_path):
 
 def test_sweep_file_runs_cross_the_grid_and_seeds(tmp_path):
     write_config(tmp_path, TINY_TAGGING)
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
-        "config": "tiny.yaml", "set": {"train.epochs": 1}, "grid": {"l2.lambda": "0,logspace(-4,-3,2)"},
-        "runs": [{"l2.mode": "penalty"}, {"l2.mode": "weight_decay", "optimizer.name": "sgd"}], "seeds": [0, 1]}))
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "config": "tiny.yaml",
+                "set": {"train.epochs": 1},
+                "grid": {"l2.lambda": "0,logspace(-4,-3,2)"},
+                "runs": [{"l2.mode": "penalty"}, {"l2.mode": "weight_decay", "optimizer.name": "sgd"}],
+                "seeds": [0, 1],
+            }
+        )
+    )
     _, runs = plan_sweep(build_spec(tmp_path / "s.yaml"), tmp_path / "runs")
     assert len(runs) == 2 * 3 * 2
     assert {r.varying["l2.mode"] for r in runs} == {"penalty", "weight_decay"}
@@ -65,8 +81,20 @@ def test_sweep_file_runs_cross_the_grid_and_seeds(tmp_path):
 
 
 def test_dry_run_prints_exactly_one_train_command_per_run(tiny_config, tmp_path):
-    result = CliRunner().invoke(app, ["sweep", str(tiny_config), "--grid", "l2.lambda=0,logspace(-4,-3,2)",
-                                      "--seeds", "0,1", "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(tiny_config),
+            "--grid",
+            "l2.lambda=0,logspace(-4,-3,2)",
+            "--seeds",
+            "0,1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 6
@@ -79,14 +107,28 @@ def test_dry_run_prints_exactly_one_train_command_per_run(tiny_config, tmp_path)
 
 
 def test_bad_grid_value_exits_2_before_any_run(tiny_config, tmp_path):
-    result = CliRunner().invoke(app, ["sweep", str(tiny_config), "--grid", "l2.lambda=-1,0", "--runs-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["sweep", str(tiny_config), "--grid", "l2.lambda=-1,0", "--runs-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "l2.lambda" in result.output
     assert not list(tmp_path.glob("tiny/sweep-*"))
 
 
 def test_2x2_sweep_with_two_jobs_selects_and_best_yaml_reproduces(tiny_config, tmp_path):
-    args = [str(tiny_config), "--grid", "l2.lambda=0,0.05", "--seeds", "0,1", "--jobs", "2",
-            "--runs-dir", str(tmp_path / "runs"), "--select", "val_loss", "--json"]
+    args = [
+        str(tiny_config),
+        "--grid",
+        "l2.lambda=0,0.05",
+        "--seeds",
+        "0,1",
+        "--jobs",
+        "2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--select",
+        "val_loss",
+        "--json",
+    ]
     result = sweep_cli(*args)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -108,8 +150,21 @@ def test_2x2_sweep_with_two_jobs_selects_and_best_yaml_reproduces(tiny_config, t
 
 
 def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path):
-    args = [sys.executable, "-m", "rnnl2", "sweep", str(tiny_config), "--grid", "l2.lambda=0,1e-3,1e-2",
-            "--set", "train.epochs=3", "--runs-dir", str(tmp_path / "runs"), "--sweep-dir", str(tmp_path / "sweep")]
+    args = [
+        sys.executable,
+        "-m",
+        "rnnl2",
+        "sweep",
+        str(tiny_config),
+        "--grid",
+        "l2.lambda=0,1e-3,1e-2",
+        "--set",
+        "train.epochs=3",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--sweep-dir",
+        str(tmp_path / "sweep"),
+    ]
     driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = tmp_path / "sweep" / "sweep.jsonl"
     deadline = time.monotonic() + 120
@@ -135,8 +190,21 @@ def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path)
 
 
 def test_an_interrupted_run_continues_from_its_checkpoint_when_the_sweep_reruns(tiny_config, tmp_path):
-    args = [sys.executable, "-m", "rnnl2", "sweep", str(tiny_config), "--grid", "l2.lambda=1e-3",
-            "--set", "train.epochs=30", "--runs-dir", str(tmp_path / "runs"), "--sweep-dir", str(tmp_path / "sweep")]
+    args = [
+        sys.executable,
+        "-m",
+        "rnnl2",
+        "sweep",
+        str(tiny_config),
+        "--grid",
+        "l2.lambda=1e-3",
+        "--set",
+        "train.epochs=30",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--sweep-dir",
+        str(tmp_path / "sweep"),
+    ]
     driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "sweep" / "000-l2.lambda=0.001" / "metrics.jsonl"
     deadline = time.monotonic() + 120
@@ -183,8 +251,20 @@ def test_ray_backend_on_a_local_ray_instance(tiny_config, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         address = ray.get_runtime_context().gcs_address
-        result = sweep_cli(str(tiny_config), "--grid", "l2.lambda=0,1e-3", "--set", "train.epochs=1",
-                           "--backend", "ray", "--ray-address", address, "--runs-dir", str(tmp_path / "runs"), "--json")
+        result = sweep_cli(
+            str(tiny_config),
+            "--grid",
+            "l2.lambda=0,1e-3",
+            "--set",
+            "train.epochs=1",
+            "--backend",
+            "ray",
+            "--ray-address",
+            address,
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--json",
+        )
     finally:
         ray.shutdown()
     assert result.returncode == 0, result.stderr
@@ -203,8 +283,17 @@ def tree_snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def finished_sweep(tiny_config, tmp_path) -> tuple[list[str], Path]:
-    args = ["sweep", str(tiny_config), "--grid", "l2.lambda=0,1e-3", "--set", "train.epochs=1",
-            "--sweep-dir", str(tmp_path / "sweep"), "-q"]
+    args = [
+        "sweep",
+        str(tiny_config),
+        "--grid",
+        "l2.lambda=0,1e-3",
+        "--set",
+        "train.epochs=1",
+        "--sweep-dir",
+        str(tmp_path / "sweep"),
+        "-q",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return args, tmp_path / "sweep"
@@ -274,9 +363,21 @@ def test_a_run_whose_folder_holds_another_config_is_not_counted_as_done(finished
 
 def test_a_grid_too_large_is_refused_at_once(tiny_config, tmp_path):
     started = time.perf_counter()
-    for grid in (["l2.lambda=logspace(-6,-2,100000000)"], ["l2.lambda=logspace(-6,-2,5000)", "optimizer.lr=logspace(-4,-2,5000)"]):
-        result = CliRunner().invoke(app, ["sweep", str(tiny_config), *[a for g in grid for a in ("--grid", g)],
-                                          "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    for grid in (
+        ["l2.lambda=logspace(-6,-2,100000000)"],
+        ["l2.lambda=logspace(-6,-2,5000)", "optimizer.lr=logspace(-4,-2,5000)"],
+    ):
+        result = CliRunner().invoke(
+            app,
+            [
+                "sweep",
+                str(tiny_config),
+                *[a for g in grid for a in ("--grid", g)],
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--dry-run",
+            ],
+        )
         assert result.exit_code == 2 and "at most 10,000" in result.output, result.output
     assert time.perf_counter() - started < 30
     assert not (tmp_path / "runs").exists()

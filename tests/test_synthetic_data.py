@@ -159,8 +159,12 @@ def indexed_split(count: int, with_lengths: bool) -> Split:
 
 
 @settings(deadline=None, max_examples=60)
-@given(count=st.integers(1, 60), batch_size=st.integers(1, 70), seed=st.integers(0, 2**31 - 1) | st.none(),
-       with_lengths=st.booleans())
+@given(
+    count=st.integers(1, 60),
+    batch_size=st.integers(1, 70),
+    seed=st.integers(0, 2**31 - 1) | st.none(),
+    with_lengths=st.booleans(),
+)
 def test_batches_lose_and_duplicate_no_example(count, batch_size, seed, with_lengths):
     split = indexed_split(count, with_lengths)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
@@ -194,12 +198,15 @@ def test_shuffling_depends_on_the_generator_only():
 # ------------------------------------------------------------------ size bounds
 
 
-@pytest.mark.parametrize("kind, fields, message", [
-    (SeedTaggingData, {"num_train": 10**12}, "less than or equal to 10000000"),
-    (SeedTaggingData, {"num_train": 10**6, "seq_len": 1000}, "seed_tagging would generate 1.6e+10 values"),
-    (SineData, {"num_val": 10**7, "lookback": 1000}, "sine would generate"),
-    (AddingData, {"num_test": 10**7, "seq_len": 1000}, "adding would generate"),
-])
+@pytest.mark.parametrize(
+    "kind, fields, message",
+    [
+        (SeedTaggingData, {"num_train": 10**12}, "less than or equal to 10000000"),
+        (SeedTaggingData, {"num_train": 10**6, "seq_len": 1000}, "seed_tagging would generate 1.6e+10 values"),
+        (SineData, {"num_val": 10**7, "lookback": 1000}, "sine would generate"),
+        (AddingData, {"num_test": 10**7, "seq_len": 1000}, "adding would generate"),
+    ],
+)
 def test_a_generated_dataset_too_large_is_a_config_error(kind, fields, message):
     with pytest.raises(ValidationError, match=re.escape(message)):
         kind(**fields)
@@ -207,8 +214,9 @@ def test_a_generated_dataset_too_large_is_a_config_error(kind, fields, message):
 
 def test_num_train_too_large_exits_2_through_the_cli(tmp_path):
     config = write_config(tmp_path, TINY_TAGGING)
-    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"),
-                                      "--set", "data.num_train=1000000000000"])
+    result = CliRunner().invoke(
+        app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--set", "data.num_train=1000000000000"]
+    )
     assert result.exit_code == 2, result.output
     assert "data.num_train" in result.output and "10000000" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()

@@ -19,7 +19,9 @@ SHAKESPEARE = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n
 
 def tiny_lm(path: Path) -> dict:
     return {
-        "name": "tiny_lm", "seed": 0, "device": "cpu",
+        "name": "tiny_lm",
+        "seed": 0,
+        "device": "cpu",
         "data": {"kind": "text_lm", "path": str(path), "level": "char", "bptt": 8},
         "model": {"cell": "gru", "hidden_size": 8, "embedding_dim": 4},
         "train": {"epochs": 2, "batch_size": 4, "eval_batch_size": 4},
@@ -28,9 +30,18 @@ def tiny_lm(path: Path) -> dict:
 
 def tiny_classifier(path: Path, **data) -> dict:
     return {
-        "name": "tiny_cls", "seed": 0, "device": "cpu",
-        "data": {"kind": "text_classification", "path": str(path), "format": "tsv", "header": False,
-                 "text_field": 1, "label_field": 0, **data},
+        "name": "tiny_cls",
+        "seed": 0,
+        "device": "cpu",
+        "data": {
+            "kind": "text_classification",
+            "path": str(path),
+            "format": "tsv",
+            "header": False,
+            "text_field": 1,
+            "label_field": 0,
+            **data,
+        },
         "model": {"cell": "lstm", "hidden_size": 8, "embedding_dim": 4, "pooling": "mean"},
         "train": {"epochs": 1, "batch_size": 8},
     }
@@ -84,7 +95,15 @@ def test_char_lm_predict_lists_every_next_token_and_matches_eval(tmp_path):
     result = invoke("predict", run_dir, "--data", new, "-o", out, "--device", "cpu")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == ["position", "previous", "token", "predicted", "prob_token", "prob_predicted", "surprisal"]
+    assert list(table.columns) == [
+        "position",
+        "previous",
+        "token",
+        "predicted",
+        "prob_token",
+        "prob_predicted",
+        "surprisal",
+    ]
     assert len(table) == len("Speak, é\nAll:") - 1
     assert "".join(table["token"]) == "peak, <unk>\nAll:"
     assert (table["prob_predicted"] >= table["prob_token"] - 1e-6).all()
@@ -132,11 +151,14 @@ def test_classifier_selects_on_the_val_file_and_its_checkpoint_still_predicts(tm
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5, result.output
 
 
-@pytest.mark.parametrize("dev, data, message", [
-    ("pos\tgood\nmaybe\tbad\n", {}, "dev.tsv: line 2: label 'maybe' was not seen in training"),
-    ("pos\tgood\n", {"val_ratio": 0.2}, "give val_path (a validation file) or val_ratio"),
-    (None, {}, "dev.tsv"),
-])
+@pytest.mark.parametrize(
+    "dev, data, message",
+    [
+        ("pos\tgood\nmaybe\tbad\n", {}, "dev.tsv: line 2: label 'maybe' was not seen in training"),
+        ("pos\tgood\n", {"val_ratio": 0.2}, "give val_path (a validation file) or val_ratio"),
+        (None, {}, "dev.tsv"),
+    ],
+)
 def test_a_bad_val_file_exits_2_without_a_run_folder(tmp_path, dev, data, message):
     train = tmp_path / "train.tsv"
     train.write_text("pos\tgood\nneg\tbad\n" * 10)
@@ -159,16 +181,19 @@ def test_sample_refuses_a_classifier(tmp_path):
     assert result.exit_code == 2 and "needs a text_lm checkpoint" in result.output
 
 
-@pytest.mark.parametrize("kind, content, message", [
-    ("lm", b"", "the file is empty"),
-    ("lm", b"abc\x00\x01\x02" * 40, "input.txt:1: not a text file"),
-    ("lm", b"fine\nalso fine\n\xff\xfe broken\n" * 10, "input.txt:3: not valid utf-8 text"),
-    ("lm", b"ab", "holds 1 token(s)"),
-    ("cls", b"spam\tbuy now\n" * 20, "every example has the label 'spam'"),
-    ("cls", b"spam\tbuy\nham\thi\n", "the test split is empty"),
-    ("cls", b"spam\tbuy\n\xc3(\n", "input.txt:2: not valid utf-8 text"),
-    ("cls", b"spam\tbuy\n\tno label\n" * 10, "input.txt:2: the label is empty"),
-])
+@pytest.mark.parametrize(
+    "kind, content, message",
+    [
+        ("lm", b"", "the file is empty"),
+        ("lm", b"abc\x00\x01\x02" * 40, "input.txt:1: not a text file"),
+        ("lm", b"fine\nalso fine\n\xff\xfe broken\n" * 10, "input.txt:3: not valid utf-8 text"),
+        ("lm", b"ab", "holds 1 token(s)"),
+        ("cls", b"spam\tbuy now\n" * 20, "every example has the label 'spam'"),
+        ("cls", b"spam\tbuy\nham\thi\n", "the test split is empty"),
+        ("cls", b"spam\tbuy\n\xc3(\n", "input.txt:2: not valid utf-8 text"),
+        ("cls", b"spam\tbuy\n\tno label\n" * 10, "input.txt:2: the label is empty"),
+    ],
+)
 def test_bad_text_input_exits_2_without_a_run_folder(tmp_path, kind, content, message):
     path = tmp_path / "input.txt"
     path.write_bytes(content)
@@ -185,15 +210,22 @@ def test_column_indexes_with_a_header_row_exit_2_without_a_run_folder(tmp_path):
     path.write_text("pos\tgood\nneg\tbad\n" * 10)
     runs = tmp_path / "runs"
     result = invoke("train", write_config(tmp_path, tiny_classifier(path, header=True)), "--runs-dir", runs)
-    assert result.exit_code == 2 and "text_field and label_field are column indexes, which need header: false" in result.output
+    assert (
+        result.exit_code == 2
+        and "text_field and label_field are column indexes, which need header: false" in result.output
+    )
     assert "Traceback" not in result.output and not runs.exists()
 
 
 def test_sample_without_a_prompt_needs_a_line_end_in_the_vocabulary(tmp_path):
     text = tmp_path / "input.txt"
     text.write_text("abcab" * 40)  # no newline: nothing marks the start of a text
-    result = invoke("train", write_config(tmp_path, tiny_lm(text) | {"train": {"epochs": 1, "batch_size": 4}}),
-                    "--runs-dir", tmp_path / "runs")
+    result = invoke(
+        "train",
+        write_config(tmp_path, tiny_lm(text) | {"train": {"epochs": 1, "batch_size": 4}}),
+        "--runs-dir",
+        tmp_path / "runs",
+    )
     assert result.exit_code == 0, result.output
     run_dir = result.stdout.strip().splitlines()[-1]
     result = invoke("sample", run_dir, "--length", "3")

@@ -78,8 +78,12 @@ def test_ptb_layout_appends_eos_per_line_and_maps_unseen_words_to_unk(tmp_path):
 
 def test_explicit_paths_and_a_folder_without_a_test_file(tmp_path):
     folder = ptb_folder(tmp_path)
-    cfg = lm_config(train_path=str(folder / "ptb.train.txt"), val_path=str(folder / "ptb.valid.txt"),
-                    test_path=str(folder / "ptb.test.txt"), level="word")
+    cfg = lm_config(
+        train_path=str(folder / "ptb.train.txt"),
+        val_path=str(folder / "ptb.valid.txt"),
+        test_path=str(folder / "ptb.test.txt"),
+        level="word",
+    )
     assert len(build_splits(cfg).train) == 11
     (folder / "ptb.test.txt").unlink()
     with pytest.raises(DataError, match=r"exactly one \*test\* file"):
@@ -119,12 +123,15 @@ def test_lm_loader_reads_a_new_file_through_the_saved_vocabulary(tmp_path):
     assert decode(split, spec.pipeline["vocab"]) == ["a", "b", "<unk>"] and split.stateful
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "the file is empty"),
-    (b"abc\nde\x00f\n", r"new.txt:2: not a text file"),
-    (b"ok\nok\ncaf\xe9\n", r"new.txt:3: not valid utf-8 text \(byte 0xe9\)"),
-    (b"  \n\n ", "no tokens"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "the file is empty"),
+        (b"abc\nde\x00f\n", r"new.txt:2: not a text file"),
+        (b"ok\nok\ncaf\xe9\n", r"new.txt:3: not valid utf-8 text \(byte 0xe9\)"),
+        (b"  \n\n ", "no tokens"),
+    ],
+)
 def test_unreadable_text_names_file_and_line(tmp_path, content, message):
     path = write(tmp_path, "new.txt", content)
     with pytest.raises(DataError, match=message):
@@ -145,10 +152,18 @@ def test_a_split_too_short_is_an_error_naming_the_file(tmp_path):
 
 # ------------------------------------------------------------------------ text_classification
 
-TREC_LIKE = "".join(f"{label}:x {text} ?\n" for label, text in [
-    ("NUM", "how many dogs"), ("NUM", "how far is it"), ("LOC", "where is paris"), ("LOC", "where is rome"),
-    ("HUM", "who wrote it"), ("HUM", "who is she"),
-] * 5)
+TREC_LIKE = "".join(
+    f"{label}:x {text} ?\n"
+    for label, text in [
+        ("NUM", "how many dogs"),
+        ("NUM", "how far is it"),
+        ("LOC", "where is paris"),
+        ("LOC", "where is rome"),
+        ("HUM", "who wrote it"),
+        ("HUM", "who is she"),
+    ]
+    * 5
+)
 
 
 def cls_config(path: Path, **fields) -> TextClassificationData:
@@ -157,8 +172,9 @@ def cls_config(path: Path, **fields) -> TextClassificationData:
 
 def test_lines_format_with_a_stratified_seeded_split(tmp_path):
     path = write(tmp_path, "train.label", TREC_LIKE)
-    cfg = cls_config(path, format="lines", line_pattern=r"^(?P<label>[^:]+):\S+\s+(?P<text>.*)$",
-                     test_ratio=0.2, val_ratio=0.25)
+    cfg = cls_config(
+        path, format="lines", line_pattern=r"^(?P<label>[^:]+):\S+\s+(?P<text>.*)$", test_ratio=0.2, val_ratio=0.25
+    )
     splits = build_splits(cfg)
     assert splits.spec.pipeline["labels"] == ["HUM", "LOC", "NUM"]
     assert [len(splits.train), len(splits.val), len(splits.test)] == [18, 6, 6]
@@ -174,8 +190,11 @@ def test_csv_jsonl_and_headerless_tsv(tmp_path):
     csv_path = write(tmp_path, "a.csv", "label,text\n" + "".join(f'{l},"{t}, really"\n' for t, l in rows))
     jsonl_path = write(tmp_path, "a.jsonl", "".join(json.dumps({"review": t, "y": l}) + "\n" for t, l in rows))
     tsv_path = write(tmp_path, "a.tsv", "".join(f"{l}\t{t}\n" for t, l in rows))
-    for cfg in (cls_config(csv_path), cls_config(jsonl_path, format="jsonl", text_field="review", label_field="y"),
-                cls_config(tsv_path, format="tsv", header=False, text_field=1, label_field=0)):
+    for cfg in (
+        cls_config(csv_path),
+        cls_config(jsonl_path, format="jsonl", text_field="review", label_field="y"),
+        cls_config(tsv_path, format="tsv", header=False, text_field=1, label_field=0),
+    ):
         splits = build_splits(cfg)
         assert splits.spec.pipeline["labels"] == ["neg", "pos"] and len(splits.test) == 4
 
@@ -183,7 +202,9 @@ def test_csv_jsonl_and_headerless_tsv(tmp_path):
 def test_vocabulary_comes_from_the_training_split_only(tmp_path):
     train = write(tmp_path, "train.tsv", "a\tred apple\nb\tblue sky\n" * 10)
     test = write(tmp_path, "test.tsv", "a\tred zebra\n")
-    splits = build_splits(cls_config(train, format="tsv", header=False, text_field=1, label_field=0, test_path=str(test)))
+    splits = build_splits(
+        cls_config(train, format="tsv", header=False, text_field=1, label_field=0, test_path=str(test))
+    )
     vocab = splits.spec.pipeline["vocab"]
     assert "zebra" not in vocab and splits.test.inputs[0].tolist() == [vocab.index("red"), vocab.index("<unk>")]
 
@@ -217,12 +238,15 @@ def test_val_ratio_defaults_without_val_path_and_is_refused_beside_it():
         cls_config(Path("a.csv"), val_path="dev.csv", val_ratio=0.1)
 
 
-@pytest.mark.parametrize("train, test, message", [
-    ("a\tx\n" * 10, None, "every example has the label 'a'"),
-    ("a\tx\nb\ty\n", None, "the test split is empty: 2 examples in 2 classes are too few for test_ratio 0.2"),
-    ("a\tx\nb\ty\n" * 10, "c\tz\n", r"test.tsv: line 1: label 'c' was not seen in training \(known: a, b\)"),
-    ("a\tx\nb\ty\n" * 10, "a\tz\nb\n", r"test.tsv:2: the row has 1 column"),
-])
+@pytest.mark.parametrize(
+    "train, test, message",
+    [
+        ("a\tx\n" * 10, None, "every example has the label 'a'"),
+        ("a\tx\nb\ty\n", None, "the test split is empty: 2 examples in 2 classes are too few for test_ratio 0.2"),
+        ("a\tx\nb\ty\n" * 10, "c\tz\n", r"test.tsv: line 1: label 'c' was not seen in training \(known: a, b\)"),
+        ("a\tx\nb\ty\n" * 10, "a\tz\nb\n", r"test.tsv:2: the row has 1 column"),
+    ],
+)
 def test_bad_label_files_are_errors(tmp_path, train, test, message):
     fields = {"format": "tsv", "header": False, "text_field": 1, "label_field": 0}
     if test is not None:
@@ -231,16 +255,27 @@ def test_bad_label_files_are_errors(tmp_path, train, test, message):
         build_splits(cls_config(write(tmp_path, "train.tsv", train), **fields))
 
 
-@pytest.mark.parametrize("name, content, fields, message", [
-    ("a.csv", "text,label\n" + "good,pos\nbad,neg\n" * 5 + "meh,\n", {}, "a.csv:12: the label is empty"),
-    ("a.jsonl", '{"text": "good", "label": "pos"}\n{"text": "meh", "label": null}\n', {"format": "jsonl"},
-     "a.jsonl:2: 'label' is null"),
-    ("a.jsonl", '{"text": "good", "label": " "}\n', {"format": "jsonl"}, "a.jsonl:1: the label is empty"),
-    ("a.jsonl", '{"text": "good", "label": ["pos"]}\n', {"format": "jsonl"}, "a.jsonl:1: 'label' is not a string"),
-    ("a.txt", "pos good\n: bad\n", {"format": "lines", "line_pattern": r"^(?P<label>\w*)\W+(?P<text>.*)$"},
-     "a.txt:2: the label is empty"),
-    ("a.csv", "text,label,text\ngood,pos,x\n", {}, "a.csv: the header names column 'text' twice (columns 1 and 3)"),
-])
+@pytest.mark.parametrize(
+    "name, content, fields, message",
+    [
+        ("a.csv", "text,label\n" + "good,pos\nbad,neg\n" * 5 + "meh,\n", {}, "a.csv:12: the label is empty"),
+        (
+            "a.jsonl",
+            '{"text": "good", "label": "pos"}\n{"text": "meh", "label": null}\n',
+            {"format": "jsonl"},
+            "a.jsonl:2: 'label' is null",
+        ),
+        ("a.jsonl", '{"text": "good", "label": " "}\n', {"format": "jsonl"}, "a.jsonl:1: the label is empty"),
+        ("a.jsonl", '{"text": "good", "label": ["pos"]}\n', {"format": "jsonl"}, "a.jsonl:1: 'label' is not a string"),
+        (
+            "a.txt",
+            "pos good\n: bad\n",
+            {"format": "lines", "line_pattern": r"^(?P<label>\w*)\W+(?P<text>.*)$"},
+            "a.txt:2: the label is empty",
+        ),
+        ("a.csv", "text,label,text\ngood,pos,x\n", {}, "a.csv: the header names column 'text' twice (columns 1 and 3)"),
+    ],
+)
 def test_empty_null_or_ambiguous_labels_are_errors_naming_the_line(tmp_path, name, content, fields, message):
     with pytest.raises(DataError, match=re.escape(message)):
         build_splits(cls_config(write(tmp_path, name, content), **fields))
@@ -257,8 +292,11 @@ def test_column_indexes_with_a_header_row_are_refused(fields):
 def test_a_message_about_many_classes_shows_a_few_and_hints_at_the_format(tmp_path):
     train = write(tmp_path, "train.txt", "".join(f"w{i} a b\tpos\n" for i in range(30)) * 2)  # lines on a TSV
     test = write(tmp_path, "test.txt", "other a b\tpos\n")
-    with pytest.raises(DataError, match=r"test.txt: line 1: label 'other' was not seen in training "
-                                         r"\(known: 30 of them: w0, w1, w10, w11, w12, …\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"test.txt: line 1: label 'other' was not seen in training "
+        r"\(known: 30 of them: w0, w1, w10, w11, w12, …\)$",
+    ):
         build_splits(cls_config(train, format="lines", test_path=str(test), val_ratio=0.5))
     with pytest.raises(DataError) as error:
         label_ids(Path("new.tsv"), ["z"], [3], [f"c{i}" for i in range(5000)])
@@ -273,7 +311,9 @@ def test_missing_column_names_the_column(tmp_path):
 
 
 def test_classification_loader_rejects_an_unseen_label(tmp_path):
-    cfg = cls_config(write(tmp_path, "a.tsv", "a\tx y\nb\ty z\n" * 10), format="tsv", header=False, text_field=1, label_field=0)
+    cfg = cls_config(
+        write(tmp_path, "a.tsv", "a\tx y\nb\ty z\n" * 10), format="tsv", header=False, text_field=1, label_field=0
+    )
     spec = build_splits(cfg).spec
     split = load_new_data(cfg, spec, write(tmp_path, "new.tsv", "b\tx q\n"))
     assert split.targets.tolist() == [1] and split.lengths.tolist() == [2]
@@ -284,8 +324,13 @@ def test_classification_loader_rejects_an_unseen_label(tmp_path):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 def test_padding_never_changes_a_prediction(tmp_path, cell, pooling):
-    cfg = cls_config(write(tmp_path, "a.tsv", "a\tone two\nb\tthree four five six seven\n" * 10),
-                     format="tsv", header=False, text_field=1, label_field=0)
+    cfg = cls_config(
+        write(tmp_path, "a.tsv", "a\tone two\nb\tthree four five six seven\n" * 10),
+        format="tsv",
+        header=False,
+        text_field=1,
+        label_field=0,
+    )
     splits = build_splits(cfg)
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell=cell, hidden_size=8, embedding_dim=4, pooling=pooling), splits.spec).eval()

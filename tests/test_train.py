@@ -57,7 +57,9 @@ def test_divergence_on_an_epochs_last_step_is_diverged(tmp_path, epochs):
 
 
 def test_divergence_after_a_checkpoint_keeps_the_last_finite_state(tmp_path):
-    config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 1, "batch_size": 16}, "optimizer": {"name": "sgd"}})
+    config = write_config(
+        tmp_path, TINY_TAGGING | {"train": {"epochs": 1, "batch_size": 16}, "optimizer": {"name": "sgd"}}
+    )
     run_dir = tmp_path / "run"
     assert train(config, "--run-dir", run_dir, "-q").exit_code == 0
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()

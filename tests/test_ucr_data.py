@@ -44,9 +44,13 @@ def test_reads_tab_and_comma_files(tmp_path, sep):
 
 
 def test_string_labels_and_numeric_spellings(tmp_path):
-    splits = build_splits(ucr(tmp_path, two_class_rows(10, labels=("gun", "point")), two_class_rows(4, labels=("point", "gun"))))
+    splits = build_splits(
+        ucr(tmp_path, two_class_rows(10, labels=("gun", "point")), two_class_rows(4, labels=("point", "gun")))
+    )
     assert splits.spec.pipeline["labels"] == ["gun", "point"] and splits.test.targets.tolist() == [1, 0, 1, 0]
-    spelled = build_splits(ucr(tmp_path, two_class_rows(10, labels=("1", "2")), two_class_rows(4, labels=("1.0", "2.0e0"))))
+    spelled = build_splits(
+        ucr(tmp_path, two_class_rows(10, labels=("1", "2")), two_class_rows(4, labels=("1.0", "2.0e0")))
+    )
     assert spelled.test.targets.tolist() == [0, 1, 0, 1]
 
 
@@ -107,8 +111,12 @@ def test_val_ratio_and_val_path_are_refused_together(tmp_path):
         SequenceClassificationData.model_validate(fields | {"val_path": "A_VAL.tsv", "val_ratio": 0.2})
 
 
-TINY = {"name": "ucr", "device": "cpu", "model": {"cell": "gru", "hidden_size": 4},
-        "train": {"epochs": 1, "batch_size": 8}}
+TINY = {
+    "name": "ucr",
+    "device": "cpu",
+    "model": {"cell": "gru", "hidden_size": 4},
+    "train": {"epochs": 1, "batch_size": 8},
+}
 
 
 @pytest.mark.parametrize(
@@ -118,8 +126,10 @@ TINY = {"name": "ucr", "device": "cpu", "model": {"cell": "gru", "hidden_size": 
         ("\n".join(f"1\t{i}\t{i + 1}" for i in range(10)), "only one class ('1')"),
         ("1\t0.5\t0.1\n2\t0.3\tabc\n1\t1\t2\n2\t1\t2", "line 2, column 3: 'abc' is not a finite number"),
         ("1\t0.5\t\t0.2\n2\t0.3\t1\t2\n1\t1\t2\t3\n2\t1\t2\t3", "line 1: missing value inside the series"),
-        ("1\t0.5\t0.1\n2\t0.3\t0.2\n1,5\t1\t2\n2\t1\t2\n1\t3\t4",  # `1,5` would be a third class
-         "line 3: '1,5' holds a comma, but the file is tab-separated"),
+        (
+            "1\t0.5\t0.1\n2\t0.3\t0.2\n1,5\t1\t2\n2\t1\t2\n1\t3\t4",  # `1,5` would be a third class
+            "line 3: '1,5' holds a comma, but the file is tab-separated",
+        ),
         ("1\t0.5\t0.1\n2\t0.3\t0.2\n3\t1\t2", "the validation split is empty: 3 examples in 3 classes"),
         ("1\t0.5\t0.1\n \t0.3\t0.2\n2\t1\t2\n1\t1\t2\n2\t1\t2", "line 2: the label is empty"),  # not a class ''
     ],
@@ -128,8 +138,18 @@ def test_bad_ucr_files_exit_2_without_a_run_folder(tmp_path, train_text, message
     train = tmp_path / "BAD_TRAIN.tsv"
     train.write_text(train_text)
     test = write_ucr(tmp_path / "OK_TEST.tsv", two_class_rows(4, labels=(1, 2)))
-    config = write_config(tmp_path, TINY | {"data": {"kind": "sequence_classification", "train_path": str(train),
-                                                     "test_path": str(test), "val_ratio": 0.5}})
+    config = write_config(
+        tmp_path,
+        TINY
+        | {
+            "data": {
+                "kind": "sequence_classification",
+                "train_path": str(train),
+                "test_path": str(test),
+                "val_ratio": 0.5,
+            }
+        },
+    )
     result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert result.exit_code == 2, result.output
     assert message in result.output and "BAD_TRAIN.tsv" in result.output and "Traceback" not in result.output

@@ -33,9 +33,11 @@ def check_generated_size(name: str, sequences: int, values_per_sequence: int, pe
     """Refuse a generated dataset of more than MAX_GENERATED_VALUES values, naming what to lower."""
     total = sequences * values_per_sequence
     if total > MAX_GENERATED_VALUES:
-        raise ValueError(f"{name} would generate {total:.3g} values ((num_train + num_val + num_test) × "
-                         f"{per_sequence}); the most is {MAX_GENERATED_VALUES:,} (about 1 GB): lower "
-                         f"num_train/num_val/num_test or the sequence size")
+        raise ValueError(
+            f"{name} would generate {total:.3g} values ((num_train + num_val + num_test) × "
+            f"{per_sequence}); the most is {MAX_GENERATED_VALUES:,} (about 1 GB): lower "
+            f"num_train/num_val/num_test or the sequence size"
+        )
 
 
 class SeedTaggingData(Section):
@@ -62,8 +64,12 @@ class SeedTaggingData(Section):
 
     @model_validator(mode="after")
     def _check_size(self) -> "SeedTaggingData":
-        check_generated_size("seed_tagging", self.num_train + self.num_val + self.num_test,
-                             self.seq_len * self.input_dim, "seq_len × input_dim")
+        check_generated_size(
+            "seed_tagging",
+            self.num_train + self.num_val + self.num_test,
+            self.seq_len * self.input_dim,
+            "seq_len × input_dim",
+        )
         return self
 
 
@@ -91,8 +97,12 @@ class SineData(Section):
 
     @model_validator(mode="after")
     def _check_size(self) -> "SineData":
-        check_generated_size("sine", self.num_train + self.num_val + self.num_test,
-                             (self.lookback + self.horizon) * len(self.periods), "(lookback + horizon) × periods")
+        check_generated_size(
+            "sine",
+            self.num_train + self.num_val + self.num_test,
+            (self.lookback + self.horizon) * len(self.periods),
+            "(lookback + horizon) × periods",
+        )
         return self
 
 
@@ -114,8 +124,9 @@ class AddingData(Section):
 
     @model_validator(mode="after")
     def _check_size(self) -> "AddingData":
-        check_generated_size("adding", self.num_train + self.num_val + self.num_test, self.seq_len * 2,
-                             "seq_len × 2 features")
+        check_generated_size(
+            "adding", self.num_train + self.num_val + self.num_test, self.seq_len * 2, "seq_len × 2 features"
+        )
         return self
 
 
@@ -316,8 +327,10 @@ class TextClassificationData(Section):
         indexes = [name for name in ("text_field", "label_field") if isinstance(getattr(self, name), int)]
         if self.format in ("csv", "tsv") and self.header and indexes:
             which = "is a column index, which needs" if len(indexes) == 1 else "are column indexes, which need"
-            raise ValueError(f"{' and '.join(indexes)} {which} header: false; with header: true the first row "
-                             f"is read as column names, not as an example, so give the names instead")
+            raise ValueError(
+                f"{' and '.join(indexes)} {which} header: false; with header: true the first row "
+                f"is read as column names, not as an example, so give the names instead"
+            )
         return self
 
     @model_validator(mode="after")
@@ -333,7 +346,12 @@ class TextClassificationData(Section):
 
 
 DATA_KINDS: tuple[type[Section], ...] = (
-    SeedTaggingData, SineData, AddingData, ForecastData, SequenceClassificationData,
-    TextLMData, TextClassificationData,
+    SeedTaggingData,
+    SineData,
+    AddingData,
+    ForecastData,
+    SequenceClassificationData,
+    TextLMData,
+    TextClassificationData,
 )
 DataConfig = Annotated[Union[DATA_KINDS], Field(discriminator="kind")]

@@ -51,13 +51,15 @@ def check_expanded_size(root: yaml.Node, limit: int) -> None:
             sizes[key] = 1 + sum(sizes[id(child)] for child in node_children(node))
             if sizes[key] > limit:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"too many aliases: the document expands to more than {limit:,} values", node.start_mark)
+                    None, None, f"too many aliases: the document expands to more than {limit:,} values", node.start_mark
+                )
             continue
         if key in sizes:
             continue
         if key in open_nodes:
             raise yaml.constructor.ConstructorError(
-                None, None, "an alias refers to a list or mapping that contains it (a cycle)", node.start_mark)
+                None, None, "an alias refers to a list or mapping that contains it (a cycle)", node.start_mark
+            )
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in node_children(node))
@@ -87,8 +89,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML: lists or mappings nested too deeply") from None
     if raw is None or raw == {}:
-        raise ConfigError(f"{path}: is empty (no keys, only comments or null); "
-                          f"a config names at least its data, e.g. `data: {{kind: seed_tagging}}`")
+        raise ConfigError(
+            f"{path}: is empty (no keys, only comments or null); "
+            f"a config names at least its data, e.g. `data: {{kind: seed_tagging}}`"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
     return raw

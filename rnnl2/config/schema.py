@@ -47,9 +47,7 @@ class L2Config(Section):
     mode: Literal["penalty", "weight_decay", "decoupled"] = "penalty"
     """penalty: add (λ/2)Σθ² to the loss; weight_decay: the optimizer's coupled weight_decay=λ;
     decoupled: AdamW-style θ ← θ − lr·λ·θ."""
-    apply_to: list[str] = Field(
-        default_factory=lambda: ["weight_ih", "weight_hh", "embedding", "head"], min_length=0
-    )
+    apply_to: list[str] = Field(default_factory=lambda: ["weight_ih", "weight_hh", "embedding", "head"], min_length=0)
     """Penalized parameters: groups (weight_ih, weight_hh, bias, embedding, head) or globs on
     parameter names such as `rnn.weight_ih_l0*`."""
     lambdas: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
@@ -136,8 +134,10 @@ class EarlyStoppingConfig(Section):
         wanted = default_mode(self.metric)
         if self.mode != wanted:
             better = "higher" if wanted == "max" else "lower"
-            raise ValueError(f"mode {self.mode} contradicts {short_repr(self.metric)}, which is better when {better}; "
-                             f"set mode: {wanted} or leave mode out")
+            raise ValueError(
+                f"mode {self.mode} contradicts {short_repr(self.metric)}, which is better when {better}; "
+                f"set mode: {wanted} or leave mode out"
+            )
         return self
 
 
@@ -203,9 +203,7 @@ class RunConfig(Section):
                 "use l2.mode=decoupled with adamw, or optimizer.name=adam"
             )
         if self.l2.mode == "decoupled" and self.optimizer.name == "adagrad":
-            raise ValueError(
-                "l2.mode=decoupled is not defined for adagrad; use l2.mode=penalty or weight_decay"
-            )
+            raise ValueError("l2.mode=decoupled is not defined for adagrad; use l2.mode=penalty or weight_decay")
         return self
 
 

@@ -33,8 +33,10 @@ def check_header(path: Path, names: list[str]) -> None:
     seen: dict[str, int] = {}
     for number, name in enumerate(names, 1):
         if name in seen:
-            raise DataError(f"{path}: the header names column {short_repr(name)} twice (columns {seen[name]} "
-                            f"and {number}); rename one")
+            raise DataError(
+                f"{path}: the header names column {short_repr(name)} twice (columns {seen[name]} "
+                f"and {number}); rename one"
+            )
         seen[name] = number
 
 
@@ -56,8 +58,12 @@ class DataSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "input_size": self.input_size, "output_size": self.output_size,
-            "tokens": self.tokens, "horizon": self.horizon, "pipeline": self.pipeline,
+            "task": self.task,
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "tokens": self.tokens,
+            "horizon": self.horizon,
+            "pipeline": self.pipeline,
         }
 
     @classmethod

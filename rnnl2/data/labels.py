@@ -27,8 +27,10 @@ def class_count_hint(classes: int) -> str:
     """A hint for a message about a classification with suspiciously many classes, else ''."""
     if classes < MANY_CLASSES:
         return ""
-    return (f"; {classes:,} classes is more than a classification usually has: check data.format and the "
-            f"label field (data.label_field or line_pattern)")
+    return (
+        f"; {classes:,} classes is more than a classification usually has: check data.format and the "
+        f"label field (data.label_field or line_pattern)"
+    )
 
 
 def label_ids(path: Path, labels: Sequence[str], lines: Sequence[int], classes: list[str]) -> np.ndarray:
@@ -36,13 +38,16 @@ def label_ids(path: Path, labels: Sequence[str], lines: Sequence[int], classes: 
     index = {label: i for i, label in enumerate(classes)}
     for label, line in zip(labels, lines):
         if label not in index:
-            raise DataError(f"{path}: line {line}: label {short_repr(label)} was not seen in training "
-                            f"(known: {listing(classes)}){class_count_hint(len(classes))}")
+            raise DataError(
+                f"{path}: line {line}: label {short_repr(label)} was not seen in training "
+                f"(known: {listing(classes)}){class_count_hint(len(classes))}"
+            )
     return np.array([index[label] for label in labels], dtype=np.int64)
 
 
-def stratified_split(labels: Sequence, ratio: float, seed: int, path: Path, split: str,
-                     ratio_name: str) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: Sequence, ratio: float, seed: int, path: Path, split: str, ratio_name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held) row indices, sorted: `ratio` of each class held out at random (seeded), every
     class keeping at least one example. An empty held-out part is an error naming `split`."""
     rng = np.random.default_rng(seed)
@@ -54,7 +59,9 @@ def stratified_split(labels: Sequence, ratio: float, seed: int, path: Path, spli
         held.append(rng.permutation(members)[:count])
     held_index = np.sort(np.concatenate(held)).astype(np.int64)
     if held_index.size == 0:
-        raise DataError(f"{path}: the {split} split is empty: {len(labels):,} examples in {len(classes):,} "
-                        f"classes are too few for {ratio_name} {ratio} (each class keeps at least one "
-                        f"example for training){class_count_hint(len(classes))}")
+        raise DataError(
+            f"{path}: the {split} split is empty: {len(labels):,} examples in {len(classes):,} "
+            f"classes are too few for {ratio_name} {ratio} (each class keeps at least one "
+            f"example for training){class_count_hint(len(classes))}"
+        )
     return np.setdiff1d(np.arange(len(labels)), held_index), held_index

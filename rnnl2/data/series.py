@@ -37,17 +37,33 @@ class WindowSplit(Split):
         return cut_windows(inputs, targets, *self.window, self.unscale)
 
 
-def cut_windows(inputs: torch.Tensor, targets: torch.Tensor, lookback: int, horizon: int, stride: int,
-                unscale: tuple[torch.Tensor, torch.Tensor] | None = None) -> WindowSplit:
+def cut_windows(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    lookback: int,
+    horizon: int,
+    stride: int,
+    unscale: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> WindowSplit:
     """Every window of the tables, as views: inputs (windows, L, F), targets (windows, H, T)."""
     count = max((inputs.shape[0] - lookback - horizon) // stride + 1, 0)
     if count == 0:
-        empty_in, empty_out = inputs.new_zeros(0, lookback, inputs.shape[1]), targets.new_zeros(0, horizon, targets.shape[1])
-        return WindowSplit(empty_in, empty_out, unscale=unscale, tables=(inputs, targets), window=(lookback, horizon, stride))
+        empty_in, empty_out = (
+            inputs.new_zeros(0, lookback, inputs.shape[1]),
+            targets.new_zeros(0, horizon, targets.shape[1]),
+        )
+        return WindowSplit(
+            empty_in, empty_out, unscale=unscale, tables=(inputs, targets), window=(lookback, horizon, stride)
+        )
     windows_in = inputs[: inputs.shape[0] - horizon].unfold(0, lookback, stride)[:count]  # (windows, F, L) view
     windows_out = targets[lookback:].unfold(0, horizon, stride)[:count]  # (windows, T, H) view
-    return WindowSplit(windows_in.transpose(1, 2), windows_out.transpose(1, 2), unscale=unscale,
-                       tables=(inputs, targets), window=(lookback, horizon, stride))
+    return WindowSplit(
+        windows_in.transpose(1, 2),
+        windows_out.transpose(1, 2),
+        unscale=unscale,
+        tables=(inputs, targets),
+        window=(lookback, horizon, stride),
+    )
 
 
 # ------------------------------------------------------------------ reading and checking
@@ -79,8 +95,10 @@ def read_header(path: Path) -> list[str]:
 def require_columns(frame: pd.DataFrame, names: list[str], path: Path) -> None:
     missing = [name for name in names if name not in frame.columns]
     if missing:
-        raise DataError(f"{path}: column {listing([repr(m) for m in missing])} not found; "
-                        f"the file has {listing([repr(c) for c in frame.columns])}")
+        raise DataError(
+            f"{path}: column {listing([repr(m) for m in missing])} not found; "
+            f"the file has {listing([repr(c) for c in frame.columns])}"
+        )
 
 
 def line_of(frame: pd.DataFrame, position: int) -> int:
@@ -92,12 +110,16 @@ def check_times(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     times = pd.to_datetime(frame[column], errors="coerce")
     bad = np.flatnonzero(times.isna().to_numpy())
     if bad.size:
-        raise DataError(f"{path}: column {column!r}, line {line_of(frame, bad[0])}: "
-                        f"cannot parse {short_repr(frame[column].iloc[bad[0]])} as a time")
+        raise DataError(
+            f"{path}: column {column!r}, line {line_of(frame, bad[0])}: "
+            f"cannot parse {short_repr(frame[column].iloc[bad[0]])} as a time"
+        )
     steps = np.flatnonzero(np.diff(times.to_numpy().astype("datetime64[ns]").astype(np.int64)) <= 0)
     if steps.size:
-        raise DataError(f"{path}: column {column!r} is not sorted: line {line_of(frame, steps[0] + 1)} "
-                        f"({frame[column].iloc[steps[0] + 1]}) does not come after the line before it")
+        raise DataError(
+            f"{path}: column {column!r} is not sorted: line {line_of(frame, steps[0] + 1)} "
+            f"({frame[column].iloc[steps[0] + 1]}) does not come after the line before it"
+        )
     return times
 
 
@@ -107,8 +129,10 @@ def check_numeric(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
         if not pd.api.types.is_numeric_dtype(frame[column]):
             numbers = pd.to_numeric(frame[column], errors="coerce")
             bad = np.flatnonzero(numbers.isna().to_numpy() & frame[column].notna().to_numpy())
-            raise DataError(f"{path}: column {column!r} is not numeric (line {line_of(frame, bad[0])}: "
-                            f"{short_repr(frame[column].iloc[bad[0]])}); list it in one_hot to encode it as categories")
+            raise DataError(
+                f"{path}: column {column!r} is not numeric (line {line_of(frame, bad[0])}: "
+                f"{short_repr(frame[column].iloc[bad[0]])}); list it in one_hot to encode it as categories"
+            )
         infinite = np.flatnonzero(np.isinf(frame[column].to_numpy(dtype=float)))
         if infinite.size:
             raise DataError(f"{path}: column {column!r}, line {line_of(frame, infinite[0])}: infinite value")
@@ -127,8 +151,10 @@ def handle_missing(frame: pd.DataFrame, columns: list[str], how: str, path: Path
     missing = frame[columns].isna().to_numpy()
     if missing.any():
         row, col = np.argwhere(missing)[0]
-        raise DataError(f"{path}: column {columns[col]!r}, line {line_of(frame, row)}: missing value "
-                        f"(set missing: ffill, interpolate or drop to fill or skip it)")
+        raise DataError(
+            f"{path}: column {columns[col]!r}, line {line_of(frame, row)}: missing value "
+            f"(set missing: ffill, interpolate or drop to fill or skip it)"
+        )
     if len(frame) == 0:
         raise DataError(f"{path}: no rows left after dropping missing values")
     return frame
@@ -160,8 +186,9 @@ def feature_names(features: list[str], categories: dict[str, list[str]]) -> list
     return [name for c in features for name in ([f"{c}={v}" for v in categories[c]] if c in categories else [c])]
 
 
-def encode_columns(frame: pd.DataFrame, columns: list[str], categories: dict[str, list[str]],
-                   scaler: dict[str, Any], path: Path) -> np.ndarray:
+def encode_columns(
+    frame: pd.DataFrame, columns: list[str], categories: dict[str, list[str]], scaler: dict[str, Any], path: Path
+) -> np.ndarray:
     """(rows, encoded columns) float32, scaled in float64 one column at a time (no full float64 copy)."""
     names = feature_names(columns, categories)
     offset, scale = scaler_arrays(scaler, names)
@@ -175,8 +202,10 @@ def encode_columns(frame: pd.DataFrame, columns: list[str], categories: dict[str
         values = frame[column].astype(str).to_numpy()
         unknown = np.flatnonzero(~np.isin(values, categories[column]))
         if unknown.size:
-            raise DataError(f"{path}: column {column!r}, line {line_of(frame, unknown[0])}: category "
-                            f"{short_repr(values[unknown[0]])} was not seen in training ({listing(categories[column])})")
+            raise DataError(
+                f"{path}: column {column!r}, line {line_of(frame, unknown[0])}: category "
+                f"{short_repr(values[unknown[0]])} was not seen in training ({listing(categories[column])})"
+            )
         for category in categories[column]:
             table[:, j] = values == category
             j += 1
@@ -189,10 +218,16 @@ def fit_scaler(kind: str, rows: pd.DataFrame, columns: list[str]) -> dict[str, A
         return {"kind": "none"}
     values = {column: rows[column].to_numpy(dtype=np.float64) for column in columns}
     if kind == "standard":
-        return {"kind": kind, "mean": {c: float(v.mean()) for c, v in values.items()},
-                "std": {c: float(v.std()) for c, v in values.items()}}
-    return {"kind": kind, "min": {c: float(v.min()) for c, v in values.items()},
-            "max": {c: float(v.max()) for c, v in values.items()}}
+        return {
+            "kind": kind,
+            "mean": {c: float(v.mean()) for c, v in values.items()},
+            "std": {c: float(v.std()) for c, v in values.items()},
+        }
+    return {
+        "kind": kind,
+        "min": {c: float(v.min()) for c, v in values.items()},
+        "max": {c: float(v.max()) for c, v in values.items()},
+    }
 
 
 def scaler_arrays(scaler: dict[str, Any], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -237,9 +272,10 @@ def prepare_rows(cfg: ForecastData, path: Path, pipeline: dict[str, Any] | None 
     if pipeline is not None and list(frame.columns) != pipeline["file_columns"]:
         missing = [c for c in pipeline["file_columns"] if c not in frame.columns]
         extra = [c for c in frame.columns if c not in pipeline["file_columns"]]
-        raise DataError(f"{path}: columns differ from the training file: missing {short_repr(missing)}, "
-                        f"unexpected {short_repr(extra)}"
-                        + ("" if missing or extra else " (same names, different order)"))
+        raise DataError(
+            f"{path}: columns differ from the training file: missing {short_repr(missing)}, "
+            f"unexpected {short_repr(extra)}" + ("" if missing or extra else " (same names, different order)")
+        )
     features, targets = resolve_columns(cfg, frame, path)
     used = list(dict.fromkeys(features + targets))
     frame = handle_missing(frame, used + ([cfg.time_column] if cfg.time_column else []), cfg.missing, path)
@@ -250,8 +286,9 @@ def prepare_rows(cfg: ForecastData, path: Path, pipeline: dict[str, Any] | None 
     return frame, times, features, targets
 
 
-def scaled_tables(frame: pd.DataFrame, features: list[str], targets: list[str], pipeline: dict[str, Any],
-                  path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_tables(
+    frame: pd.DataFrame, features: list[str], targets: list[str], pipeline: dict[str, Any], path: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled float32 tensors (rows, F) and (rows, T); the targets are a column view when they can be."""
     inputs = torch.from_numpy(encode_columns(frame, features, pipeline["categories"], pipeline["scaler"], path))
     names = pipeline["columns"]
@@ -278,16 +315,24 @@ def build_forecast(cfg: ForecastData) -> Splits:
     segments = {"train": (0, a), "val": (max(a - L, 0), b), "test": (max(b - L, 0), c)}
     for name, (lo, hi) in segments.items():
         if hi - lo < L + cfg.horizon:
-            raise DataError(f"{path}: the {name} split is empty: its rows [{lo}, {hi}) are fewer than "
-                            f"lookback + horizon = {L + cfg.horizon}")
+            raise DataError(
+                f"{path}: the {name} split is empty: its rows [{lo}, {hi}) are fewer than "
+                f"lookback + horizon = {L + cfg.horizon}"
+            )
     train_rows = frame.iloc[:a]
     categories = {col: sorted(train_rows[col].astype(str).unique().tolist()) for col in cfg.one_hot}
     names = feature_names(features, categories)
     numeric = [c for c in dict.fromkeys(features + targets) if c not in cfg.one_hot]
     scaler = fit_scaler(cfg.scaling, train_rows, numeric)
     pipeline = {
-        "file_columns": list(frame.columns), "columns": names, "targets": targets, "categories": categories,
-        "scaler": scaler, "lookback": cfg.lookback, "horizon": cfg.horizon, "stride": cfg.stride,
+        "file_columns": list(frame.columns),
+        "columns": names,
+        "targets": targets,
+        "categories": categories,
+        "scaler": scaler,
+        "lookback": cfg.lookback,
+        "horizon": cfg.horizon,
+        "stride": cfg.stride,
     }
     if cfg.window_norm:
         pipeline["window_norm"] = [names.index(t) for t in targets]
@@ -296,10 +341,13 @@ def build_forecast(cfg: ForecastData) -> Splits:
         pipeline["segment"] = cfg.segment
     inputs, target_table = scaled_tables(frame, features, targets, pipeline, path)
     unscale = target_unscale(pipeline)
-    splits = {name: cut_windows(inputs[lo:hi], target_table[lo:hi], L, cfg.horizon, cfg.stride, unscale)
-              for name, (lo, hi) in segments.items()}
-    spec = DataSpec(task="regression", input_size=len(names), output_size=len(targets), horizon=cfg.horizon,
-                    pipeline=pipeline)
+    splits = {
+        name: cut_windows(inputs[lo:hi], target_table[lo:hi], L, cfg.horizon, cfg.stride, unscale)
+        for name, (lo, hi) in segments.items()
+    }
+    spec = DataSpec(
+        task="regression", input_size=len(names), output_size=len(targets), horizon=cfg.horizon, pipeline=pipeline
+    )
     return Splits(splits["train"], splits["val"], splits["test"], spec)
 
 

@@ -25,8 +25,9 @@ IGNORE_INDEX = -100  # cross_entropy's ignore_index (evaluate.IGNORE_INDEX): pad
 # ------------------------------------------------------------------------ reading
 
 
-def read_chunks(path: Path, encoding: str, errors: str, lowercase: bool = False,
-                raw_ascii: bool = False) -> Iterator[str | bytes]:
+def read_chunks(
+    path: Path, encoding: str, errors: str, lowercase: bool = False, raw_ascii: bool = False
+) -> Iterator[str | bytes]:
     """The file as text, in pieces that end at a line end; bad bytes are errors naming the line.
 
     With `raw_ascii`, an all-ASCII piece of an ASCII-compatible encoding comes back undecoded,
@@ -121,7 +122,9 @@ class WordInterner:
 
     def ids(self, text: str) -> np.ndarray:
         words = text.replace("\n", f" {EOS} ").split() if self.eos else text.split()
-        ids = np.frombuffer(array("i", map(self.index.__getitem__, words)), np.int32) if words else np.zeros(0, np.int32)
+        ids = (
+            np.frombuffer(array("i", map(self.index.__getitem__, words)), np.int32) if words else np.zeros(0, np.int32)
+        )
         return ids.astype(smallest_dtype(len(self.index)))
 
     def tokens(self) -> list[str]:
@@ -244,8 +247,15 @@ def lm_files(cfg: TextLMData) -> list[Path]:
     roles: dict[str, list[Path]] = {"train": [], "valid": [], "test": []}
     for file in sorted(p for p in path.iterdir() if p.is_file()):
         name = file.name.lower()
-        role = ("train" if "train" in name else "valid" if re.search(r"valid|(^|[^a-z])val([^a-z]|$)", name)
-                else "test" if "test" in name else None)
+        role = (
+            "train"
+            if "train" in name
+            else "valid"
+            if re.search(r"valid|(^|[^a-z])val([^a-z]|$)", name)
+            else "test"
+            if "test" in name
+            else None
+        )
         if role:
             roles[role].append(file)
     for role, matches in roles.items():
@@ -285,8 +295,13 @@ def build_text_lm(cfg: TextLMData) -> Splits:
     table = remap_table(interner, vocab)
     streams = [torch.from_numpy(apply_table(table, part)) for part in parts[:2]]
     streams.append(streams[1] if parts[2] is parts[1] else torch.from_numpy(apply_table(table, parts[2])))
-    spec = DataSpec(task="lm", input_size=len(vocab), output_size=len(vocab), tokens=True,
-                    pipeline={"vocab": vocab, "level": cfg.level, "eos": cfg.eos, "lowercase": cfg.lowercase})
+    spec = DataSpec(
+        task="lm",
+        input_size=len(vocab),
+        output_size=len(vocab),
+        tokens=True,
+        pipeline={"vocab": vocab, "level": cfg.level, "eos": cfg.eos, "lowercase": cfg.lowercase},
+    )
     train, val, test = (StreamSplit(s, s, bptt=cfg.bptt) for s in streams)
     return Splits(train, val, test, spec)
 

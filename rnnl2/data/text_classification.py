@@ -87,7 +87,9 @@ def parse_table(path: Path, text: str, delimiter: str, cfg: TextClassificationDa
         if not any(cell.strip() for cell in row):
             continue
         if max(columns) >= len(row):
-            raise DataError(f"{path}:{reader.line_num}: the row has {len(row)} column(s); column {max(columns)} is missing")
+            raise DataError(
+                f"{path}:{reader.line_num}: the row has {len(row)} column(s); column {max(columns)} is missing"
+            )
         texts.append(row[columns[0]])
         labels.append(row[columns[1]].strip())
         lines.append(reader.line_num)
@@ -139,8 +141,15 @@ def make_split(path: Path, examples: Examples, pipeline: dict) -> Split:
     return Split(inputs, torch.from_numpy(label_ids(path, labels, lines, pipeline["labels"])), lengths)
 
 
-def hold_out(examples: Examples, other: str | None, ratio: float | None, seed: int, path: Path, split: str,
-             cfg: TextClassificationData) -> tuple[Path, Examples, Examples]:
+def hold_out(
+    examples: Examples,
+    other: str | None,
+    ratio: float | None,
+    seed: int,
+    path: Path,
+    split: str,
+    cfg: TextClassificationData,
+) -> tuple[Path, Examples, Examples]:
     """(source file, held-out part, rest): the `other` file when given, else a stratified `ratio` of `examples`."""
     if other is not None:
         return Path(other), read_examples(Path(other), cfg), examples
@@ -157,17 +166,33 @@ def build_text_classification(cfg: TextClassificationData) -> Splits:
     examples = read_examples(path, cfg)
     classes = fit_label_map(examples[1])  # every class keeps an example in train (stratified_split)
     if len(classes) < 2:
-        raise DataError(f"{path}: every example has the label {short_repr(classes[0])}; classification needs at least two classes")
+        raise DataError(
+            f"{path}: every example has the label {short_repr(classes[0])}; classification needs at least two classes"
+        )
     test_path, test, examples = hold_out(examples, cfg.test_path, cfg.test_ratio, cfg.seed, path, "test", cfg)
     val_path, val, train = hold_out(examples, cfg.val_path, cfg.val_ratio, cfg.seed + 1, path, "validation", cfg)
-    pipeline = {"tokenizer": cfg.tokenizer, "token_pattern": cfg.token_pattern, "lowercase": cfg.lowercase,
-                "max_len": cfg.max_len, "labels": classes}
+    pipeline = {
+        "tokenizer": cfg.tokenizer,
+        "token_pattern": cfg.token_pattern,
+        "lowercase": cfg.lowercase,
+        "max_len": cfg.max_len,
+        "labels": classes,
+    }
     counts = Counter(token for row in tokenize(train[0], pipeline) for token in row)
     pipeline["vocab"] = choose_vocab(counts, [PAD, UNK], cfg.min_freq, cfg.max_size)
-    spec = DataSpec(task="classification", input_size=len(pipeline["vocab"]), output_size=len(classes),
-                    tokens=True, pipeline=pipeline)
-    return Splits(make_split(path, train, pipeline), make_split(val_path, val, pipeline),
-                  make_split(test_path, test, pipeline), spec)
+    spec = DataSpec(
+        task="classification",
+        input_size=len(pipeline["vocab"]),
+        output_size=len(classes),
+        tokens=True,
+        pipeline=pipeline,
+    )
+    return Splits(
+        make_split(path, train, pipeline),
+        make_split(val_path, val, pipeline),
+        make_split(test_path, test, pipeline),
+        spec,
+    )
 
 
 @register_loader("text_classification")

@@ -38,8 +38,9 @@ def read_ucr(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     try:
         frame = pd.read_csv(path, sep=sep, header=None, dtype={0: str}, skip_blank_lines=True)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{path}: cannot parse as UCR {'TSV' if sep == chr(9) else 'CSV'}: "
-                        f"{str(err).strip().splitlines()[0]}") from None
+        raise DataError(
+            f"{path}: cannot parse as UCR {'TSV' if sep == chr(9) else 'CSV'}: {str(err).strip().splitlines()[0]}"
+        ) from None
     labels = frame[0].str.strip()
     empty = np.flatnonzero((labels.isna() | (labels == "")).to_numpy())
     if empty.size:
@@ -48,20 +49,26 @@ def read_ucr(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     mixed = np.flatnonzero(frame[0].str.contains(other, regex=False).to_numpy())
     if mixed.size:  # `1,0.5,0.2` in a tab-separated file would be one label, a class of its own
         name = {"\t": "tab", ",": "comma"}
-        raise DataError(f"{path}: line {mixed[0] + 1}: {short_repr(frame.iat[mixed[0], 0])} holds a {name[other]}, "
-                        f"but the file is {name[sep]}-separated (so is its first line); use one separator throughout")
+        raise DataError(
+            f"{path}: line {mixed[0] + 1}: {short_repr(frame.iat[mixed[0], 0])} holds a {name[other]}, "
+            f"but the file is {name[sep]}-separated (so is its first line); use one separator throughout"
+        )
     if frame.shape[1] < 2:
         raise DataError(f"{path}: each line needs a label and at least one value")
     values = frame.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.argwhere(np.isnan(values) & frame.iloc[:, 1:].notna().to_numpy() | np.isinf(values))
     if bad.size:
         row, col = bad[0]
-        raise DataError(f"{path}: line {row + 1}, column {col + 2}: {short_repr(frame.iat[row, col + 1])} is not a finite number")
+        raise DataError(
+            f"{path}: line {row + 1}, column {col + 2}: {short_repr(frame.iat[row, col + 1])} is not a finite number"
+        )
     present = ~np.isnan(values)
     lengths = present.sum(axis=1)
     holes = np.flatnonzero((present != (np.arange(values.shape[1]) < lengths[:, None])).any(axis=1))
     if holes.size:  # a gap before the last value
-        raise DataError(f"{path}: line {holes[0] + 1}: missing value inside the series (only trailing ones may be empty)")
+        raise DataError(
+            f"{path}: line {holes[0] + 1}: missing value inside the series (only trailing ones may be empty)"
+        )
     if (lengths == 0).any():
         raise DataError(f"{path}: line {int(np.argmin(lengths)) + 1}: a label with no values")
     return canonical_labels(labels.tolist()), values, lengths
@@ -91,13 +98,16 @@ def build_sequence_classification(cfg: SequenceClassificationData) -> Splits:
     if len(classes) < 2:
         raise DataError(f"{train_path}: only one class ({short_repr(classes[0])}); classification needs at least two")
     class_ids = label_ids(train_path, labels, range(1, len(labels) + 1), classes)
-    spec = DataSpec(task="classification", input_size=cfg.segment, output_size=len(classes),
-                    pipeline={"labels": classes})
+    spec = DataSpec(
+        task="classification", input_size=cfg.segment, output_size=len(classes), pipeline={"labels": classes}
+    )
     if cfg.val_path is not None:
         train_rows = np.arange(len(labels))
         val = load_ucr_file(cfg, spec, Path(cfg.val_path))
     else:
-        train_rows, val_rows = stratified_split(class_ids, cfg.val_ratio, cfg.seed, train_path, "validation", "val_ratio")
+        train_rows, val_rows = stratified_split(
+            class_ids, cfg.val_ratio, cfg.seed, train_path, "validation", "val_ratio"
+        )
         val = to_split(values[val_rows], lengths[val_rows], class_ids[val_rows], cfg.znorm, cfg.segment)
     return Splits(
         train=to_split(values[train_rows], lengths[train_rows], class_ids[train_rows], cfg.znorm, cfg.segment),
