@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from .config import RunConfig, validate_config
 from .data import DataSpec, Split, Task, build_splits, load_new_data
 from .device import resolve_device
-from .metrics import HIGHER_IS_BETTER, METRICS  # noqa: F401  (train.py imports them from here today)
 from .models import build_model
 from .runs import CheckpointError, load_checkpoint, resolve_checkpoint
 
