@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from .base import FilePath, Section
+from .base import FilePath, Section, Seed
 
 MAX_EXAMPLES = 10_000_000
 """The most sequences (or windows) a generated data kind makes per split."""
@@ -59,7 +59,7 @@ class SeedTaggingData(Section):
     """Validation sequences."""
     num_test: int = Field(500, ge=1, le=MAX_EXAMPLES)
     """Test sequences."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the generator; independent of the run's `seed`, so seed sweeps keep the data fixed."""
 
     @model_validator(mode="after")
@@ -92,7 +92,7 @@ class SineData(Section):
     """Validation windows."""
     num_test: int = Field(500, ge=1, le=MAX_EXAMPLES)
     """Test windows."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the generator; independent of the run's `seed`."""
 
     @model_validator(mode="after")
@@ -119,7 +119,7 @@ class AddingData(Section):
     """Validation sequences."""
     num_test: int = Field(1000, ge=1, le=MAX_EXAMPLES)
     """Test sequences."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the generator; independent of the run's `seed`."""
 
     @model_validator(mode="after")
@@ -214,7 +214,7 @@ class SequenceClassificationData(Section):
     segment: int = Field(1, ge=1, le=100_000)
     """Values per time step: the series is cut into segments of this many values (zero-padded at
     the end), so the network reads length/segment steps of `segment` features (SegRNN-style)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the validation carve-out; independent of the run's `seed`."""
 
     @model_validator(mode="before")
@@ -310,7 +310,7 @@ class TextClassificationData(Section):
     validation; default 0.1. Refused together with `val_path`."""
     test_ratio: float = Field(0.2, gt=0.0, lt=1.0)
     """Without `test_path`: fraction of `path` held out (stratified, seeded) for testing."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the stratified splits; independent of the run's `seed`."""
     encoding: str = "utf-8"
     """Text encoding of the files (TREC's train file needs latin-1)."""
