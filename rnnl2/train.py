@@ -150,7 +150,13 @@ def train_one_epoch(
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         if manual_decay:
             decoupled_decay_(optimizer, s.groups)
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as err:  # e.g. Adam's lr / bias correction no longer fits a float
+            if "overflow" not in str(err):
+                raise
+            state.step += 1  # name the step that failed
+            raise diverged(state, "an optimizer update is") from None
         size = batch.targets.shape[0]
         state.loss_sum += data_loss.detach() * size
         state.grad_sum += grad_norm.detach()

@@ -86,3 +86,11 @@ def test_sigterm_before_the_first_checkpoint_exits_130_and_leaves_no_folder(tmp_
     assert "Traceback" not in result.output
     assert not list((tmp_path / "runs").rglob("config.yaml"))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+
+
+def test_an_update_that_overflows_inside_the_optimizer_is_a_divergence(tmp_path):
+    """Adam's first step size is lr / (1 - β₁) = 1e39 at lr 1e38: torch refuses to form it."""
+    config = write_config(tmp_path, TINY_TAGGING | {"optimizer": {"name": "adam", "lr": 1e38}})
+    result = train(config, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1, result.output
+    assert "an optimizer update is NaN or infinite" in result.output and "internal error" not in result.output
