@@ -81,11 +81,12 @@ def test_sigterm_before_the_first_checkpoint_exits_130_and_leaves_no_folder(tmp_
 
     monkeypatch.setattr(rnnl2.train, "train_epochs", terminated_at_start)
     config = write_config(tmp_path, TINY_TAGGING)
+    handler_before = signal.getsignal(signal.SIGTERM)
     result = train(config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
     assert not list((tmp_path / "runs").rglob("config.yaml"))
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # the handler was put back
 
 
 def test_an_update_that_overflows_inside_the_optimizer_is_a_divergence(tmp_path):
