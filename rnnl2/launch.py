@@ -4,7 +4,6 @@ records every status change, so the same command resumes an interrupted sweep.""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import Rnnl2Error
-from .runs import read_summary
+from .runs import FolderLock, read_summary
 from .sweep import Manifest, PlannedRun, SweepSpec, reconcile, summary_metrics, train_command, write_definition
 
 EventFn = Callable[[str, dict[str, Any]], None]
@@ -57,7 +56,7 @@ def run_sweep(
     """Run every run not yet done, as its folder tells (see `sweep.reconcile`): an interrupted or
     killed run continues from its last checkpoint; a failed attempt is set aside and run again."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with sweep_lock(sweep_dir):
+    with FolderLock(sweep_dir):  # one driver per sweep folder; `running` records of a dead one are stale
         write_definition(sweep_dir, spec, runs)
         manifest = Manifest(sweep_dir)
         manifest.merge(runs)
@@ -80,26 +79,6 @@ def run_sweep(
 
 def raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-class sweep_lock:
-    """One driver per sweep folder; the lock dies with its process, so `running` records are stale."""
-
-    def __init__(self, sweep_dir: Path):
-        self.path = sweep_dir / ".lock"
-
-    def __enter__(self):
-        self.handle = self.path.open("w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise Rnnl2Error(f"another rnnl2 sweep is running in {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
 
 
 def threads_per_run(requested: int | None, jobs: int, cores: int) -> int:

@@ -17,7 +17,7 @@ from .errors import ConfigError, Rnnl2Error
 from .runs import (
     FINISHED,
     CheckpointError,
-    RunLock,
+    FolderLock,
     check_writable,
     load_checkpoint,
     read_run_id,
@@ -43,7 +43,7 @@ def resume(
     started = time.perf_counter()
     if not (run_dir / "config.yaml").is_file():
         raise Rnnl2Error(f"--resume {run_dir}: not a run folder (it has no config.yaml)")
-    with RunLock(run_dir):
+    with FolderLock(run_dir):
         check_not_finished(run_dir, force)
         payload = read_last_checkpoint(run_dir)
         saved = checkpoint_config(run_dir, payload)

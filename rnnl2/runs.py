@@ -81,20 +81,25 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def create_run_dir(runs_dir: Path, name: str, explicit: Path | None = None) -> tuple[Path, RunLock]:
+def create_run_dir(
+    runs_dir: Path, name: str, explicit: Path | None = None, run_id: str | None = None
+) -> tuple[Path, FolderLock]:
     """`runs/<name>/<YYYYmmdd-HHMMSS>-<6 hex>/` (or exactly `explicit`, which must be new or
-    empty), created and locked for this process, with its identity in run.json."""
+    empty), created and locked for this process, with its identity (`run_id`, new if not given)
+    in run.json."""
     if explicit is not None:
         if explicit.is_symlink() or (explicit.exists() and not explicit.is_dir()):
             raise Rnnl2Error(f"--run-dir {explicit}: is a file or a link, not a folder")
-        if explicit.is_dir() and any(p.name != RunLock.NAME for p in explicit.iterdir()):
-            check_unlocked(explicit)
-            raise Rnnl2Error(f"--run-dir {explicit} exists and is not empty; choose a new folder")
+        if explicit.is_dir():
+            check_unlocked(explicit)  # a live writer is named, not reported as "not empty"
+            check_empty(explicit)  # before the lock file is made: a refused folder stays as it was
         explicit.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(explicit).acquire()
-        if any(p.name not in (RunLock.NAME,) for p in explicit.iterdir()):  # another process got here first
+        lock = FolderLock(explicit).acquire()
+        try:
+            check_empty(explicit)  # another run may have come and gone since the first look
+        except Rnnl2Error:
             lock.release()
-            raise Rnnl2Error(f"--run-dir {explicit} exists and is not empty; choose a new folder")
+            raise
         run_dir = explicit
     else:
         parent = runs_dir / name
@@ -107,13 +112,34 @@ def create_run_dir(runs_dir: Path, name: str, explicit: Path | None = None) -> t
                 break
             except FileExistsError:
                 continue
-        lock = RunLock(run_dir).acquire()
-    write_json(run_dir / RUN_FILE, {"run_id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        lock = FolderLock(run_dir).acquire()
+    identity = {"run_id": run_id or new_run_id(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(run_dir / RUN_FILE, identity)
     return run_dir, lock
+
+
+def check_empty(folder: Path) -> None:
+    if any(p.name != FolderLock.NAME for p in folder.iterdir()):
+        raise Rnnl2Error(f"--run-dir {folder} exists and is not empty; choose a new folder")
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder holding only what is written before training begins (config.yaml,
+    run.json, the lock, an `interrupted` summary); anything else in it is left, and so is the folder."""
+    for name in ("config.yaml", "summary.json", RUN_FILE, FolderLock.NAME):
+        (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:  # something else is in it (not ours to delete)
+        pass
 
 
 RUN_FILE = "run.json"
 """The run's identity: `run_id` is also in every checkpoint, so a checkpoint from another run is refused."""
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
 
 
 def read_run_id(run_dir: Path) -> str | None:
@@ -127,32 +153,30 @@ def read_run_id(run_dir: Path) -> str | None:
     return run_id
 
 
-class RunLock:
-    """An exclusive lock on a run folder, held by the one process that writes it (train, resume).
+class FolderLock:
+    """An exclusive lock on a run or sweep folder, held by the one process that writes it
+    (train, resume, a sweep's driver).
 
-    `flock` on `<run>/.lock`: the kernel drops it when the process dies, so a killed run never
-    leaves a stale lock; the file holds the holder's pid for the message a second writer gets."""
+    `flock` on `<folder>/.lock`: the kernel drops it when the process dies, so a killed process
+    never leaves a stale lock; the file holds the holder's pid for the message a second writer gets."""
 
     NAME = ".lock"
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
+    def __init__(self, folder: Path):
+        self.folder = folder
         self.handle: Any = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> FolderLock:
         import fcntl
 
-        handle = open(self.run_dir / self.NAME, "a+", encoding="utf-8")
+        handle = open(self.folder / self.NAME, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = handle.read()
             handle.close()
-            raise RunLocked(
-                f"{self.run_dir} is being written by another rnnl2 process (pid {holder}); "
-                "wait for it to finish or stop it first"
-            ) from None
+            raise locked(self.folder, holder) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -165,28 +189,32 @@ class RunLock:
             self.handle.close()  # closing the file drops the flock
             self.handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> FolderLock:
         return self if self.handle is not None else self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
 
-def check_unlocked(run_dir: Path) -> None:
-    """Raise RunLocked when a live process holds the run folder's lock (the lock file is not made)."""
+def locked(folder: Path, holder: str) -> RunLocked:
+    return RunLocked(
+        f"{folder} is being written by another rnnl2 process (pid {holder.strip() or 'unknown'}); "
+        "wait for it to finish or stop it first"
+    )
+
+
+def check_unlocked(folder: Path) -> None:
+    """Raise RunLocked when a live process holds the folder's lock (no lock file is made)."""
     import fcntl
 
-    path = run_dir / RunLock.NAME
+    path = folder / FolderLock.NAME
     if not path.is_file():
         return
     with open(path, encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunLocked(
-                f"{run_dir} is being written by another rnnl2 process (pid {handle.read().strip() or 'unknown'}); "
-                "wait for it to finish or stop it first"
-            ) from None
+            raise locked(folder, handle.read()) from None
 
 
 def check_writable(folder: Path) -> None:

@@ -23,13 +23,12 @@ from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
 from .runs import (
-    RUN_FILE,
-    RunLock,
     check_tensorboard,
     check_writable,
     create_run_dir,
+    new_run_id,
     open_metrics_log,
-    read_run_id,
+    remove_unstarted,
     write_config,
     write_json,
 )
@@ -229,27 +228,17 @@ def run(
     check_writable(run_dir.parent if run_dir else runs_dir)
     check_tensorboard(cfg.output.tensorboard)
     s = setup or build_setup(cfg)
-    run_dir, lock = create_run_dir(runs_dir, cfg.name, run_dir)
+    state = TrainState(run_id=new_run_id())
+    run_dir, lock = create_run_dir(runs_dir, cfg.name, run_dir, state.run_id)
     with lock:
         try:
             write_config(run_dir, cfg)
-            state = TrainState(run_id=read_run_id(run_dir))
             return train_epochs(s, run_dir, state, None, observer or Observer(), started)
         except (KeyboardInterrupt, TrainingInterrupted):
             if not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists():
                 remove_unstarted(run_dir)
                 raise KeyboardInterrupt from None
             raise
-
-
-def remove_unstarted(run_dir: Path) -> None:
-    """Remove a run folder that holds nothing but what `run` wrote before training began."""
-    for name in ("config.yaml", "summary.json", RUN_FILE, RunLock.NAME):
-        (run_dir / name).unlink(missing_ok=True)
-    try:
-        run_dir.rmdir()
-    except OSError:  # something else is in it (not ours to delete)
-        pass
 
 
 def train_epochs(

@@ -411,10 +411,10 @@ def test_a_malformed_resume_block_is_refused_before_anything_is_written(killed_r
 
 
 def test_a_locked_run_folder_is_refused_naming_the_holder(killed_run, tmp_path):
-    from rnnl2.runs import RunLock
+    from rnnl2.runs import FolderLock
 
     config, run_dir = killed_run
-    with RunLock(run_dir):
+    with FolderLock(run_dir):
         before = folder_snapshot(run_dir)
         result = train_in_process("--resume", str(run_dir))
         assert result.exit_code == 2 and f"pid {os.getpid()}" in result.output, result.output
