@@ -9,7 +9,6 @@ import glob
 import io
 import json
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,10 @@ from typing import Any, Sequence
 from .config import read_yaml
 from .errors import Rnnl2Error
 from .metrics import default_mode
-from .runs import read_json, read_jsonl, read_metrics
+from .runs import FAILED_ATTEMPT, read_json, read_jsonl, read_metrics
 
 STATS = ("best_epoch", "gap", "weight_norm", "epochs", "wall_s")
 """Numeric columns after the metrics; averaged over seeds like them."""
-SET_ASIDE = re.compile(r"\.failed-\d+$")
-"""The name of an earlier attempt a sweep moved aside (`<run>.failed-N/`): kept, never compared."""
 
 
 @dataclass
@@ -122,7 +119,7 @@ def run_dirs_below(folder: Path) -> list[Path]:
     return sorted(
         p.parent
         for p in folder.rglob("config.yaml")
-        if is_run_dir(p.parent) and not any(SET_ASIDE.search(part) for part in p.parent.relative_to(folder).parts)
+        if is_run_dir(p.parent) and not any(FAILED_ATTEMPT.search(part) for part in p.parent.relative_to(folder).parts)
     )
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import re
 import secrets
 import struct
 import tempfile
@@ -132,6 +133,14 @@ def remove_unstarted(run_dir: Path) -> None:
         run_dir.rmdir()
     except OSError:  # something else is in it (not ours to delete)
         pass
+
+
+FAILED_ATTEMPT = re.compile(r"\.failed-\d+$")
+"""The name of an attempt a sweep moved aside (`<run>.failed-N/`): kept for its log, never compared."""
+
+
+def failed_attempt_name(run_name: str, number: int) -> str:
+    return f"{run_name}.failed-{number}"
 
 
 RUN_FILE = "run.json"

@@ -28,7 +28,7 @@ import yaml
 from .config import load_config, read_yaml, to_plain_dict
 from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning
 from .metrics import default_mode
-from .runs import FINISHED, check_unlocked, read_jsonl, read_summary, write_json, write_text
+from .runs import FINISHED, check_unlocked, failed_attempt_name, read_jsonl, read_summary, write_json, write_text
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
 MAX_RUNS = 10_000
@@ -316,21 +316,12 @@ def folder_config_hash(run_dir: Path) -> str | None:
         return None
 
 
-def finished_summary(run: PlannedRun) -> dict[str, Any] | None:
-    """The summary of a run folder that holds this planned run, finished: a complete summary.json
-    with a finished status and a config.yaml whose resolved config is the one planned."""
-    summary = read_summary(run.run_dir)
-    if not summary or summary.get("status") not in FINISHED:
-        return None
-    return summary if folder_config_hash(run.run_dir) == run.config_hash else None
-
-
-def set_aside(run_dir: Path, why: str) -> Path:
-    """Move a run folder (and its sweep log) to `<run>.<why>-N/`, never deleting it."""
+def set_aside(run_dir: Path) -> Path:
+    """Move a failed attempt's folder (and its sweep log) to `<run>.failed-N/`, never deleting it."""
     number = 1
-    while run_dir.with_name(f"{run_dir.name}.{why}-{number}").exists():
+    while run_dir.with_name(failed_attempt_name(run_dir.name, number)).exists():
         number += 1
-    target = run_dir.with_name(f"{run_dir.name}.{why}-{number}")
+    target = run_dir.with_name(failed_attempt_name(run_dir.name, number))
     run_dir.rename(target)
     log = run_dir.parent / "logs" / f"{run_dir.name}.log"
     if log.is_file():
@@ -338,54 +329,55 @@ def set_aside(run_dir: Path, why: str) -> Path:
     return target
 
 
-def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[tuple[PlannedRun, bool]]]:
-    """Read every run's state from its folder and bring the manifest in line; returns the runs
-    already done and the runs to start, each with whether it resumes from its last checkpoint.
+def folder_state(run: PlannedRun, record: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """What a planned run's folder says, read once: `absent`; `done` (with its summary) when
+    summary.json is complete with a finished status and config.yaml holds the planned config;
+    `resume` when something outside stopped it (Ctrl-C, SIGTERM, a kill, a driver that died) and
+    it left a last.pt; else `failed`: it failed by itself (divergence, a crash) and would fail the
+    same way again, left nothing to resume from, or holds another config."""
+    if not run.run_dir.exists():
+        return "absent", None
+    check_unlocked(run.run_dir)  # a run still being written (an orphan of a killed driver)
+    if folder_config_hash(run.run_dir) != run.config_hash:
+        return "failed", None
+    summary = read_summary(run.run_dir) or {}
+    if summary.get("status") in FINISHED:
+        return "done", summary
+    failed_by_itself = summary.get("status") == "diverged" or (
+        record.get("status") == "failed"
+        and (record.get("exit_code") or 0) > 0
+        and record.get("exit_code") != INTERRUPTED
+    )
+    if failed_by_itself or not (run.run_dir / "checkpoints" / "last.pt").is_file():
+        return "failed", None
+    return "resume", None
 
-    - finished (complete summary.json, planned config): done, whatever the manifest said;
-    - stopped from outside (interrupted, killed, or its driver died) with a last.pt: resumed;
-    - anything else that left a folder (failed by itself, damaged, edited): that attempt is
-      moved aside to `<run>.failed-N/` with its log, and the run starts again."""
+
+def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[tuple[PlannedRun, bool]]]:
+    """Read every run's state from its folder (`folder_state`) and bring the manifest in line;
+    returns the runs already done and the runs to start, each with whether it resumes from its
+    last checkpoint. A failed attempt is moved aside to `<run>.failed-N/` with its log, and the
+    run starts again."""
     done, todo = [], []
     for run in runs:
         record = manifest.record(run.name)
-        if run.run_dir.is_dir():
-            check_unlocked(run.run_dir)  # a run still being written (an orphan of a killed driver)
-        summary = finished_summary(run) if run.run_dir.exists() else None
-        if summary is not None:
+        state, summary = folder_state(run, record)
+        if state == "done":
             if record.get("status") != "done" or not record.get("metrics"):
                 manifest.update(run.name, status="done", exit_code=0, error=None, metrics=summary_metrics(summary))
             done.append(run)
             continue
-        resume = run.run_dir.exists() and stopped_from_outside(record, run.run_dir, run.config_hash)
-        if run.run_dir.exists() and not resume:
-            moved = set_aside(run.run_dir, "failed")
+        if state == "failed":
+            moved = set_aside(run.run_dir)
             warnings.warn(
                 f"{run.name}: its earlier attempt did not finish; kept it in {moved.name} and starting the run again",
                 Rnnl2Warning,
                 stacklevel=2,
             )
+        resume = state == "resume"
         todo.append((run, resume))
         manifest.update(run.name, status="pending", exit_code=None, error=None, resume=resume)
     return done, todo
-
-
-def stopped_from_outside(record: dict[str, Any], run_dir: Path, planned_hash: str) -> bool:
-    """Whether a run that has not finished can continue from its checkpoint: something outside
-    stopped it (Ctrl-C, SIGTERM, a kill, a driver that died), it left a last.pt, and its folder
-    still holds the planned config. A run that failed by itself (divergence, a crash) would fail
-    the same way again, so it starts over instead."""
-    if not (run_dir / "checkpoints" / "last.pt").is_file() or folder_config_hash(run_dir) != planned_hash:
-        return False
-    summary = read_summary(run_dir) or {}
-    if summary.get("status") == "diverged":
-        return False
-    failed_by_itself = (
-        record.get("status") == "failed"
-        and (record.get("exit_code") or 0) > 0
-        and record.get("exit_code") != INTERRUPTED
-    )
-    return not failed_by_itself
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
