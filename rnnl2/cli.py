@@ -24,6 +24,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .config import RunConfig, load_config, to_plain_dict
+from .config.base import MAX_SEED
 from .errors import BAD_INPUT, INTERNAL_ERROR, INTERRUPTED, RUN_FAILED, ConfigError, Rnnl2Error, Rnnl2Warning
 
 out = Console(soft_wrap=True)  # results: the run folder, tables, JSON
@@ -280,7 +281,8 @@ def train(
     resume: Annotated[
         Optional[Path],
         typer.Option(
-            help="Continue this run folder from its checkpoints/last.pt, with its own config.yaml.", file_okay=False
+            help="Continue this run folder from its checkpoints/last.pt, with the config saved in it.",
+            file_okay=False,
         ),
     ] = None,
     force: Annotated[
@@ -382,7 +384,7 @@ def sample(
     temperature: Annotated[
         float, typer.Option(min=0.0, help="Softmax temperature; 0 always takes the most likely token.")
     ] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the sampler.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Generate text from a language model: prints the prompt and its continuation."""

@@ -40,7 +40,23 @@ def check_generated_size(name: str, sequences: int, values_per_sequence: int, pe
         )
 
 
-class SeedTaggingData(Section):
+class GeneratedData(Section):
+    """A data kind generated in memory: refused when all its splits together would exceed
+    MAX_GENERATED_VALUES. A subclass says how many values one sequence holds."""
+
+    def values_per_sequence(self) -> tuple[int, str]:
+        """(values in one sequence or window, how that number is made, for the message)."""
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _check_size(self) -> GeneratedData:
+        per_sequence, made_of = self.values_per_sequence()
+        sequences = self.num_train + self.num_val + self.num_test
+        check_generated_size(self.kind, sequences, per_sequence, made_of)
+        return self
+
+
+class SeedTaggingData(GeneratedData):
     """Per-time-step classification: each step's class depends on the last `memory` inputs."""
 
     kind: Literal["seed_tagging"] = "seed_tagging"
@@ -62,18 +78,11 @@ class SeedTaggingData(Section):
     seed: Seed = 0
     """Seed of the generator; independent of the run's `seed`, so seed sweeps keep the data fixed."""
 
-    @model_validator(mode="after")
-    def _check_size(self) -> "SeedTaggingData":
-        check_generated_size(
-            "seed_tagging",
-            self.num_train + self.num_val + self.num_test,
-            self.seq_len * self.input_dim,
-            "seq_len × input_dim",
-        )
-        return self
+    def values_per_sequence(self) -> tuple[int, str]:
+        return self.seq_len * self.input_dim, "seq_len × input_dim"
 
 
-class SineData(Section):
+class SineData(GeneratedData):
     """Forecast a noisy sum of sines: `lookback` past values predict the next `horizon`."""
 
     kind: Literal["sine"] = "sine"
@@ -95,18 +104,11 @@ class SineData(Section):
     seed: Seed = 0
     """Seed of the generator; independent of the run's `seed`."""
 
-    @model_validator(mode="after")
-    def _check_size(self) -> "SineData":
-        check_generated_size(
-            "sine",
-            self.num_train + self.num_val + self.num_test,
-            (self.lookback + self.horizon) * len(self.periods),
-            "(lookback + horizon) × periods",
-        )
-        return self
+    def values_per_sequence(self) -> tuple[int, str]:
+        return (self.lookback + self.horizon) * len(self.periods), "(lookback + horizon) × periods"
 
 
-class AddingData(Section):
+class AddingData(GeneratedData):
     """Hochreiter & Schmidhuber's adding problem: sum the two marked values of a long sequence."""
 
     kind: Literal["adding"] = "adding"
@@ -122,12 +124,8 @@ class AddingData(Section):
     seed: Seed = 0
     """Seed of the generator; independent of the run's `seed`."""
 
-    @model_validator(mode="after")
-    def _check_size(self) -> "AddingData":
-        check_generated_size(
-            "adding", self.num_train + self.num_val + self.num_test, self.seq_len * 2, "seq_len × 2 features"
-        )
-        return self
+    def values_per_sequence(self) -> tuple[int, str]:
+        return self.seq_len * 2, "seq_len × 2 features"
 
 
 class ForecastData(Section):
