@@ -3,6 +3,8 @@ and made-up finished run folders. Fixtures live in conftest.py; tests import the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -83,3 +85,13 @@ def write_fake_run(folder: Path, lam: float, seed: int, epochs: int = 4, **confi
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir
+
+
+def rnnl2_argv(*args: str) -> list[str]:
+    """`python -m rnnl2 ARGS`, as a subprocess argument list (this interpreter, this checkout)."""
+    return [sys.executable, "-m", "rnnl2", *args]
+
+
+def run_rnnl2(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run `rnnl2 ARGS` in a fresh process to the end, capturing its output as text."""
+    return subprocess.run(rnnl2_argv(*args), capture_output=True, text=True, timeout=timeout, env=env)

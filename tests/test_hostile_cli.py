@@ -129,219 +129,116 @@ def cut(relative: str, keep: int) -> Callable[[Path], None]:
     return damage
 
 
+class Verbatim(str):
+    """A token passed as it is (a --set value may hold braces of its own)."""
+
+
+def argv(*tokens: str | Callable[[Workspace], Path]) -> Callable[[Workspace], list[str]]:
+    """An argument list whose tokens may name workspace paths ({config}, {root}, {run}, {sweep})
+    or be a function of the workspace (a damaged copy made on first use)."""
+
+    def build(ws: Workspace) -> list[str]:
+        names = {"config": ws.config, "root": ws.root, "run": ws.done_run, "sweep": ws.fake_sweep}
+        return [t if isinstance(t, Verbatim) else str(t(ws)) if callable(t) else t.format(**names) for t in tokens]
+
+    return build
+
+
+def damaged(name: str, relative: str, keep: int) -> Callable[[Workspace], Path]:
+    return lambda ws: damaged_copy(ws, name, cut(relative, keep))
+
+
+RUNS = ("--runs-dir", "{root}/runs")
+
+
 def cases() -> list[Case]:
     found: list[Case] = []
     for number, item in enumerate(BAD_OVERRIDES):
         short = f"{number:02d} {item[:30]}"
-        found.append(
-            Case(
-                f"train --set {short}",
-                lambda ws, i=item: ["train", str(ws.config), "--set", i, "--runs-dir", str(ws.root / "runs")],
-            )
-        )
-        found.append(
-            Case(f"config show --set {short}", lambda ws, i=item: ["config", "show", str(ws.config), "--set", i])
-        )
-    r = lambda ws: str(ws.done_run)  # noqa: E731
+        found.append(Case(f"train --set {short}", argv("train", "{config}", "--set", Verbatim(item), *RUNS)))
+        found.append(Case(f"config show --set {short}", argv("config", "show", "{config}", "--set", Verbatim(item))))
+    trunc_summary = damaged("trunc-summary", "summary.json", 40)
     found += [
-        Case("train without arguments", lambda ws: ["train"]),
-        Case("train missing config", lambda ws: ["train", str(ws.root / "missing.yaml")]),
-        Case("train folder as config", lambda ws: ["train", str(ws.root / "a-folder")]),
-        Case(
-            "train empty config", lambda ws: ["train", str(ws.root / "empty.yaml"), "--runs-dir", str(ws.root / "runs")]
-        ),
-        Case(
-            "train comments-only config",
-            lambda ws: ["train", str(ws.root / "comments.yaml"), "--runs-dir", str(ws.root / "runs")],
-        ),
-        Case(
-            "train list config", lambda ws: ["train", str(ws.root / "list.yaml"), "--runs-dir", str(ws.root / "runs")]
-        ),
-        Case(
-            "train broken yaml", lambda ws: ["train", str(ws.root / "plain.txt"), "--runs-dir", str(ws.root / "runs")]
-        ),
-        Case(
-            "train --run-dir is a file", lambda ws: ["train", str(ws.config), "--run-dir", str(ws.root / "plain.txt")]
-        ),
-        Case(
-            "train --run-dir dangling link",
-            lambda ws: ["train", str(ws.config), "--run-dir", str(ws.root / "dangling")],
-        ),
-        Case("train --run-dir not empty", lambda ws: ["train", str(ws.config), "--run-dir", str(ws.root / "nonempty")]),
-        Case("train --run-dir the finished run", lambda ws: ["train", str(ws.config), "--run-dir", r(ws)]),
-        Case(
-            "train --runs-dir under a file",
-            lambda ws: ["train", str(ws.config), "--runs-dir", str(ws.root / "plain.txt" / "x")],
-        ),
+        Case("train without arguments", argv("train")),
+        Case("train missing config", argv("train", "{root}/missing.yaml")),
+        Case("train folder as config", argv("train", "{root}/a-folder")),
+        Case("train empty config", argv("train", "{root}/empty.yaml", *RUNS)),
+        Case("train comments-only config", argv("train", "{root}/comments.yaml", *RUNS)),
+        Case("train list config", argv("train", "{root}/list.yaml", *RUNS)),
+        Case("train broken yaml", argv("train", "{root}/plain.txt", *RUNS)),
+        Case("train --run-dir is a file", argv("train", "{config}", "--run-dir", "{root}/plain.txt")),
+        Case("train --run-dir dangling link", argv("train", "{config}", "--run-dir", "{root}/dangling")),
+        Case("train --run-dir not empty", argv("train", "{config}", "--run-dir", "{root}/nonempty")),
+        Case("train --run-dir the finished run", argv("train", "{config}", "--run-dir", "{run}")),
+        Case("train --runs-dir under a file", argv("train", "{config}", "--runs-dir", "{root}/plain.txt/x")),
         Case(
             "train data path is a folder",
-            lambda ws: [
-                "train",
-                str(ws.config),
-                "--set",
-                "data.kind=text_lm",
-                "--set",
-                f"data.path={ws.root / 'a-folder'}",
-                "--runs-dir",
-                str(ws.root / "runs"),
-            ],
+            argv("train", "{config}", "--set", "data.kind=text_lm", "--set", "data.path={root}/a-folder", *RUNS),
         ),
         Case(
             "train data path missing",
-            lambda ws: [
-                "train",
-                str(ws.config),
-                "--set",
-                "data.kind=text_lm",
-                "--set",
-                f"data.path={ws.root / 'missing.txt'}",
-                "--runs-dir",
-                str(ws.root / "runs"),
-            ],
+            argv("train", "{config}", "--set", "data.kind=text_lm", "--set", "data.path={root}/missing.txt", *RUNS),
         ),
-        Case("resume missing folder", lambda ws: ["train", "--resume", str(ws.root / "missing")]),
-        Case("resume a file", lambda ws: ["train", "--resume", str(ws.root / "plain.txt")]),
-        Case("resume a folder that is no run", lambda ws: ["train", "--resume", str(ws.root / "a-folder")]),
-        Case("resume the finished run", lambda ws: ["train", "--resume", r(ws)]),
-        Case("resume with --run-dir", lambda ws: ["train", "--resume", r(ws), "--run-dir", str(ws.root / "x")]),
-        Case("resume finished with --set", lambda ws: ["train", "--resume", r(ws), "--set", "train.epochs=5"]),
+        Case("resume missing folder", argv("train", "--resume", "{root}/missing")),
+        Case("resume a file", argv("train", "--resume", "{root}/plain.txt")),
+        Case("resume a folder that is no run", argv("train", "--resume", "{root}/a-folder")),
+        Case("resume the finished run", argv("train", "--resume", "{run}")),
+        Case("resume with --run-dir", argv("train", "--resume", "{run}", "--run-dir", "{root}/x")),
+        Case("resume finished with --set", argv("train", "--resume", "{run}", "--set", "train.epochs=5")),
         Case(
             "resume finished --force bad set",
-            lambda ws: ["train", "--resume", r(ws), "--force", "--set", "model.hidden_size=0"],
+            argv("train", "--resume", "{run}", "--force", "--set", "model.hidden_size=0"),
         ),
         Case(
             "resume finished --force other model",
-            lambda ws: [
-                "train",
-                "--resume",
-                r(ws),
-                "--force",
-                "--set",
-                "model.hidden_size=9",
-                "--set",
-                "train.epochs=3",
-            ],
+            argv("train", "--resume", "{run}", "--force", "--set", "model.hidden_size=9", "--set", "train.epochs=3"),
         ),
-        Case("eval missing", lambda ws: ["eval", str(ws.root / "missing.pt")]),
-        Case("eval folder without checkpoints", lambda ws: ["eval", str(ws.root / "a-folder")]),
-        Case("eval text file", lambda ws: ["eval", str(ws.root / "plain.txt")]),
-        Case("eval --split dev", lambda ws: ["eval", r(ws), "--split", "dev"]),
-        Case("eval --device foo", lambda ws: ["eval", r(ws), "--device", "foo"]),
-        Case("eval --device cuda:7", lambda ws: ["eval", r(ws), "--device", "cuda:7"]),
-        Case("eval --data missing", lambda ws: ["eval", r(ws), "--data", str(ws.root / "missing.csv")]),
-        Case(
-            "eval truncated checkpoint",
-            lambda ws: ["eval", str(damaged_copy(ws, "trunc-ckpt", cut("checkpoints/best.pt", 700)))],
-        ),
-        Case(
-            "eval empty checkpoint",
-            lambda ws: ["eval", str(damaged_copy(ws, "empty-ckpt", cut("checkpoints/best.pt", 0)))],
-        ),
-        Case("predict --data missing", lambda ws: ["predict", r(ws), "--data", str(ws.root / "missing.csv")]),
-        Case(
-            "predict -o a folder",
-            lambda ws: ["predict", r(ws), "--data", str(ws.root / "plain.txt"), "-o", str(ws.root / "a-folder")],
-        ),
+        Case("eval missing", argv("eval", "{root}/missing.pt")),
+        Case("eval folder without checkpoints", argv("eval", "{root}/a-folder")),
+        Case("eval text file", argv("eval", "{root}/plain.txt")),
+        Case("eval --split dev", argv("eval", "{run}", "--split", "dev")),
+        Case("eval --device foo", argv("eval", "{run}", "--device", "foo")),
+        Case("eval --device cuda:7", argv("eval", "{run}", "--device", "cuda:7")),
+        Case("eval --data missing", argv("eval", "{run}", "--data", "{root}/missing.csv")),
+        Case("eval truncated checkpoint", argv("eval", damaged("trunc-ckpt", "checkpoints/best.pt", 700))),
+        Case("eval empty checkpoint", argv("eval", damaged("empty-ckpt", "checkpoints/best.pt", 0))),
+        Case("predict --data missing", argv("predict", "{run}", "--data", "{root}/missing.csv")),
+        Case("predict -o a folder", argv("predict", "{run}", "--data", "{root}/plain.txt", "-o", "{root}/a-folder")),
         Case(
             "predict -o missing folder",
-            lambda ws: [
-                "predict",
-                r(ws),
-                "--data",
-                str(ws.root / "plain.txt"),
-                "-o",
-                str(ws.root / "missing" / "p.csv"),
-            ],
+            argv("predict", "{run}", "--data", "{root}/plain.txt", "-o", "{root}/missing/p.csv"),
         ),
-        Case("predict seed_tagging run", lambda ws: ["predict", r(ws), "--data", str(ws.root / "plain.txt")]),
-        Case("sample a non-LM run", lambda ws: ["sample", r(ws)]),
-        Case("sample negative length", lambda ws: ["sample", r(ws), "--length", "-1"]),
-        Case("sample missing", lambda ws: ["sample", str(ws.root / "missing.pt")]),
-        Case("compare missing", lambda ws: ["compare", str(ws.root / "missing")]),
-        Case("compare empty folder", lambda ws: ["compare", str(ws.root / "a-folder")]),
-        Case(
-            "compare --csv missing folder",
-            lambda ws: ["compare", str(ws.fake_sweep), "--csv", str(ws.root / "missing" / "t.csv")],
-        ),
-        Case("compare --csv a folder", lambda ws: ["compare", str(ws.fake_sweep), "--csv", str(ws.root / "a-folder")]),
-        Case("compare --sort nope", lambda ws: ["compare", str(ws.fake_sweep), "--sort", "nope"]),
-        Case(
-            "compare truncated summary",
-            lambda ws: ["compare", str(damaged_copy(ws, "trunc-summary", cut("summary.json", 40)))],
-        ),
-        Case(
-            "compare torn metrics",
-            lambda ws: ["compare", str(damaged_copy(ws, "torn-metrics", cut("metrics.jsonl", 60)))],
-            (0,),
-        ),
-        Case("report -o existing file", lambda ws: ["report", str(ws.fake_sweep), "-o", str(ws.root / "plain.txt")]),
-        Case("report empty folder", lambda ws: ["report", str(ws.root / "a-folder"), "-o", str(ws.root / "rep")]),
-        Case(
-            "report truncated summary",
-            lambda ws: [
-                "report",
-                str(damaged_copy(ws, "trunc-summary", cut("summary.json", 40))),
-                "-o",
-                str(ws.root / "rep2"),
-            ],
-        ),
-        Case("sweep missing config", lambda ws: ["sweep", str(ws.root / "missing.yaml")]),
-        Case(
-            "sweep empty config", lambda ws: ["sweep", str(ws.root / "empty.yaml"), "--runs-dir", str(ws.root / "runs")]
-        ),
-        Case(
-            "sweep --grid without values",
-            lambda ws: ["sweep", str(ws.config), "--grid", "l2.lambda=", "--runs-dir", str(ws.root / "runs")],
-        ),
-        Case(
-            "sweep --grid without key",
-            lambda ws: ["sweep", str(ws.config), "--grid", "=1,2", "--runs-dir", str(ws.root / "runs")],
-        ),
-        Case(
-            "sweep --grid bad logspace",
-            lambda ws: [
-                "sweep",
-                str(ws.config),
-                "--grid",
-                "l2.lambda=logspace(a,b,c)",
-                "--runs-dir",
-                str(ws.root / "runs"),
-            ],
-        ),
-        Case(
-            "sweep --grid huge",
-            lambda ws: [
-                "sweep",
-                str(ws.config),
-                "--grid",
-                "l2.lambda=logspace(-6,-2,100000000)",
-                "--runs-dir",
-                str(ws.root / "runs"),
-            ],
-        ),
-        Case(
-            "sweep --grid bad value",
-            lambda ws: ["sweep", str(ws.config), "--grid", "l2.lambda=0,-1", "--runs-dir", str(ws.root / "runs")],
-        ),
-        Case(
-            "sweep --seeds abc",
-            lambda ws: ["sweep", str(ws.config), "--seeds", "abc", "--runs-dir", str(ws.root / "runs")],
-        ),
-        Case(
-            "sweep --select bad mode",
-            lambda ws: ["sweep", str(ws.config), "--select", "val_loss:maybe", "--runs-dir", str(ws.root / "runs")],
-        ),
-        Case("sweep --backend nope", lambda ws: ["sweep", str(ws.config), "--backend", "nope"]),
-        Case("sweep --jobs 0", lambda ws: ["sweep", str(ws.config), "--jobs", "0"]),
-        Case(
-            "sweep --sweep-dir is a file",
-            lambda ws: ["sweep", str(ws.config), "--sweep-dir", str(ws.root / "plain.txt")],
-        ),
-        Case("config show missing", lambda ws: ["config", "show", str(ws.root / "missing.yaml")]),
-        Case("config show empty", lambda ws: ["config", "show", str(ws.root / "empty.yaml")]),
-        Case("config show list", lambda ws: ["config", "show", str(ws.root / "list.yaml")]),
-        Case("config show broken yaml", lambda ws: ["config", "show", str(ws.root / "plain.txt")]),
-        Case("unknown command", lambda ws: ["fly"]),
+        Case("predict seed_tagging run", argv("predict", "{run}", "--data", "{root}/plain.txt")),
+        Case("sample a non-LM run", argv("sample", "{run}")),
+        Case("sample negative length", argv("sample", "{run}", "--length", "-1")),
+        Case("sample missing", argv("sample", "{root}/missing.pt")),
+        Case("compare missing", argv("compare", "{root}/missing")),
+        Case("compare empty folder", argv("compare", "{root}/a-folder")),
+        Case("compare --csv missing folder", argv("compare", "{sweep}", "--csv", "{root}/missing/t.csv")),
+        Case("compare --csv a folder", argv("compare", "{sweep}", "--csv", "{root}/a-folder")),
+        Case("compare --sort nope", argv("compare", "{sweep}", "--sort", "nope")),
+        Case("compare truncated summary", argv("compare", trunc_summary)),
+        Case("compare torn metrics", argv("compare", damaged("torn-metrics", "metrics.jsonl", 60)), (0,)),
+        Case("report -o existing file", argv("report", "{sweep}", "-o", "{root}/plain.txt")),
+        Case("report empty folder", argv("report", "{root}/a-folder", "-o", "{root}/rep")),
+        Case("report truncated summary", argv("report", trunc_summary, "-o", "{root}/rep2")),
+        Case("sweep missing config", argv("sweep", "{root}/missing.yaml")),
+        Case("sweep empty config", argv("sweep", "{root}/empty.yaml", *RUNS)),
+        Case("sweep --grid without values", argv("sweep", "{config}", "--grid", "l2.lambda=", *RUNS)),
+        Case("sweep --grid without key", argv("sweep", "{config}", "--grid", "=1,2", *RUNS)),
+        Case("sweep --grid bad logspace", argv("sweep", "{config}", "--grid", "l2.lambda=logspace(a,b,c)", *RUNS)),
+        Case("sweep --grid huge", argv("sweep", "{config}", "--grid", "l2.lambda=logspace(-6,-2,100000000)", *RUNS)),
+        Case("sweep --grid bad value", argv("sweep", "{config}", "--grid", "l2.lambda=0,-1", *RUNS)),
+        Case("sweep --seeds abc", argv("sweep", "{config}", "--seeds", "abc", *RUNS)),
+        Case("sweep --select bad mode", argv("sweep", "{config}", "--select", "val_loss:maybe", *RUNS)),
+        Case("sweep --backend nope", argv("sweep", "{config}", "--backend", "nope")),
+        Case("sweep --jobs 0", argv("sweep", "{config}", "--jobs", "0")),
+        Case("sweep --sweep-dir is a file", argv("sweep", "{config}", "--sweep-dir", "{root}/plain.txt")),
+        Case("config show missing", argv("config", "show", "{root}/missing.yaml")),
+        Case("config show empty", argv("config", "show", "{root}/empty.yaml")),
+        Case("config show list", argv("config", "show", "{root}/list.yaml")),
+        Case("config show broken yaml", argv("config", "show", "{root}/plain.txt")),
+        Case("unknown command", argv("fly")),
     ]
     return found
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import run_rnnl2
 
 from rnnl2.launch import threads_per_run
 
@@ -28,27 +27,8 @@ def test_sweep_runs_record_the_thread_count_they_ran_with(tiny_config, tmp_path,
     environment = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if env is not None:
         environment["OMP_NUM_THREADS"] = env
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnl2",
-            "sweep",
-            str(tiny_config),
-            "--grid",
-            "l2.lambda=0",
-            "--set",
-            "train.epochs=1",
-            "--sweep-dir",
-            str(tmp_path / "s"),
-            "-q",
-            *flag,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=environment,
-    )
+    sweep = ("sweep", str(tiny_config), "--grid", "l2.lambda=0", "--set", "train.epochs=1", "--sweep-dir")
+    done = run_rnnl2(*sweep, str(tmp_path / "s"), "-q", *flag, env=environment)
     assert done.returncode == 0, done.stderr
     (summary,) = (tmp_path / "s").glob("000-*/summary.json")
     assert json.loads(summary.read_text())["threads"] == expected

@@ -6,13 +6,12 @@ import json
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY_TAGGING, write_config
+from helpers import TINY_TAGGING, rnnl2_argv, run_rnnl2, write_config
 from typer.testing import CliRunner
 
 from rnnl2.cli import app
@@ -36,7 +35,7 @@ DIVERGING_FIRST = (
 
 
 def sweep_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rnnl2", "sweep", *args], capture_output=True, text=True, timeout=240)
+    return run_rnnl2("sweep", *args)
 
 
 def test_grid_values_are_yaml_lists_and_logspace():
@@ -150,10 +149,7 @@ def test_2x2_sweep_with_two_jobs_selects_and_best_yaml_reproduces(tiny_config, t
 
 
 def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "rnnl2",
+    args = rnnl2_argv(
         "sweep",
         str(tiny_config),
         "--grid",
@@ -164,7 +160,7 @@ def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path)
         str(tmp_path / "runs"),
         "--sweep-dir",
         str(tmp_path / "sweep"),
-    ]
+    )
     driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = tmp_path / "sweep" / "sweep.jsonl"
     deadline = time.monotonic() + 120
@@ -190,10 +186,7 @@ def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path)
 
 
 def test_an_interrupted_run_continues_from_its_checkpoint_when_the_sweep_reruns(tiny_config, tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "rnnl2",
+    args = rnnl2_argv(
         "sweep",
         str(tiny_config),
         "--grid",
@@ -204,7 +197,7 @@ def test_an_interrupted_run_continues_from_its_checkpoint_when_the_sweep_reruns(
         str(tmp_path / "runs"),
         "--sweep-dir",
         str(tmp_path / "sweep"),
-    ]
+    )
     driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "sweep" / "000-l2.lambda=0.001" / "metrics.jsonl"
     deadline = time.monotonic() + 120
