@@ -257,8 +257,10 @@ def train_epochs(
     params = list(s.model.parameters())
 
     def save(best: bool = False) -> None:
-        """Checkpoints of a state read as finite just now: a NaN/inf weight is never saved."""
-        read_running_loss(state, params)
+        """Checkpoints of a state read as finite: a NaN/inf weight is never saved (at an epoch's end
+        the read before evaluating already covers this step)."""
+        if state.checked_step != state.step:
+            read_running_loss(state, params)
         save_checkpoints(run_dir, s, optimizer, scheduler, state, best)
 
     observer.on_start(
