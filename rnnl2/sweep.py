@@ -26,7 +26,8 @@ from typing import Any, Sequence
 import yaml
 
 from .config import load_config, read_yaml, to_plain_dict
-from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning
+from .config.loading import parse_yaml
+from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning, short_repr
 from .metrics import default_mode
 from .runs import FINISHED, check_unlocked, failed_attempt_name, read_jsonl, read_summary, write_json, write_text
 
@@ -87,8 +88,13 @@ def split_top_level(text: str) -> list[str]:
 
 
 def parse_value(text: str) -> Any:
-    """A YAML value; `1e-5` is a float here (PyYAML alone reads it as a string)."""
-    value = yaml.safe_load(text)
+    """A YAML value, read as config values are (aliases bounded); `1e-5` is a float here (PyYAML
+    alone reads it as a string)."""
+    try:
+        value = parse_yaml(text)
+    except (yaml.YAMLError, RecursionError) as err:
+        reason = getattr(err, "problem", None) or "lists or mappings nested too deeply"
+        raise ConfigError(f"--grid value {short_repr(text)}: not valid YAML ({reason})") from None
     if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value):
         return float(value)
     return value

@@ -229,6 +229,8 @@ def cases() -> list[Case]:
         Case("sweep --grid bad logspace", argv("sweep", "{config}", "--grid", "l2.lambda=logspace(a,b,c)", *RUNS)),
         Case("sweep --grid huge", argv("sweep", "{config}", "--grid", "l2.lambda=logspace(-6,-2,100000000)", *RUNS)),
         Case("sweep --grid bad value", argv("sweep", "{config}", "--grid", "l2.lambda=0,-1", *RUNS)),
+        Case("sweep --grid broken yaml", argv("sweep", "{config}", "--grid", "l2.lambda=[1,", *RUNS)),
+        Case("sweep --grid alias bomb", argv("sweep", "{config}", "--grid", Verbatim(ALIAS_BOMB), *RUNS)),
         Case("sweep --seeds abc", argv("sweep", "{config}", "--seeds", "abc", *RUNS)),
         Case("sweep --select bad mode", argv("sweep", "{config}", "--select", "val_loss:maybe", *RUNS)),
         Case("sweep --backend nope", argv("sweep", "{config}", "--backend", "nope")),
