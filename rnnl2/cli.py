@@ -293,6 +293,14 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list which parameters get which λ.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     threads: Threads = None,
+    pause_after: Annotated[
+        Optional[int],
+        typer.Option(
+            "--pause-after",
+            min=1,
+            help="Stop after this epoch with the state saved (status paused); --resume continues it exactly.",
+        ),
+    ] = None,
 ) -> None:
     """Train one model from a YAML config (or --resume a run); the last line on stdout is the run folder."""
     if config is None and resume is None:
@@ -308,9 +316,9 @@ def train(
         if resume is not None:
             from .resume import resume as resume_run
 
-            result = resume_run(resume, cfg, overrides or [], force, observer)
+            result = resume_run(resume, cfg, overrides or [], force, observer, pause_after)
         else:
-            result = run(cfg, runs_dir, run_dir, observer)
+            result = run(cfg, runs_dir, run_dir, observer, pause_after=pause_after)
     finally:
         observer.close()
     summary = result.summary

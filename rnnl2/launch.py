@@ -64,17 +64,25 @@ def run_sweep(
         for run in done:
             on_event("skip", manifest.record(run.name))
         todo_records = [(run, manifest.record(run.name)) for run, _ in todo]
-        runner = run_ray if launch.backend == "ray" else run_local
         result = SweepResult(sweep_dir, manifest.records, skipped=len(done))
-        previous = signal.signal(signal.SIGTERM, raise_interrupt)
-        try:
-            runner(spec, todo_records, manifest, launch, on_event)
-        except KeyboardInterrupt:
-            result.interrupted = True
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        result.interrupted = execute(spec, todo_records, manifest, launch, on_event)
         result.failed = [r for r in manifest.records if r["status"] in ("failed", "interrupted")]
         return result
+
+
+def execute(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_event: EventFn) -> bool:
+    """Run `todo`, a list of (PlannedRun, manifest record), on the chosen backend; each record's
+    `resume` and `pause_after` say how its run starts and where it stops. Returns whether
+    Ctrl-C or SIGTERM stopped it (the runs saved their state; a rerun resumes them)."""
+    runner = run_ray if launch.backend == "ray" else run_local
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        runner(spec, todo, manifest, launch, on_event)
+    except KeyboardInterrupt:
+        return True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return False
 
 
 def raise_interrupt(signum, frame) -> None:
@@ -199,7 +207,7 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
                 run, record = queue.pop(0)
                 slot = free.pop(0)
                 gpu = launch.gpus[slot % len(launch.gpus)] if launch.gpus else None
-                command = train_command(spec, run, program, resume=record["resume"])
+                command = train_command(spec, run, program, record["resume"], record.get("pause_after"))
                 child = start_child(command, thread_env(threads, gpu), logs / f"{run.name}.log")
                 running[child] = (run, slot)
                 on_event("start", manifest.update(run.name, status="running", started=time.time(), pid=child.pid))
@@ -252,7 +260,7 @@ def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
     pending = {}
     for run, record in todo:
         ref = task.remote(
-            train_command(spec, run, resume=record["resume"]),
+            train_command(spec, run, resume=record["resume"], pause_after=record.get("pause_after")),
             thread_env(threads),
             str(run.run_dir),
             str(logs / f"{run.name}.log"),

@@ -34,6 +34,7 @@ def resume(
     overrides: Sequence[str] = (),
     force: bool = False,
     observer: Observer | None = None,
+    pause_after: int | None = None,
 ) -> RunResult:
     """Continue a run from its checkpoints/last.pt with the config saved in it.
 
@@ -59,13 +60,15 @@ def resume(
                 f"{run_dir / 'checkpoints' / 'last.pt'}: cannot resume from it, it does not fit the "
                 f"model and state of this config: {str(err).strip().splitlines()[0]}"
             ) from None
+        if pause_after is not None and pause_after <= state.epoch:
+            raise ConfigError(f"--pause-after {pause_after}: {run_dir} has already trained {state.epoch} epochs")
         for leftover in (run_dir / "checkpoints").glob(".*.pt.*"):  # temp files of a save that was killed
             leftover.unlink(missing_ok=True)
         if wanted != saved:
             write_config(run_dir, wanted)
             state.new_config = True
         state.resumed_from.append({"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch})
-        return train_epochs(s, run_dir, state, payload, observer or Observer(), started)
+        return train_epochs(s, run_dir, state, payload, observer or Observer(), started, pause_after)
 
 
 def check_not_finished(run_dir: Path, force: bool) -> None:

@@ -26,7 +26,9 @@ from .errors import Rnnl2Error, Rnnl2Warning, RunLocked
 
 CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
 FINISHED = ("completed", "early_stopped", "max_steps")
-"""summary.json statuses of a run that ended by its own rules (the others: interrupted, diverged)."""
+"""summary.json statuses of a run that ended by its own rules (the others: interrupted, diverged, paused)."""
+PAUSED = "paused"
+"""A run stopped on purpose after an epoch (`train --pause-after`), to be continued with --resume."""
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
 LOAD_ERRORS = (
     pickle.UnpicklingError,

@@ -228,16 +228,22 @@ def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -
 
 
 def train_command(
-    spec: SweepSpec, run: PlannedRun, program: Sequence[str] = ("rnnl2",), resume: bool = False
+    spec: SweepSpec,
+    run: PlannedRun,
+    program: Sequence[str] = ("rnnl2",),
+    resume: bool = False,
+    pause_after: int | None = None,
 ) -> list[str]:
     """The `rnnl2 train` argv of one run (the CLI's --quiet keeps stdout to the run folder);
-    with `resume`, continue the run's folder from its checkpoints/last.pt instead."""
+    with `resume`, continue the run's folder from its checkpoints/last.pt instead; with
+    `pause_after`, stop after that epoch (a `tune` rung)."""
+    pause = ["--pause-after", str(pause_after)] if pause_after is not None else []
     if resume:
-        return [*program, "train", "--resume", str(run.run_dir), "--quiet"]
+        return [*program, "train", "--resume", str(run.run_dir), *pause, "--quiet"]
     argv = [*program, "train", str(spec.config)]
     for item in run.overrides:
         argv += ["--set", item]
-    return argv + ["--run-dir", str(run.run_dir), "--quiet"]
+    return argv + ["--run-dir", str(run.run_dir), *pause, "--quiet"]
 
 
 def dry_run_lines(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:

@@ -23,6 +23,7 @@ from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
 from .runs import (
+    PAUSED,
     check_tensorboard,
     check_writable,
     create_run_dir,
@@ -219,10 +220,12 @@ def run(
     run_dir: Path | None = None,
     observer: Observer | None = None,
     setup: Setup | None = None,
+    pause_after: int | None = None,
 ) -> RunResult:
     """Train one model from a validated config and write its run folder (locked while it trains).
 
-    A stop (Ctrl-C, SIGTERM) before the first checkpoint removes the folder it had just made:
+    With `pause_after` the run stops after that epoch with its state saved (status `paused`);
+    `resume` continues it exactly as if it had never stopped (how `tune` halves its trials). A stop (Ctrl-C, SIGTERM) before the first checkpoint removes the folder it had just made:
     nothing was trained, so nothing is lost, and no half-made folder is left behind."""
     started = time.perf_counter()
     check_writable(run_dir.parent if run_dir else runs_dir)
@@ -233,7 +236,7 @@ def run(
     with lock:
         try:
             write_config(run_dir, cfg)
-            return train_epochs(s, run_dir, state, None, observer or Observer(), started)
+            return train_epochs(s, run_dir, state, None, observer or Observer(), started, pause_after)
         except (KeyboardInterrupt, TrainingInterrupted):
             if not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists():
                 remove_unstarted(run_dir)
@@ -242,9 +245,17 @@ def run(
 
 
 def train_epochs(
-    s: Setup, run_dir: Path, state: TrainState, payload: dict[str, Any] | None, observer: Observer, started: float
+    s: Setup,
+    run_dir: Path,
+    state: TrainState,
+    payload: dict[str, Any] | None,
+    observer: Observer,
+    started: float,
+    pause_after: int | None = None,
 ) -> RunResult:
-    """Epochs from `state` on: train, evaluate, log, checkpoint, stop early; then the final summary."""
+    """Epochs from `state` on: train, evaluate, log, checkpoint, stop early; then the final summary.
+    A pause (after epoch `pause_after`) writes a summary without the final evaluation: the
+    schedule, the best weights and every RNG state stay in last.pt for the resume."""
     cfg = s.cfg
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.epochs)
@@ -310,7 +321,7 @@ def train_epochs(
                 improved = update_best(state, row, s)
                 state.end_epoch(generator)
                 save(improved)
-                status = stop_reason(cfg, state, stop)
+                status = stop_reason(cfg, state, stop, pause_after)
                 if status != "completed":
                     break
         except KeyboardInterrupt:  # a second signal: stop at once; last.pt stays as last saved
@@ -321,6 +332,8 @@ def train_epochs(
     if status == "interrupted":
         write_summary(run_dir, s, state, {}, started, status)
         raise TrainingInterrupted(run_dir)
+    if status == PAUSED:
+        return RunResult(run_dir, write_summary(run_dir, s, state, {}, started, status), state.history)
     if state.best_model is not None:
         s.model.load_state_dict(state.best_model)
     final = {
@@ -366,14 +379,17 @@ def update_best(state: TrainState, row: dict[str, Any], s: Setup) -> bool:
     return True
 
 
-def stop_reason(cfg: RunConfig, state: TrainState, stop: StopRequest) -> str:
-    """Why the run stops after this epoch, or `completed` to go on (and at the end)."""
+def stop_reason(cfg: RunConfig, state: TrainState, stop: StopRequest, pause_after: int | None = None) -> str:
+    """Why the run stops after this epoch, or `completed` to go on (and at the end). A pause
+    yields to every other reason: a run that early-stops at the pause epoch is finished."""
     if stop.signal:
         return "interrupted"
     if cfg.train.early_stopping.patience is not None and state.since_best >= cfg.train.early_stopping.patience:
         return "early_stopped"
     if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
         return "max_steps"
+    if pause_after is not None and pause_after <= state.epoch < cfg.train.epochs:
+        return PAUSED
     return "completed"
 
 
@@ -403,7 +419,7 @@ def write_summary(
     }
     if state.resumed_from:
         summary["resumed_from"] = state.resumed_from
-    if status == "interrupted":
+    if status in ("interrupted", PAUSED):
         summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
     write_json(run_dir / "summary.json", summary)
     return summary

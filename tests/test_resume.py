@@ -432,3 +432,26 @@ def test_two_trainings_into_one_run_dir_the_second_exits_2_at_once(tmp_path):
     first.wait(timeout=60)
     assert second.returncode == 2, second.stderr
     assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+
+
+def test_paused_then_resumed_run_equals_unpaused_run(killed_and_resumed, tmp_path):
+    """`--pause-after` stops a run after an epoch (status paused, no final evaluation); resumed in
+    two more legs it ends where the reference run ended, weight for weight."""
+    config = write_config(tmp_path, RESUMABLE)
+    paused = tmp_path / "paused"
+    finish(rnnl2("train", str(config), "--run-dir", str(paused), "--pause-after", "1", "-q"))
+    summary = json.loads((paused / "summary.json").read_text())
+    assert (summary["status"], summary["epochs_run"]) == ("paused", 1)
+    assert "test_loss" not in summary and summary["resume_with"] == f"rnnl2 train --resume {paused}"
+    finish(rnnl2("train", "--resume", str(paused), "--pause-after", "2", "-q"))
+    assert json.loads((paused / "summary.json").read_text())["epochs_run"] == 2
+    refused = finish(rnnl2("train", "--resume", str(paused), "--pause-after", "2", "-q"), expected=2)
+    assert "already trained 2 epochs" in refused
+    finish(rnnl2("train", "--resume", str(paused), "-q"))
+    reference = killed_and_resumed["reference"]
+    expected, got = final_parameters(reference), final_parameters(paused)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    assert without_timing(read_metrics(paused)) == without_timing(read_metrics(reference))
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (reference, paused)]
+    for key in ("status", "best_epoch", "best_value", "steps", "final", "test_loss", "test_accuracy"):
+        assert summaries[0][key] == summaries[1][key], key
