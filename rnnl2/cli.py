@@ -188,6 +188,13 @@ Threads = Annotated[
         "--threads", min=1, help="CPU threads per run (default: $OMP_NUM_THREADS, else torch's / cores ÷ jobs)."
     ),
 ]
+Isolate = Annotated[
+    bool,
+    typer.Option(
+        "--isolate",
+        help="Local backend: a fresh process for every run, instead of --jobs warm workers that run many each.",
+    ),
+]
 Overrides = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Override a key: --set l2.lambda=1e-4 (value parsed as YAML; repeatable)."),
@@ -498,6 +505,7 @@ def sweep(
     ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop all runs at the first failure.")] = False,
     backend: Annotated[Backend, typer.Option(help="local (processes on this machine) or ray.")] = Backend.local,
+    isolate: Isolate = False,
     ray_address: Annotated[
         Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
     ] = None,
@@ -520,7 +528,9 @@ def sweep(
     from .launch import Launch, gpu_ids, run_sweep
     from .sweep import sweep_outcome
 
-    launch = Launch(jobs, backend.value, ray_address, fail_fast, gpu_ids() if backend is Backend.local else [], threads)
+    launch = Launch(
+        jobs, backend.value, ray_address, fail_fast, gpu_ids() if backend is Backend.local else [], threads, isolate
+    )
     if not quiet:
         err.print(f"sweep {folder}: {len(runs)} runs, {jobs} at a time ({backend.value})", highlight=False)
     result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))

@@ -44,6 +44,8 @@ class Launch:
     """GPUs visible here (local backend): the child in slot k gets gpus[k mod len(gpus)]."""
     threads: int | None = None
     """CPU threads per run (`--threads`); None: $OMP_NUM_THREADS if set, else cores / jobs."""
+    isolate: bool = False
+    """Local backend: one fresh process per run instead of warm workers (`--isolate`)."""
 
 
 def run_sweep(
