@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 from .errors import Rnnl2Error
 from .runs import FolderLock, read_summary
+from .workers import RESUMED, WarmWorker, die_with_parent, open_run_log, wait_readable
 from .sweep import Manifest, PlannedRun, SweepSpec, reconcile, summary_metrics, train_command, write_definition
 
 EventFn = Callable[[str, dict[str, Any]], None]
 POLL_SECONDS = 0.2
-RESUMED = "--- resumed from checkpoints/last.pt ---"  # marks where a resumed run's log continues
 
 
 @dataclass
@@ -156,14 +156,8 @@ def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
 
 
 def start_child(command: list[str], env_extra: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """A child that gets SIGTERM if this driver dies (Linux), so no orphan keeps writing a run folder.
-    A resumed run appends to its log, below a marker line."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    resumed = "--resume" in command
-    with log_path.open("a" if resumed else "w") as log:
-        if resumed:
-            log.write(f"\n{RESUMED}\n")
-            log.flush()
+    """A child process for one run (`--isolate`, Ray), which gets SIGTERM if this driver dies."""
+    with open_run_log(log_path, "--resume" in command) as log:
         return subprocess.Popen(
             command,
             stdout=log,
@@ -174,61 +168,145 @@ def start_child(command: list[str], env_extra: dict[str, str], log_path: Path) -
         )
 
 
-def die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
+class IsolatedSlots:
+    """`--isolate`: a fresh `python -m rnnl2 train` process for every run."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    def __init__(self, threads: int, gpus: list[str]):
+        self.threads, self.gpus = threads, gpus
+        self.children: dict[int, subprocess.Popen] = {}
+
+    def start(self, slot: int, command: list[str], log_path: Path) -> int:
+        env = thread_env(self.threads, self.gpus[slot % len(self.gpus)] if self.gpus else None)
+        self.children[slot] = start_child([sys.executable, "-m", "rnnl2", *command], env, log_path)
+        return self.children[slot].pid
+
+    def wait(self, timeout: float) -> list[tuple[int, int]]:
+        time.sleep(timeout)
+        ended = [(slot, child.returncode) for slot, child in self.children.items() if child.poll() is not None]
+        for slot, _ in ended:
+            del self.children[slot]
+        return ended
+
+    def stop(self) -> None:
+        stop_processes(list(self.children.values()))
+
+    def drain(self) -> list[tuple[int, int]]:
+        ended = [(slot, child.wait()) for slot, child in self.children.items()]
+        self.children.clear()
+        return ended
+
+    def close(self) -> None:
+        self.drain()
 
 
-def stop_children(children: dict[subprocess.Popen, Any], grace: float = 15.0) -> None:
+class WarmSlots:
+    """The default: one warm worker per slot (`rnnl2.workers`), started once and reused; a
+    worker that died (its run crashed it, or was killed) is replaced for the next run."""
+
+    def __init__(self, threads: int, gpus: list[str], logs: Path):
+        self.threads, self.gpus, self.logs = threads, gpus, logs
+        self.workers: dict[int, WarmWorker] = {}
+        self.busy: dict[int, WarmWorker] = {}
+
+    def worker(self, slot: int) -> WarmWorker:
+        current = self.workers.get(slot)
+        if current is None or not current.alive():
+            env = thread_env(self.threads, self.gpus[slot % len(self.gpus)] if self.gpus else None)
+            current = self.workers[slot] = WarmWorker.start(env, self.logs / "workers.log")
+        return current
+
+    def start(self, slot: int, command: list[str], log_path: Path) -> int:
+        worker = self.worker(slot)
+        if not worker.submit([*command, "--threads", str(self.threads)], log_path, "--resume" in command):
+            worker.process.wait()  # it died while idle: a fresh one takes the run
+            worker = self.worker(slot)
+            worker.submit([*command, "--threads", str(self.threads)], log_path, "--resume" in command)
+        self.busy[slot] = worker
+        return worker.pid
+
+    def wait(self, timeout: float) -> list[tuple[int, int]]:
+        ended = []
+        for worker in wait_readable(list(self.busy.values()), timeout):
+            code = worker.read_reply()
+            if code is not None:
+                slot = next(s for s, w in self.busy.items() if w is worker)
+                del self.busy[slot]
+                ended.append((slot, code))
+        return ended
+
+    def stop(self) -> None:
+        """SIGTERM to the busy workers (their runs save and stop, as a run of its own would);
+        idle ones are closed."""
+        for worker in self.workers.values():
+            if worker not in self.busy.values():
+                worker.close()
+        stop_processes([w.process for w in self.busy.values()])
+
+    def drain(self) -> list[tuple[int, int]]:
+        """Exit codes of the runs still out, after `stop` (or their workers' when they died)."""
+        ended = []
+        while self.busy:
+            ended += self.wait(POLL_SECONDS)
+            for slot, worker in list(self.busy.items()):
+                if not worker.alive() and not wait_readable([worker], 0):
+                    del self.busy[slot]
+                    ended.append((slot, worker.process.returncode))
+        return ended
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+        stop_processes([w.process for w in self.workers.values()])
+
+
+def stop_processes(processes: list[subprocess.Popen], grace: float = 15.0) -> None:
     """SIGTERM (train saves its state and exits 130), then SIGKILL whatever is left."""
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    for child in children:
+    for process in processes:
         try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+            process.kill()
+            process.wait()
 
 
 def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_event: EventFn) -> None:
-    """Up to `jobs` children at once; a failure stops the others only with fail_fast."""
+    """Up to `jobs` runs at once, in warm workers (or fresh processes with `isolate`); a failure
+    stops the others only with fail_fast."""
     jobs = max(1, launch.jobs)
     threads = threads_per_run(launch.threads, jobs, cpu_count())
-    program = (sys.executable, "-m", "rnnl2")
     logs = manifest.path.parent / "logs"
-    queue, running = list(todo), {}  # Popen → (run, slot)
+    slots = IsolatedSlots(threads, launch.gpus) if launch.isolate else WarmSlots(threads, launch.gpus, logs)
+    queue, running = list(todo), {}  # slot → run
+
+    def ended(slot: int, code: int) -> dict[str, Any]:
+        run = running.pop(slot)
+        return finish(manifest, run, read_outcome(code, run.run_dir, logs / f"{run.name}.log"), on_event)
+
     try:
         while queue or running:
-            free = [s for s in range(jobs) if s not in {slot for _, slot in running.values()}]
-            while queue and free:
+            for slot in [s for s in range(jobs) if s not in running]:
+                if not queue:
+                    break
                 run, record = queue.pop(0)
-                slot = free.pop(0)
-                gpu = launch.gpus[slot % len(launch.gpus)] if launch.gpus else None
-                command = train_command(spec, run, program, record["resume"], record.get("pause_after"))
-                child = start_child(command, thread_env(threads, gpu), logs / f"{run.name}.log")
-                running[child] = (run, slot)
-                on_event("start", manifest.update(run.name, status="running", started=time.time(), pid=child.pid))
-            time.sleep(POLL_SECONDS)
-            for child in [c for c in running if c.poll() is not None]:
-                run, _ = running.pop(child)
-                record = finish(
-                    manifest, run, read_outcome(child.returncode, run.run_dir, logs / f"{run.name}.log"), on_event
-                )
-                if record["status"] != "done" and launch.fail_fast:
+                command = train_command(spec, run, (), record["resume"], record.get("pause_after"))
+                pid = slots.start(slot, command, logs / f"{run.name}.log")
+                running[slot] = run
+                on_event("start", manifest.update(run.name, status="running", started=time.time(), pid=pid))
+            for slot, code in slots.wait(POLL_SECONDS):
+                if ended(slot, code)["status"] != "done" and launch.fail_fast:
                     queue.clear()
-                    stop_children(running)
+                    slots.stop()
     except KeyboardInterrupt:
-        stop_children(running)
+        slots.stop()
         raise
     finally:
-        for child, (run, _) in running.items():
-            child.wait()
-            finish(manifest, run, read_outcome(child.returncode, run.run_dir, logs / f"{run.name}.log"), on_event)
+        for slot, code in slots.drain():
+            ended(slot, code)
+        slots.close()
 
 
 def execute_run(command: list[str], env_extra: dict[str, str], run_dir: str, log_path: str) -> dict[str, Any]:
