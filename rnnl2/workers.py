@@ -227,10 +227,11 @@ def run_task(argv: list[str], log_path: Path, resume: bool, baseline: GlobalStat
     baseline.restore()
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
     log = open_run_log(log_path, resume)
-    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 1)  # what C code and child processes write
     os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log  # what Python writes, whatever sys.stdout was
     try:
         app(args=argv, prog_name="rnnl2", standalone_mode=True)
         code = 0
@@ -239,8 +240,8 @@ def run_task(argv: list[str], log_path: Path, resume: bool, baseline: GlobalStat
     except KeyboardInterrupt:  # a signal outside the CLI's error boundary
         code = 130
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        log.flush()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:
