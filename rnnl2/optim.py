@@ -27,13 +27,17 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The torch optimizer. weight_decay mode → coupled decay; decoupled mode with adam/adamw →
     AdamW (torch's own); with sgd/rmsprop → `decoupled_decay_` in the loop, weight_decay=0 here."""
-    native_decoupled = l2.mode == "decoupled" and cfg.name in ("adam", "adamw")
-    decay = l2.mode == "weight_decay" or native_decoupled
-    params = param_groups(model, groups, decay)
-    name = "adamw" if native_decoupled else cfg.name
+    params = param_groups(model, groups, decays_in_optimizer(cfg, l2))
+    name = "adamw" if l2.mode == "decoupled" and cfg.name in ("adam", "adamw") else cfg.name
     if name not in OPTIMIZERS:  # the schema's Literal and this table disagree: a bug, never a fallback
         raise ValueError(f"optimizer {cfg.name!r} has no builder in optim.OPTIMIZERS")
     return OPTIMIZERS[name](params, cfg)
+
+
+def decays_in_optimizer(cfg: OptimizerConfig, l2: L2Config) -> bool:
+    """Whether λ lives in the optimizer's groups as weight_decay (coupled, or AdamW's decoupled):
+    group i of the optimizer then holds L2Group i's λ."""
+    return l2.mode == "weight_decay" or (l2.mode == "decoupled" and cfg.name in ("adam", "adamw"))
 
 
 OPTIMIZERS: dict[str, Callable[[list[dict], OptimizerConfig], torch.optim.Optimizer]] = {

@@ -31,6 +31,8 @@ class L2Group:
     lam: float
     names: tuple[str, ...]
     params: tuple[nn.Parameter, ...]
+    label: str = ""
+    """The `apply_to` entry that picked these parameters, when `l2.adapt.per_group` splits by it."""
 
 
 def matches(name: str, selector: str) -> bool:
@@ -51,13 +53,23 @@ def select_l2_parameters(model: nn.Module, l2: L2Config) -> list[L2Group]:
                 f"l2: {short_repr(selector)} matches no parameter; groups are {', '.join(GROUPS)}, "
                 f"parameters are {listing([n for n, _ in named], shown=12)}"
             )
-    by_lambda: dict[float, list[tuple[str, nn.Parameter]]] = {}
+    by_key: dict[tuple[str, float], list[tuple[str, nn.Parameter]]] = {}
     for name, param in named:
-        if not any(matches(name, s) for s in l2.apply_to):
+        selector = next((s for s in l2.apply_to if matches(name, s)), None)
+        if selector is None:
             continue
         lam = next((v for s, v in l2.lambdas.items() if matches(name, s)), l2.lambda_)
-        by_lambda.setdefault(lam, []).append((name, param))
-    return [L2Group(lam, tuple(n for n, _ in pairs), tuple(p for _, p in pairs)) for lam, pairs in by_lambda.items()]
+        by_key.setdefault((selector if l2.adapt.per_group else "", lam), []).append((name, param))
+    selectors = [selector for selector, _ in by_key if selector]
+    return [
+        L2Group(
+            lam,
+            tuple(n for n, _ in pairs),
+            tuple(p for _, p in pairs),
+            selector if selectors.count(selector) < 2 else f"{selector}@{lam:g}",  # "" unless per_group
+        )
+        for (selector, lam), pairs in by_key.items()
+    ]
 
 
 class L2Penalty:
@@ -72,6 +84,10 @@ class L2Penalty:
 
     def __init__(self, groups: list[L2Group]):
         self.params = [p for g in groups for p in g.params]
+        self.set_lambdas(groups)
+
+    def set_lambdas(self, groups: list[L2Group]) -> None:
+        """Take each group's current λ (`l2.adapt` changes them during the run)."""
         lams = [g.lam for g in groups for _ in g.params]
         device = self.params[0].device if self.params else torch.device("cpu")
         self.half_lams = torch.tensor(lams, dtype=torch.float32, device=device) * 0.5

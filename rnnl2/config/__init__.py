@@ -20,6 +20,7 @@ from .data_kinds import (
 from .loading import apply_overrides, load_config, read_yaml, validate_config
 from .schema import (
     GROUPS,
+    AdaptConfig,
     EarlyStoppingConfig,
     L2Config,
     ModelConfig,
@@ -51,6 +52,7 @@ __all__ = [
     "read_yaml",
     "validate_config",
     "GROUPS",
+    "AdaptConfig",
     "EarlyStoppingConfig",
     "L2Config",
     "ModelConfig",

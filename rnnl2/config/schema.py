@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from ..errors import short_repr
 from ..metrics import default_mode, validation_metrics
@@ -41,6 +41,40 @@ class ModelConfig(Section):
 GROUPS = ("weight_ih", "weight_hh", "bias", "embedding", "head")
 
 
+class AdaptConfig(Section):
+    """Adaptive λ (experimental): λ follows the gradient of a held-out loss during training
+    (first-order hypergradient through the last update, Luketina et al. 2016; see rnnl2/adapt.py)."""
+
+    method: Literal["none", "hypergradient"] = "none"
+    """none: λ stays as configured (today's behaviour, bit for bit); hypergradient: every `every`
+    steps, one extra forward+backward on a held-out minibatch moves log λ against dL_held/dλ. λ
+    then starts from `l2.lambda` (and `l2.lambdas`), which must be > 0 and within
+    [min_lambda, max_lambda]: λ moves in log space, so a λ of 0 could never change and is refused."""
+    every: int = Field(10, ge=1, le=1_000_000)
+    """Optimizer steps between λ updates (each costs one held-out forward and backward)."""
+    lr: float = Field(0.05, gt=0.0, le=10.0)
+    """Step size in log λ: one update moves log λ by about `lr` at most (Adam-normalized)."""
+    holdout: float = Field(0.1, gt=0.0, lt=1.0)
+    """Fraction of the training split held out for the hyper-loss, chosen by the run seed and never
+    trained on; the validation split stays untouched for early stopping and selection."""
+    per_group: bool = False
+    """One λ per `apply_to` entry (weight_ih, weight_hh, ...) instead of one shared λ."""
+    min_lambda: float = Field(1e-8, gt=0.0)
+    """λ is clamped to at least this."""
+    max_lambda: float = Field(1.0, gt=0.0)
+    """λ is clamped to at most this."""
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> "AdaptConfig":
+        if self.min_lambda >= self.max_lambda:
+            raise ValueError(f"min_lambda ({self.min_lambda:g}) must be below max_lambda ({self.max_lambda:g})")
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.method != "none"
+
+
 class L2Config(Section):
     lambda_: float = Field(0.0, ge=0.0, alias="lambda")
     """λ in `loss = data_loss + (λ/2) · Σ θ²`, so the gradient term is λ·θ (Keras l2(x): λ = 2x)."""
@@ -52,6 +86,37 @@ class L2Config(Section):
     parameter names such as `rnn.weight_ih_l0*`."""
     lambdas: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
     """Per-group λ (finite, >= 0) overriding `lambda` for the selected parameters a group or glob names."""
+    adapt: AdaptConfig = AdaptConfig()
+    """Adaptive λ during the run (`method: hypergradient`, or the shorthand `adapt: hypergradient`);
+    off by default. Left out of the resolved config while off, so today's configs hash the same."""
+
+    @field_validator("adapt", mode="before")
+    @classmethod
+    def _adapt_shorthand(cls, value: Any) -> Any:
+        return {"method": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_adapt(self) -> "L2Config":
+        adapt = self.adapt
+        if not adapt.on:
+            return self
+        if not self.apply_to:
+            raise ValueError("adapt needs penalized parameters, but apply_to is empty")
+        for key, lam in [("lambda", self.lambda_), *((f"lambdas.{k}", v) for k, v in self.lambdas.items())]:
+            if not adapt.min_lambda <= lam <= adapt.max_lambda:
+                zero = " (λ moves in log space, so 0 could never change; start small, e.g. 1e-4)" if lam == 0 else ""
+                raise ValueError(
+                    f"{key} is {lam:g}, but with adapt on it must lie in [adapt.min_lambda, "
+                    f"adapt.max_lambda] = [{adapt.min_lambda:g}, {adapt.max_lambda:g}]{zero}"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_default_adapt(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.adapt == AdaptConfig():
+            data.pop("adapt", None)
+        return data
 
 
 # ---------------------------------------------------------------------- optimizer

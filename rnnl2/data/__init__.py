@@ -116,6 +116,23 @@ class Split:
             lengths = None if self.lengths is None else self.lengths[order[start : start + batch_size]]
             yield Batch(self.inputs[index], self.targets[index], lengths)
 
+    def hold_out(self, fraction: float, generator: torch.Generator) -> tuple["Split", "Split"]:
+        """(the rest, a held-out part): `fraction` of the sequences, drawn by `generator`, never
+        trained on (`l2.adapt`'s hyper-loss); the rest keeps its order."""
+        count = len(self)
+        held = min(max(round(fraction * count), 1), count - 1)
+        if count < 2:
+            raise DataError(f"l2.adapt.holdout: the training split has {count} sequence; nothing to hold out")
+        order = torch.randperm(count, generator=generator)
+        rest_index, held_index = order[held:].sort().values, order[:held]
+
+        def part(index: torch.Tensor) -> Split:
+            lengths = None if self.lengths is None else self.lengths[index]
+            device_index = index.to(self.inputs.device)
+            return Split(self.inputs[device_index], self.targets[device_index], lengths, unscale=self.unscale)
+
+        return part(rest_index), part(held_index)
+
 
 @dataclass(frozen=True)
 class Splits:

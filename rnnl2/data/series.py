@@ -31,6 +31,22 @@ class WindowSplit(Split):
     window: tuple[int, int, int] = (1, 1, 1)
     """lookback, horizon, stride."""
 
+    def hold_out(self, fraction: float, generator: torch.Generator) -> tuple[Split, Split]:
+        """(earlier windows, the last `fraction` of the windows); the windows whose rows reach into
+        the held-out ones are dropped, so no row is both trained on and held out (`generator`
+        unused: the cut is chronological). Both parts are plain Splits of views."""
+        lookback, horizon, stride = self.window
+        count = len(self)
+        held = min(max(round(fraction * count), 1), count)
+        kept = count - held - -(-(lookback + horizon) // stride) + 1  # window i ends at row i·stride + L + H
+        if kept < 1:
+            raise DataError(
+                f"l2.adapt.holdout: the training split has {count} windows; holding out {held} leaves "
+                "none that does not overlap them"
+            )
+        rest = Split(self.inputs[:kept], self.targets[:kept], unscale=self.unscale)
+        return rest, Split(self.inputs[count - held :], self.targets[count - held :], unscale=self.unscale)
+
     def to(self, device: torch.device) -> "WindowSplit":
         """Move the row tables (O(rows)) and cut the views again, never the materialized windows."""
         inputs, targets = (table.to(device) for table in self.tables)

@@ -215,6 +215,17 @@ class StreamSplit(Split):
     def num_batches(self, batch_size: int) -> int:
         return -(-self.num_columns(batch_size) // self.bptt)
 
+    def hold_out(self, fraction: float, generator: torch.Generator) -> tuple["StreamSplit", "StreamSplit"]:
+        """(the head, the tail): the last `fraction` of the stream is held out (`generator` unused:
+        a stream cannot be shuffled). No held-out prediction is a training target; the one pair
+        across the cut belongs to neither."""
+        tokens = self.inputs.shape[0]
+        held = min(max(round(fraction * tokens), 2), tokens - 2)
+        if tokens < 4:
+            raise DataError(f"l2.adapt.holdout: the training stream has {tokens} tokens; too few to hold some out")
+        head, tail = self.inputs[: tokens - held], self.inputs[tokens - held :]
+        return replace(self, inputs=head, targets=head), replace(self, inputs=tail, targets=tail)
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Windows in stream order (a generator is ignored: the order is the point)."""
         count, columns = len(self), self.num_columns(batch_size)
