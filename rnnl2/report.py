@@ -1,6 +1,6 @@
 """Figures and a report of a set of runs (matplotlib, headless): learning curves, the λ curve,
-weight and gradient norms per epoch, and report.md/report.html with the comparison table.
-Reads run folders through `compare`; never imports torch."""
+adapted λ per epoch (`l2.adapt`), weight and gradient norms per epoch, and report.md/report.html
+with the comparison table. Reads run folders through `compare`; never imports torch."""
 
 from __future__ import annotations
 
@@ -149,6 +149,31 @@ def figure_norms(groups, palette, keys, out: Path, key: str, ylabel: str, title:
     return save(fig, out / name)
 
 
+def figure_lambda_trajectory(groups, palette, keys, out: Path) -> Path | None:
+    """λ against epoch (log scale) for runs that adapted it (`l2.adapt`): one line per run group,
+    one line style per adapted λ (`lambda`, or `lambda/<entry>` per group); None if none adapted."""
+    import matplotlib.pyplot as plt
+
+    names = list(
+        dict.fromkeys(k for _, members in groups for r in members for k in r.metrics[-1] if k.split("/")[0] == "lambda")
+    )
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (values, members), colour in zip(groups, palette):
+        for name, style in zip(names, ["-", "--", ":", "-."] * len(names)):
+            xs, means, _ = per_epoch(members, name)
+            entry = f" · {name.removeprefix('lambda/')}" if len(names) > 1 else ""
+            if xs:
+                ax.plot(xs, means, style, color=colour, marker="o", markersize=3, label=label(values) + entry)
+    ax.set(title="Adapted λ per epoch (l2.adapt)", xlabel="epoch", ylabel="λ at the epoch's end (log scale)")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title=label_title(keys), fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return save(fig, out / "lambda_trajectory.png")
+
+
 def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> Path | None:
     """Metrics against λ on a log axis; λ=0 in its own narrow panel on the left; seed error bars."""
     import matplotlib.pyplot as plt
@@ -268,6 +293,7 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
     figures = [
         figure_learning_curves(runs, keys, groups, palette, out),
         figure_lambda_curve(comparison, runs, out),
+        figure_lambda_trajectory(groups, palette, keys, out),
         figure_norms(
             groups,
             palette,

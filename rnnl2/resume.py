@@ -67,6 +67,8 @@ def resume(
         if wanted != saved:
             write_config(run_dir, wanted)
             state.new_config = True
+            if wanted.l2 != saved.l2:  # a changed l2 section (λ, adapt) starts λ again from the config
+                state.adapt = None
         state.resumed_from.append({"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch})
         return train_epochs(s, run_dir, state, payload, observer or Observer(), started, pause_after)
 

@@ -5,6 +5,7 @@ loads with `torch.load(weights_only=True)`."""
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -48,6 +49,7 @@ class TrainState:
     run_id: str | None = None  # the run folder's identity (run.json), stamped into every checkpoint
     checked_step: int = 0  # the last step whose loss, gradients and weights were read as finite (not saved)
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the state in last.pt (not saved)
+    adapt: dict[str, Any] | None = None  # the adaptive-λ state (`adapt.LambdaAdapter.state_dict`), once λ moved
     new_config: bool = False  # resumed with --force and a changed config: its lr, λ, ... apply (not saved)
 
     def start_epoch(self, device: torch.device, generator: torch.Generator) -> None:
@@ -141,7 +143,7 @@ def training_payload(state: TrainState) -> dict[str, Any]:
         "history": state.history,
         "resumed_from": state.resumed_from,
         "rng": capture_rng(),
-    }
+    } | ({"adapt": state.adapt} if state.adapt is not None else {})
 
 
 def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
@@ -167,6 +169,7 @@ def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
         best_model=None if best is None else {k: v.to(device) for k, v in best.items()},
         history=list(saved["history"]),
         resumed_from=list(saved.get("resumed_from", [])),
+        adapt=saved.get("adapt"),
         run_id=payload.get("run_id"),
         checked_step=int(payload["step"]),
         saved_at=(int(payload["epoch"]), int(payload["step"])),
@@ -229,6 +232,7 @@ def check_resume_payload(payload: dict[str, Any]) -> None:
         "hidden",
         "must be tensors",
     )
+    need(saved.get("adapt") is None or adapt_state_ok(saved["adapt"]), "adapt", "must be an adaptive-λ state")
     rng = saved.get("rng")
     need(
         isinstance(rng, dict)
@@ -249,6 +253,26 @@ def check_resume_payload(payload: dict[str, Any]) -> None:
             torch.Generator().set_state(shuffle)
     except RuntimeError:
         need(False, "rng", "must hold valid generator states")
+
+
+def adapt_state_ok(adapt: Any) -> bool:
+    """{log_lambda: [finite], moments: [[mean, square ≥ 0]] as many, updates: count}, as `adapt` saves it."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(adapt, dict) or not isinstance(adapt.get("log_lambda"), list):
+        return False
+    moments, updates = adapt.get("moments"), adapt.get("updates")
+    return (
+        all(number(v) for v in adapt["log_lambda"])
+        and isinstance(moments, list)
+        and len(moments) == len(adapt["log_lambda"])
+        and all(isinstance(m, list) and len(m) == 2 and all(number(v) for v in m) and m[1] >= 0 for m in moments)
+        and isinstance(updates, int)
+        and not isinstance(updates, bool)
+        and updates >= 0
+    )
 
 
 def restore_training(payload: dict[str, Any], optimizer, scheduler, log: MetricsLog, state: TrainState) -> None:

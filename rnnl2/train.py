@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
+from .adapt import LambdaAdapter, build_adapter, hold_out, lambda_trajectory
 from .config import RunConfig
 from .data import DataSpec, Split, build_splits
 from .device import describe_device, resolve_device
@@ -80,6 +81,8 @@ class Setup:
     test: Split
     model: torch.nn.Module
     groups: list[L2Group]
+    holdout: Split | None = None
+    """With `l2.adapt` on: the part of the training split held out for the hyper-loss (not in `train`)."""
 
 
 def use_threads(threads: int | None) -> None:
@@ -103,9 +106,10 @@ def build_setup(cfg: RunConfig) -> Setup:
     splits = build_splits(cfg.data)
     model = build_model(cfg.model, splits.spec).to(device)
     groups = select_l2_parameters(model, cfg.l2)
-    return Setup(
-        cfg, device, splits.spec, splits.train.to(device), splits.val.to(device), splits.test.to(device), model, groups
-    )
+    train, holdout = splits.train.to(device), None
+    if cfg.l2.adapt.on:  # its own generator: the global RNG (init, dropout) draws as without adapt
+        train, holdout = hold_out(train, cfg.l2.adapt.holdout, cfg.seed)
+    return Setup(cfg, device, splits.spec, train, splits.val.to(device), splits.test.to(device), model, groups, holdout)
 
 
 def train_one_epoch(
@@ -118,12 +122,14 @@ def train_one_epoch(
     state: TrainState | None = None,
     stop: StopRequest | None = None,
     checkpoint: Callable[[], None] | None = None,
+    adapter: LambdaAdapter | None = None,
 ) -> dict[str, Any]:
     """One pass (or `step_budget` steps) over the training split; sums stay on the device.
 
     With a `state` part-way through an epoch, the batches already done are skipped (same
     shuffle order). Every `train.checkpoint_every_steps` steps `checkpoint()` saves last.pt;
-    a pending `stop` request ends the epoch after the current step."""
+    a pending `stop` request ends the epoch after the current step. An `adapter` (l2.adapt)
+    updates λ after every `every`-th step."""
     cfg, model = s.cfg, s.model
     if state is None:
         state = TrainState()
@@ -148,6 +154,7 @@ def train_one_epoch(
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        before = adapter.snapshot() if adapter is not None and adapter.due(state.step + 1) else None
         if manual_decay:
             decoupled_decay_(optimizer, s.groups)
         try:
@@ -161,6 +168,8 @@ def train_one_epoch(
         state.loss_sum += data_loss.detach() * size
         state.grad_sum += grad_norm.detach()
         state.samples, state.step, state.step_in_epoch = state.samples + size, state.step + 1, state.step_in_epoch + 1
+        if before is not None:
+            state.adapt = adapter.update(model, before)
         synced = read_running_loss(state, params) if state.step_in_epoch % SYNC_EVERY == 0 else None
         observer.on_step(state.step_in_epoch, synced)
         if state.step_in_epoch >= step_budget or (stop is not None and stop.signal):
@@ -264,6 +273,11 @@ def train_epochs(
     if payload is not None:
         restore_training(payload, optimizer, scheduler, log, state)
     penalty = L2Penalty(s.groups)
+    adapter = build_adapter(
+        cfg.l2, cfg.optimizer, s.groups, penalty, optimizer, s.holdout, s.spec.task, cfg.train.batch_size
+    )
+    if adapter is not None and state.adapt is not None:
+        adapter.load_state_dict(state.adapt)
     steps_per_epoch = s.train.num_batches(cfg.train.batch_size)
     params = list(s.model.parameters())
 
@@ -304,13 +318,14 @@ def train_epochs(
                     state,
                     stop,
                     lambda planned=planned: save() if state.step_in_epoch < planned else None,
+                    adapter,
                 )
                 if stop.signal and state.step_in_epoch < planned:  # a signal ended the epoch part-way
                     save()
                     status = "interrupted"
                     break
                 read_running_loss(state, params)  # before evaluating: a diverged epoch is not scored
-                row = epoch_row(s, state, stats, penalty, optimizer, epoch_start)
+                row = epoch_row(s, state, stats, penalty, optimizer, epoch_start, adapter)
                 if not math.isfinite(row["val_loss"]):  # weights so large the model overflows
                     state.checked_step = state.step - stats["steps"]
                     raise diverged(state, "the validation loss is")
@@ -345,9 +360,15 @@ def train_epochs(
 
 
 def epoch_row(
-    s: Setup, state: TrainState, stats: dict[str, Any], penalty: L2Penalty, optimizer, epoch_start: float
+    s: Setup,
+    state: TrainState,
+    stats: dict[str, Any],
+    penalty: L2Penalty,
+    optimizer,
+    epoch_start: float,
+    adapter: LambdaAdapter | None = None,
 ) -> dict[str, Any]:
-    """Evaluate on the validation split and build the epoch's metrics row."""
+    """Evaluate on the validation split and build the epoch's metrics row (with the current λ when it adapts)."""
     train_seconds = time.perf_counter() - epoch_start
     val = prefixed("val", evaluate(s.model, s.val, s.spec.task, s.cfg.train.eval_batch_size))
     with torch.no_grad():
@@ -358,6 +379,7 @@ def epoch_row(
         "train_data_loss": stats["train_data_loss"],
         "penalty": pen,
         "train_loss": stats["train_data_loss"] + pen,
+        **(adapter.row() if adapter is not None else {}),
         **val,
         "lr": optimizer.param_groups[0]["lr"],
         "weight_norm": norm,
@@ -408,6 +430,7 @@ def write_summary(
         "best_value": state.best_value,
         "epochs_run": len(history),
         "steps": state.step,
+        **lambda_trajectory(history),
         "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))} | {"penalty": last.get("penalty")},
         **final,
         "wall_seconds": time.perf_counter() - started,
