@@ -560,6 +560,174 @@ def sweep(
         raise typer.Exit(code=RUN_FAILED)
 
 
+class Sampler(str, enum.Enum):
+    random = "random"
+    grid = "grid"
+    tpe = "tpe"
+
+
+class TunePrinter:
+    """Tune events as plain stderr lines: each start, rung reached, promotion, stop and end."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        value = info.get("value")
+        shown = f"{info['metric']} {value:.4g}" if isinstance(value, (int, float)) else ""
+        at = f"epoch {info['epoch']}"
+        if kind in ("failed", "interrupted"):
+            err.print(f"[red]{kind}[/red] {info['name']} (→ {at}): {info.get('error')}", highlight=False)
+            return
+        lines = {
+            "start": f"{'resume' if info.get('resume') else 'start'} {info['name']} → {at}",
+            "paused": f"paused {info['name']} at {at}  {shown}",
+            "completed": f"completed {info['name']}  {shown}  ({info['epochs']} epochs)",
+            "promoted": f"promoted {info['name']}  {shown} at {at}",
+            "stopped": f"stopped {info['name']}  {shown} at {at}",
+            "skip": f"already at {at}: {info['name']}",
+        }
+        if not self.quiet and kind in lines:
+            err.print(lines[kind], highlight=False)
+
+
+def tune_table(result: Any) -> Table:
+    """One row per trial: its parameters, the metric at each rung, its end; completed trials first, best first."""
+    plan, metric = result.plan, result.plan.metric
+    sign = 1 if plan.mode == "min" else -1
+    table = Table(title=f"{result.tune_dir} — {metric} at each rung ({'lower' if sign > 0 else 'higher'} is better)")
+    keys = [s.key for s in plan.spaces]
+    tests = sorted({k for t in result.trials for k in t.metrics if k.startswith("test_")})
+    for column in ["trial", *keys, *(f"@{r}" for r in plan.rungs), "state", "epochs", *tests]:
+        table.add_column(column, justify="left" if column in ("trial", "state") else "right")
+
+    def last(trial) -> float:
+        values = [v for v in trial.values.values() if isinstance(v, (int, float))]
+        return sign * values[-1] if values else float("inf")
+
+    chosen = (result.selection or {}).get("trial")
+    for t in sorted(result.trials, key=lambda t: (t.state != "completed", -t.rung, last(t), t.number)):
+        cells = [t.name.split("-", 2)[1], *(format_cell(t.params.get(k)) for k in keys)]
+        cells += [format_cell(t.values.get(r)) for r in plan.rungs]
+        cells += [t.state, str(t.epochs), *(format_cell(t.metrics.get(k)) for k in tests)]
+        table.add_row(*cells, style="bold green" if t.number == chosen else None)
+    return table
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def tune(
+    config: ConfigPath,
+    space: Annotated[
+        list[str],
+        typer.Option(
+            "--space",
+            help="KEY=loguniform(a,b) | uniform(a,b) | int(a,b) | choice(x,y,…), explicit values first: "
+            "l2.lambda=0|loguniform(1e-7,1e-1); repeatable.",
+        ),
+    ],
+    sampler: Annotated[
+        Sampler, typer.Option(help="random (seeded), grid, or tpe (Optuna: pip install 'rnnl2[tune]').")
+    ] = Sampler.random,
+    trials: Annotated[
+        Optional[int], typer.Option(min=1, help="Trials in all (grid: every grid point, the default).")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random and tpe samplers.")] = 0,
+    eta: Annotated[int, typer.Option(min=2, help="Each rung keeps the best 1/eta of its trials (at least one).")] = 3,
+    min_epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="The first rung (default: one epoch past the first multistep/step learning-rate decay, "
+            "else max-epochs ÷ eta², at least 1). Equal to --max-epochs: no halving.",
+        ),
+    ] = None,
+    max_epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, help="Every trial's train.epochs, the schedule's length and the last rung (default: the config's)."
+        ),
+    ] = None,
+    grid_points: Annotated[
+        int, typer.Option(min=2, max=10_000, help="--sampler grid: points of each continuous or long int range.")
+    ] = 5,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(
+            help="--sampler tpe: an Optuna storage URL several machines share (postgresql://…); "
+            "default: study.journal in the tune folder."
+        ),
+    ] = None,
+    overrides: Overrides = None,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", min=1, help="Trials trained in parallel (CPU threads are split between them)."),
+    ] = 1,
+    threads: Threads = None,
+    runs_dir: Annotated[Path, typer.Option(help="Trials go to <runs-dir>/<name>/tune-<hash>/.")] = Path("runs"),
+    tune_dir: Annotated[Optional[Path], typer.Option(help="Use exactly this tune folder.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the rung plan and the first bracket's commands; run nothing.")
+    ] = False,
+    backend: Annotated[Backend, typer.Option(help="local (processes on this machine) or ray.")] = Backend.local,
+    isolate: Isolate = False,
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
+) -> None:
+    """Search hyperparameters with successive halving (synchronous, per bracket): trials pause at
+    rung epochs and the best 1/eta resume exactly. The same command continues it. Last stdout line: the tune folder."""
+    from .tune_plan import TuneSpec, plan_lines, plan_tune
+
+    spec = TuneSpec(
+        config, space, overrides or [], sampler.value, trials, seed, eta, min_epochs, max_epochs, grid_points, storage
+    )
+    plan = plan_tune(spec, runs_dir, tune_dir)
+    if dry_run:
+        print("\n".join(plan_lines(plan, jobs)))
+        return
+    from .launch import Launch, gpu_ids
+    from .tune import run_tune
+
+    launch = Launch(
+        jobs, backend.value, ray_address, False, gpu_ids() if backend is Backend.local else [], threads, isolate
+    )
+    if not quiet and not as_json:
+        err.print("\n".join(line.removeprefix("# ") for line in plan_lines(plan, jobs) if line.startswith("# ")))
+    result = run_tune(plan, launch, TunePrinter(quiet or as_json))
+    if as_json:
+        print(json.dumps(result.to_json()))
+    else:
+        print_table(tune_table(result))
+        sel = result.selection
+        if sel:
+            err.print(
+                f"[green]selected[/green] trial {sel['trial']} {sel['overrides']} by {sel['metric']} ({sel['mode']}): "
+                f"{sel['mean']:.4g}; test {sel['test']}; config in {sel['best_yaml']}",
+                highlight=False,
+            )
+        share = result.epochs_used / max(result.grid_epochs, 1)
+        err.print(
+            f"{result.epochs_used} epochs trained, {share:.0%} of {result.grid_epochs} for every trial to the end; "
+            f"{result.wall_seconds:.1f}s",
+            highlight=False,
+        )
+        if result.failed:
+            err.print(f"[red]{len(result.failed)} trials failed:[/red] {', '.join(result.failed)}", highlight=False)
+        print(result.tune_dir)
+    if result.interrupted:
+        raise typer.Exit(code=INTERRUPTED)
+    if result.failed:
+        raise typer.Exit(code=RUN_FAILED)
+
+
 @app.command()
 def compare(
     paths: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs (quote them).")],

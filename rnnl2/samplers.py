@@ -1,0 +1,116 @@
+"""Where `tune` gets each new trial's parameters: seeded random draws, the grid in order, or
+Optuna's TPE through ask/tell (its study in the tune folder, or a shared `--storage` database).
+Optuna is imported only here, and only for tpe."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .halving import Trial
+from .space import Space, grid_params, optuna_params, params_key, random_params, suggest
+
+STARTUP = 10
+"""TPE's first trials are the random sampler's (the same seed gives the same ones), enqueued in
+the study so TPE sees them as its own; from then on TPE proposes."""
+STUDY_FILE = "study.journal"
+
+
+class RandomSampler:
+    """Trial i: a draw seeded by (seed, i), drawn again if it repeats an earlier trial."""
+
+    def __init__(self, spaces: list[Space], seed: int):
+        self.spaces, self.seed = spaces, seed
+
+    def propose(self, number: int, trials: list[Trial]) -> tuple[dict[str, Any], dict[str, int] | None]:
+        return random_params(self.spaces, self.seed, number, {params_key(t.params) for t in trials}), None
+
+    def update(self, trials: list[Trial], rungs: list[int]) -> None:
+        """Random draws learn nothing from results."""
+
+
+class GridSampler(RandomSampler):
+    """Trial i: the i-th point of the grid (first space slowest)."""
+
+    def __init__(self, spaces: list[Space], points: int):
+        self.points = grid_params(spaces, points)
+
+    def propose(self, number: int, trials: list[Trial]) -> tuple[dict[str, Any], dict[str, int] | None]:
+        return self.points[number], None
+
+
+class TpeSampler:
+    """Optuna's TPE, asked for one trial at a time and told every rung value (`report`, step =
+    the rung epoch) and each trial's end: its value when it completed, PRUNED when a rung
+    stopped it, FAIL when it failed."""
+
+    def __init__(self, spaces: list[Space], seed: int, mode: str, study_name: str, storage: str | None, folder: Path):
+        try:
+            import optuna
+        except ImportError:
+            raise ConfigError("--sampler tpe needs Optuna: pip install 'rnnl2[tune]'") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna, self.spaces, self.seed = optuna, spaces, seed
+        if storage is None:
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            storage = JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
+        try:
+            self.study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                direction="minimize" if mode == "min" else "maximize",
+                sampler=optuna.samplers.TPESampler(seed=seed % 2**32, n_startup_trials=STARTUP),  # numpy's range
+                load_if_exists=True,
+            )
+        except Exception as error:  # whatever a user's URL makes SQLAlchemy or a driver raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"--storage: cannot open the Optuna study: {first}") from None
+
+    def propose(self, number: int, trials: list[Trial]) -> tuple[dict[str, Any], dict[str, int] | None]:
+        if number < STARTUP:
+            start = random_params(self.spaces, self.seed, number, {params_key(t.params) for t in trials})
+            self.study.enqueue_trial(optuna_params(self.spaces, start))
+        trial = self.study.ask()
+        return suggest(trial, self.spaces), {"number": trial.number, "id": trial._trial_id}
+
+    def update(self, trials: list[Trial], rungs: list[int]) -> None:
+        """Tell the study what it does not know yet (safe to repeat: a resumed tune calls it again)."""
+        TrialState = self.optuna.trial.TrialState
+        known = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        for trial in trials:
+            frozen = known.get((trial.optuna or {}).get("number", -1))
+            if frozen is None or frozen.state != TrialState.RUNNING:
+                continue
+            handle = self.optuna.trial.Trial(self.study, trial.optuna["id"])
+            for epoch, value in sorted(trial.values.items()):
+                if value is not None and math.isfinite(value) and epoch not in frozen.intermediate_values:
+                    handle.report(value, step=epoch)
+            if trial.state == "completed" and is_number(final_value(trial, rungs)):
+                self.study.tell(trial.optuna["number"], final_value(trial, rungs))
+            elif trial.state == "stopped":
+                self.study.tell(trial.optuna["number"], state=TrialState.PRUNED)
+            elif trial.state in ("failed", "completed"):
+                self.study.tell(trial.optuna["number"], state=TrialState.FAIL)
+
+
+def final_value(trial: Trial, rungs: list[int]) -> float | None:
+    """The value at the last rung a trial reached (a completed trial: its best over all epochs)."""
+    return trial.values.get(rungs[min(trial.rung, len(rungs) - 1)])
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def build_sampler(plan, folder: Path):
+    """The sampler a plan names (`plan`: a tune_plan.TunePlan)."""
+    spec = plan.spec
+    if spec.sampler == "grid":
+        return GridSampler(plan.spaces, spec.grid_points)
+    if spec.sampler == "tpe":
+        return TpeSampler(plan.spaces, spec.seed, plan.mode, plan.study_name, spec.storage, folder)
+    return RandomSampler(plan.spaces, spec.seed)

@@ -1,0 +1,242 @@
+"""Run a tune: new trials from the sampler, successive halving of each bracket (`halving`), and
+each rung's training through `launch.execute`: a trial pauses at its rung with its checkpoint,
+and a promoted one resumes exactly. trials.json is rewritten after every change and the run
+folders are the truth, so the same command continues an interrupted tune and retrains nothing."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError, Rnnl2Warning
+from .halving import Trial, bracket_sizes, run_bracket
+from .launch import Launch, execute
+from .runs import FINISHED, PAUSED, FolderLock, check_unlocked, read_summary
+from .samplers import build_sampler
+from .sweep import Manifest, PlannedRun, folder_config_hash, set_aside
+from .tune_outputs import load_trials, select_best, write_figures, write_trials
+from .tune_plan import TunePlan, check_definition, trial_name, write_definition
+
+EventFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class TuneResult:
+    """How a tune ended: every trial, the chosen one, and what it cost."""
+
+    plan: TunePlan
+    trials: list[Trial]
+    selection: dict[str, Any] | None
+    wall_seconds: float
+    interrupted: bool
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.plan.tune_dir
+
+    @property
+    def failed(self) -> list[str]:
+        return [t.name for t in self.trials if t.state == "failed"]
+
+    @property
+    def epochs_used(self) -> int:
+        return sum(t.epochs for t in self.trials)
+
+    @property
+    def grid_epochs(self) -> int:
+        """What training every trial to the end would cost."""
+        return len(self.trials) * self.plan.max_epochs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tune_dir": str(self.tune_dir),
+            "sampler": self.plan.spec.sampler,
+            "metric": self.plan.metric,
+            "mode": self.plan.mode,
+            "rungs": self.plan.rungs,
+            "trials": len(self.trials),
+            "states": {s: sum(t.state == s for t in self.trials) for s in sorted({t.state for t in self.trials})},
+            "selection": self.selection,
+            "epochs_used": self.epochs_used,
+            "grid_epochs": self.grid_epochs,
+            "train_seconds": sum(t.seconds for t in self.trials),
+            "wall_seconds": self.wall_seconds,
+            "interrupted": self.interrupted,
+            "failed": self.failed,
+            "figures": [str(f) for f in self.figures],
+        }
+
+
+def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, info: None) -> TuneResult:
+    """Run (or continue) the tune `plan` describes in its folder; Ctrl-C stops it with every
+    trial's state saved. The library entry point: `run_tune(plan_tune(TuneSpec(...)), Launch())`."""
+    started = time.perf_counter()
+    created = [p for p in (plan.tune_dir, *plan.tune_dir.parents) if not p.exists()]  # the top one last
+    plan.tune_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(plan.tune_dir):  # one driver per tune folder
+        check_definition(plan)
+        try:
+            sampler = build_sampler(plan, plan.tune_dir)
+        except ConfigError:  # a bad --storage: leave no folder behind
+            if created:
+                shutil.rmtree(created[-1], ignore_errors=True)
+            raise
+        write_definition(plan)
+        tuner = Tuner(plan, launch, sampler, on_event)
+        interrupted = tuner.run()
+        selection = select_best(plan.tune_dir, tuner.trials, plan.metric, plan.mode)
+        figures = write_figures(plan.tune_dir, tuner.trials, plan.spaces, plan.rungs, plan.metric)
+        return TuneResult(plan, tuner.trials, selection, time.perf_counter() - started, interrupted, figures)
+
+
+class Tuner:
+    """The trials of one tune folder, the manifest `launch.execute` keeps, and the sampler."""
+
+    def __init__(self, plan: TunePlan, launch: Launch, sampler: Any, on_event: EventFn):
+        self.plan, self.launch, self.sampler, self.on_event = plan, launch, sampler, on_event
+        self.trials = load_trials(plan.tune_dir)
+        self.runs: dict[str, PlannedRun] = {t.name: plan.planned_run(t) for t in self.trials}
+        self.manifest = Manifest(plan.tune_dir)
+        self.manifest.merge(list(self.runs.values()))
+        self.sampler.update(self.trials, plan.rungs)  # what a stopped driver had not told it yet
+
+    def run(self) -> bool:
+        """Finish the brackets begun, then start new ones until there are `trials`; True when interrupted."""
+        try:
+            for bracket in sorted({t.bracket for t in self.trials}):
+                if self.halve([t for t in self.trials if t.bracket == bracket]):
+                    return True
+            while len(self.trials) < self.plan.trials:
+                remaining = self.plan.trials - len(self.trials)
+                size = bracket_sizes(
+                    remaining, self.plan.spec.sampler, self.plan.rungs, self.plan.spec.eta, self.launch.jobs
+                )[0]
+                if self.halve(self.new_bracket(size)):
+                    return True
+                if len(self.trials) < self.plan.trials:  # the figures and best.yaml so far
+                    write_figures(self.plan.tune_dir, self.trials, self.plan.spaces, self.plan.rungs, self.plan.metric)
+                    select_best(self.plan.tune_dir, self.trials, self.plan.metric, self.plan.mode)
+        except KeyboardInterrupt:
+            return True
+        finally:
+            self.save()
+        return False
+
+    def halve(self, bracket: list[Trial]) -> bool:
+        return run_bracket(bracket, self.plan.rungs, self.plan.spec.eta, self.plan.mode, self.train, self.decided)
+
+    def new_bracket(self, size: int) -> list[Trial]:
+        """`size` new trials, each saved as soon as the sampler gives it (a tpe trial is asked once)."""
+        number = max((t.bracket for t in self.trials), default=-1) + 1
+        bracket = []
+        for _ in range(size):
+            params, ref = self.sampler.propose(len(self.trials), self.trials)
+            trial = Trial(len(self.trials), trial_name(len(self.trials), params), params, number, optuna=ref)
+            self.trials.append(trial)
+            self.runs[trial.name] = self.plan.planned_run(trial)
+            bracket.append(trial)
+            self.save()
+        self.manifest.merge(list(self.runs.values()))
+        return bracket
+
+    def save(self) -> None:
+        info = {"metric": self.plan.metric, "mode": self.plan.mode, "rungs": self.plan.rungs}
+        write_trials(self.plan.tune_dir, info, self.trials, [s.key for s in self.plan.spaces])
+
+    def emit(self, kind: str, trial: Trial, epoch: int | None = None, **extra: Any) -> None:
+        """One event for the printer; `epoch`: the rung it is about (default: the trial's current one)."""
+        epoch = epoch or self.target(trial)
+        info = {"name": trial.name, "trial": trial.number, "bracket": trial.bracket, "rung": trial.rung}
+        info |= {"epoch": epoch, "metric": self.plan.metric, "value": trial.values.get(epoch), "state": trial.state}
+        self.on_event(kind, {**info, "epochs": trial.epochs, "error": trial.error, **extra})
+
+    def decided(self, events: list[tuple[str, Trial]]) -> None:
+        self.save()
+        for kind, trial in events:
+            self.emit(kind, trial, epoch=self.plan.rungs[trial.rung - 1 if kind == "promoted" else trial.rung])
+        self.sampler.update([t for _, t in events], self.plan.rungs)
+
+    def train(self, todo: list[Trial]) -> bool:
+        """Train each trial to its rung (paused there, or to the end at the last rung); a trial
+        whose folder already got there is only read. Returns True when interrupted."""
+        batch = []
+        for trial in todo:
+            run = self.runs[trial.name]
+            how = self.prepare(trial, run)
+            if how is None:
+                self.emit("skip", trial)
+                continue
+            target = self.target(trial)
+            pause = target if target < self.plan.max_epochs else None
+            record = self.manifest.update(
+                run.name, status="pending", exit_code=None, error=None, resume=how == "resume", pause_after=pause
+            )
+            batch.append((run, record))
+        self.save()
+        interrupted = bool(batch) and execute(self.plan.sweep_spec(), batch, self.manifest, self.launch, self.relay)
+        self.save()
+        self.sampler.update(todo, self.plan.rungs)
+        return interrupted
+
+    def target(self, trial: Trial) -> int:
+        return self.plan.rungs[trial.rung]
+
+    def prepare(self, trial: Trial, run: PlannedRun) -> str | None:
+        """What the trial's folder says: None when it already reached its rung (recorded now),
+        `resume` from its last.pt, or `fresh` (a failed or foreign attempt is set aside first)."""
+        if not run.run_dir.exists():
+            return "fresh"
+        check_unlocked(run.run_dir)
+        if folder_config_hash(run.run_dir) == run.config_hash:
+            if settle(trial, read_summary(run.run_dir) or {}, self.target(trial)):
+                return None
+            if (run.run_dir / "checkpoints" / "last.pt").is_file():
+                return "resume"
+        moved = set_aside(run.run_dir)
+        warnings.warn(f"{run.name}: kept its unfinished attempt in {moved.name}; starting it again", Rnnl2Warning)
+        return "fresh"
+
+    def relay(self, kind: str, record: dict[str, Any]) -> None:
+        """`launch.execute`'s events: record each trial's end as soon as it comes."""
+        trial = next(t for t in self.trials if t.name == record["name"])
+        if kind == "start":
+            trial.state = "running"
+            self.emit("start", trial, resume=bool(record.get("resume")))
+            return
+        summary = read_summary(Path(record["run_dir"])) or {}
+        if kind in ("done", "failed") and not settle(trial, summary, self.target(trial)):
+            trial.state, trial.error = "failed", record.get("error") or f"ended before epoch {self.target(trial)}"
+            trial.values[self.target(trial)] = None
+        if kind in ("done", "failed") and isinstance(summary.get("wall_seconds"), (int, float)):
+            trial.seconds += summary["wall_seconds"]
+        self.save()
+        self.emit(
+            trial.state if kind != "interrupted" else "interrupted", trial, error=trial.error or record.get("error")
+        )
+
+
+def settle(trial: Trial, summary: dict[str, Any], target: int) -> bool:
+    """Record what a run's summary.json says about its trial reaching epoch `target`: paused there,
+    finished (early stopping may end it sooner; its test metrics are in), or diverged; False when
+    it has not got there yet."""
+    status = summary.get("status")
+    if status == PAUSED and (summary.get("epochs_run") or 0) >= target:
+        trial.state = "paused"
+    elif status in FINISHED:
+        trial.state = "completed"
+        trial.metrics = {k: v for k, v in summary.items() if k.startswith(("val_", "test_")) or k == "best_epoch"}
+    elif status == "diverged":
+        trial.state, trial.error = "failed", "diverged"
+    else:
+        return False
+    value = summary.get("best_value")
+    good = trial.state != "failed" and isinstance(value, (int, float)) and math.isfinite(value)
+    trial.values[target] = float(value) if good else None
+    trial.epochs = summary.get("epochs_run") or trial.epochs
+    return True

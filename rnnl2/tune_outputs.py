@@ -1,0 +1,149 @@
+"""What a tune folder shows: trials.json (also the tuner's memory) and trials.csv, best.yaml and
+selection.json as `sweep --select` writes them, and one figure per rung of the metric against
+λ (or the first searched key). Reads and writes JSON, CSV and PNG; never torch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import Rnnl2Error
+from .halving import STATES, Trial
+from .runs import read_json, write_json, write_text
+from .space import Space
+from .sweep import format_value
+
+TRIALS_FILE = "trials.json"
+
+
+def load_trials(tune_dir: Path) -> list[Trial]:
+    """The trials a tune folder holds (none for a new folder)."""
+    path = tune_dir / TRIALS_FILE
+    if not path.is_file():
+        return []
+    raw = read_json(path)
+    try:
+        trials = [Trial.from_json(item) for item in raw["trials"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise Rnnl2Error(f"{path}: not a tune's trials file ({type(error).__name__}: {error})") from None
+    if [t.number for t in trials] != list(range(len(trials))) or any(t.state not in STATES for t in trials):
+        raise Rnnl2Error(f"{path}: the trials are damaged (numbers out of order or an unknown state)")
+    return trials
+
+
+def write_trials(tune_dir: Path, plan_info: dict[str, Any], trials: list[Trial], keys: list[str]) -> None:
+    """trials.json (every field, for the tuner and for scripts) and trials.csv (one row per trial:
+    its parameters, the metric at every rung, its final val/test metrics)."""
+    rows = [{**t.to_json(), "run_dir": str(tune_dir / t.name)} for t in trials]
+    write_json(tune_dir / TRIALS_FILE, {**plan_info, "trials": rows})
+    rungs, metric = plan_info["rungs"], plan_info["metric"]
+    finals = sorted({k for t in trials for k in t.metrics if k.startswith(("val_", "test_"))})
+    columns = ["trial", "state", "bracket", *keys, *(f"{metric}@{r}" for r in rungs), "epochs", *finals, "run_dir"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for t in trials:
+        row = {"trial": t.number, "state": t.state, "bracket": t.bracket, "epochs": t.epochs}
+        row |= {k: cell(t.params.get(k)) for k in keys}
+        row |= {f"{metric}@{r}": t.values.get(r) for r in rungs} | {k: t.metrics.get(k) for k in finals}
+        writer.writerow({**row, "run_dir": str(tune_dir / t.name)})
+    write_text(tune_dir / "trials.csv", buffer.getvalue())
+
+
+def cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def final_value(trial: Trial) -> float | None:
+    """A completed trial's metric: its best over all its epochs (the value at its last rung)."""
+    values = [v for _, v in sorted(trial.values.items())]
+    value = values[-1] if values else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def select_best(tune_dir: Path, trials: list[Trial], metric: str, mode: str) -> dict[str, Any] | None:
+    """The best completed trial by `metric`: best.yaml (its resolved config) and selection.json,
+    in `sweep --select`'s format (one trial per configuration: n 1, std 0)."""
+    done = [(t, final_value(t)) for t in trials if t.state == "completed" and final_value(t) is not None]
+    if not done:
+        return None
+    sign = 1 if mode == "min" else -1
+    done.sort(key=lambda pair: (sign * pair[1], pair[0].number))
+    best, value = done[0]
+    run_dir = tune_dir / best.name
+    write_text(tune_dir / "best.yaml", (run_dir / "config.yaml").read_text(encoding="utf-8"))
+    selection = {
+        "metric": metric,
+        "mode": mode,
+        "overrides": best.params,
+        "mean": value,
+        "std": 0.0,
+        "n": 1,
+        "trial": best.number,
+        "run_dir": str(run_dir),
+        "run_dirs": [str(run_dir)],
+        "val": {k: v for k, v in best.metrics.items() if k.startswith("val_")},
+        "test": {k: v for k, v in best.metrics.items() if k.startswith("test_")},
+        "best_yaml": str(tune_dir / "best.yaml"),
+        "ranking": [[t.params, v, 1] for t, v in done],
+    }
+    write_json(tune_dir / "selection.json", selection)
+    return selection
+
+
+def plotted_space(spaces: list[Space]) -> Space:
+    """λ when it is searched, else the first space."""
+    return next((s for s in spaces if s.key == "l2.lambda"), spaces[0])
+
+
+def write_figures(
+    tune_dir: Path, trials: list[Trial], spaces: list[Space], rungs: list[int], metric: str
+) -> list[Path]:
+    """figures/rung-<epochs>.png: the metric at that rung against the plotted key, one point per
+    trial, marked by whether it went on; λ = 0 sits on the linear stretch of a symlog axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    space = plotted_space(spaces)
+    numeric = all(isinstance(t.params.get(space.key), (int, float)) for t in trials)
+    labels = sorted({format_value(t.params.get(space.key)) for t in trials})
+    written = []
+    for k, epoch in enumerate(rungs):
+        points = [t for t in trials if isinstance(t.values.get(epoch), (int, float))]
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        groups = {
+            "went on": [t for t in points if t.rung > k],
+            "stopped here": [t for t in points if t.rung == k and t.state == "stopped"],
+            "completed here": [t for t in points if t.rung == k and t.state == "completed"],
+            "other": [t for t in points if t.rung == k and t.state not in ("stopped", "completed")],
+        }
+        for (name, members), marker in zip(groups.items(), "o^s x"):
+            if not members:
+                continue
+            xs = [
+                t.params[space.key] if numeric else labels.index(format_value(t.params.get(space.key))) for t in members
+            ]
+            ax.scatter(xs, [t.values[epoch] for t in members], marker=marker, label=name, alpha=0.8)
+        if numeric and space.kind == "loguniform":
+            ax.set_xscale("symlog", linthresh=space.low)
+        if not numeric:
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_xlabel(space.key + (" (symlog: 0 on the linear stretch)" if space.kind == "loguniform" else ""))
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} at epoch {epoch} (rung {k}): {len(points)} trials")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        folder = tune_dir / "figures"
+        folder.mkdir(exist_ok=True)
+        fig.savefig(folder / f"rung-{epoch}.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written.append(folder / f"rung-{epoch}.png")
+    return written

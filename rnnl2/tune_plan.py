@@ -1,0 +1,240 @@
+"""Planning a `tune`: the spaces checked against the config, the rungs, the folder and its
+definition (`tune.json`), and every trial as a sweep's `PlannedRun`. Running it lives in `tune.py`.
+
+    runs/<name>/tune-<hash>/     tune.json (the definition)  trials.json, trials.csv (every trial)
+        trial-0000-l2.lambda=0/  an ordinary run folder, paused at a rung or finished
+        sweep.jsonl, logs/       the manifest and logs `launch.execute` keeps, as for a sweep
+        study.journal            the Optuna study (--sampler tpe without --storage)
+        best.yaml, selection.json, figures/rung-<epochs>.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import load_config, to_plain_dict
+from .errors import ConfigError, Rnnl2Error
+from .halving import Trial, bracket_budget, bracket_sizes, default_min_epochs, keep_count, rung_epochs
+from .runs import read_json, write_json
+from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
+from .sweep import MAX_RUNS, PlannedRun, SweepSpec, config_hash, format_value, slug, train_command
+
+SAMPLERS = ("random", "grid", "tpe")
+COMPARED = ("config_hash", "set", "spaces", "sampler", "seed", "eta", "rungs", "grid_points")
+"""Definition entries that must match for a tune folder to continue (`trials` may grow)."""
+
+
+@dataclass
+class TuneSpec:
+    """What to tune: a base config, the spaces, the sampler and the halving schedule."""
+
+    config: Path
+    spaces: list[str]
+    """`KEY=SPEC` texts, as `--space` takes them."""
+    fixed: list[str] = field(default_factory=list)
+    """`--set` overrides applied to every trial, before its sampled ones."""
+    sampler: str = "random"
+    trials: int | None = None
+    """Trials in all; grid: its number of points (None: all of them)."""
+    seed: int = 0
+    eta: int = 3
+    min_epochs: int | None = None
+    """The first rung; None: `halving.default_min_epochs`."""
+    max_epochs: int | None = None
+    """Every trial's train.epochs (its schedule's length) and the last rung; None: the config's."""
+    grid_points: int = 5
+    storage: str | None = None
+    """An Optuna storage URL shared by several machines; None: study.journal in the tune folder."""
+
+
+@dataclass
+class TunePlan:
+    """A checked TuneSpec with everything it implies."""
+
+    spec: TuneSpec
+    spaces: list[Space]
+    name: str
+    rungs: list[int]
+    min_epochs_reason: str
+    metric: str
+    mode: str
+    trials: int
+    tune_dir: Path
+    definition: dict[str, Any]
+
+    @property
+    def max_epochs(self) -> int:
+        return self.rungs[-1]
+
+    @property
+    def study_name(self) -> str:
+        """The same on every machine that runs the same tune (the definition, not the folder)."""
+        return f"rnnl2-tune-{definition_digest(self.definition)}"
+
+    def sweep_spec(self) -> SweepSpec:
+        """What `launch.execute` and `train_command` read: the config file and the fixed overrides."""
+        return SweepSpec(self.spec.config, list(self.spec.fixed))
+
+    def planned_run(self, trial: Trial) -> PlannedRun:
+        """A trial as a sweep run: its overrides (sampled values, then train.epochs = max-epochs)."""
+        sets = [*self.spec.fixed, *overrides(trial.params), f"train.epochs={self.max_epochs}"]
+        cfg = load_config(self.spec.config, sets)
+        return PlannedRun(
+            trial.number,
+            trial.name,
+            dict(trial.params),
+            sets,
+            config_hash(to_plain_dict(cfg)),
+            self.tune_dir / trial.name,
+        )
+
+
+def trial_name(number: int, params: dict[str, Any]) -> str:
+    return f"trial-{number:04d}-{slug(params)}"
+
+
+def definition_digest(definition: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({k: definition[k] for k in COMPARED}, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def check_spaces(spec: TuneSpec, spaces: list[Space], max_epochs: int) -> None:
+    """Each space's key and values against the config schema (both ends, every listed value), so
+    a misspelt key or an impossible range fails before any folder is made."""
+    for space in spaces:
+        if space.key == "train.epochs":
+            raise ConfigError(f"--space {space.text}: tune sets train.epochs to --max-epochs; search other keys")
+        for value in space.bounds():
+            try:
+                load_config(spec.config, [*spec.fixed, f"{space.key}={format_value(value)}"])
+            except ConfigError as error:
+                raise ConfigError(f"--space {space.text}: {error}") from None
+
+
+def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | None = None) -> TunePlan:
+    """Check the spec against the config and resolve its defaults; makes no folder."""
+    if spec.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler {spec.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if spec.sampler == "tpe" and importlib.util.find_spec("optuna") is None:
+        raise ConfigError("--sampler tpe needs Optuna: pip install 'rnnl2[tune]'")
+    if not 2 <= spec.grid_points <= MAX_RUNS:
+        raise ConfigError(f"--grid-points {spec.grid_points}: give 2 to {MAX_RUNS:,}")
+    if spec.eta < 2:
+        raise ConfigError(f"--eta {spec.eta}: keep at least 2 (the best 1/eta of a rung go on)")
+    base = load_config(spec.config, spec.fixed)
+    max_epochs = spec.max_epochs or base.train.epochs
+    load_config(spec.config, [*spec.fixed, f"train.epochs={max_epochs}"])  # within the schema's bounds
+    spaces = parse_spaces(spec.spaces)
+    check_spaces(spec, spaces, max_epochs)
+    scheduler = base.optimizer.scheduler
+    min_epochs, reason = (
+        (spec.min_epochs, "--min-epochs") if spec.min_epochs else default_min_epochs(scheduler, max_epochs, spec.eta)
+    )
+    rungs = rung_epochs(min_epochs, max_epochs, spec.eta)
+    trials = count_trials(spec, spaces)
+    stop = base.train.early_stopping
+    definition = {
+        "config": str(Path(spec.config).resolve()),
+        "config_hash": config_hash(to_plain_dict(base)),
+        "set": list(spec.fixed),
+        "spaces": [s.text for s in spaces],
+        "sampler": spec.sampler,
+        "seed": spec.seed,
+        "eta": spec.eta,
+        "rungs": rungs,
+        "grid_points": spec.grid_points if spec.sampler == "grid" else None,
+        "trials": trials,
+        "metric": stop.metric,
+        "mode": stop.mode,
+    }
+    folder = tune_dir or runs_dir / base.name / f"tune-{definition_digest(definition)}"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--tune-dir {folder}: is a file; give a folder")
+    return TunePlan(spec, spaces, base.name, rungs, reason, stop.metric, stop.mode, trials, folder, definition)
+
+
+def count_trials(spec: TuneSpec, spaces: list[Space]) -> int:
+    """--trials, checked; grid: its number of points."""
+    if spec.sampler == "grid":
+        size = grid_size(spaces, spec.grid_points)
+        if spec.trials is not None and spec.trials != size:
+            raise ConfigError(f"--sampler grid runs all {size} grid points; leave out --trials or give {size}")
+        if size > MAX_RUNS:
+            raise ConfigError(f"the grid has {size:,} points; at most {MAX_RUNS:,} are allowed (fewer --grid-points?)")
+        return size
+    if spec.trials is None:
+        raise ConfigError(f"--sampler {spec.sampler} needs --trials N")
+    if not 1 <= spec.trials <= MAX_RUNS:
+        raise ConfigError(f"--trials {spec.trials}: give 1 to {MAX_RUNS:,}")
+    return spec.trials
+
+
+def check_definition(plan: TunePlan) -> None:
+    """A tune folder continues only the tune it was made for; --trials may change."""
+    path = plan.tune_dir / "tune.json"
+    if not path.is_file():
+        if (plan.tune_dir / "trials.json").is_file():
+            raise Rnnl2Error(f"{plan.tune_dir} holds trials.json but no tune.json; use another --tune-dir")
+        return
+    saved = read_json(path)
+    differs = [k for k in COMPARED if saved.get(k) != plan.definition[k]]
+    if differs:
+        what = "; ".join(f"{k}: {saved.get(k)!r} there, {plan.definition[k]!r} now" for k in differs)
+        raise ConfigError(
+            f"{plan.tune_dir} holds a different tune ({what}); use another --tune-dir or the same options"
+        )
+
+
+def write_definition(plan: TunePlan) -> None:
+    write_json(plan.tune_dir / "tune.json", {**plan.definition, "study": plan.study_name})
+
+
+def plan_lines(plan: TunePlan, jobs: int = 1) -> list[str]:
+    """The rung plan as shell comments: rungs, brackets and the epoch budget against training every
+    trial to the end; then the first bracket's `rnnl2 train` commands (tpe: its random start only)."""
+    sizes = bracket_sizes(plan.trials, plan.spec.sampler, plan.rungs, plan.spec.eta, jobs)
+    budget = sum(bracket_budget(n, plan.rungs, plan.spec.eta) for n in sizes)
+    lines = [
+        f"tune {plan.tune_dir}: {plan.trials} trials ({plan.spec.sampler}), {plan.metric} ({plan.mode})",
+        f"rungs at epochs {', '.join(map(str, plan.rungs))} (first: {plan.min_epochs_reason}), eta {plan.spec.eta}",
+    ]
+    for index, size in enumerate(sizes):
+        flow, n = [size], size
+        for _ in plan.rungs[1:]:
+            n = keep_count(n, plan.spec.eta)
+            flow.append(n)
+        lines.append(f"bracket {index}: {' → '.join(map(str, flow))} trials")
+    grid = plan.trials * plan.max_epochs
+    lines.append(f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every trial to the end)")
+    return [f"# {line}" for line in lines] + first_commands(plan, sizes[:1])
+
+
+def first_commands(plan: TunePlan, sizes: list[int]) -> list[str]:
+    """The first bracket's train commands (stopping at the first rung); known in advance for
+    random and grid, and for tpe's random start (`samplers.STARTUP`)."""
+    from .samplers import STARTUP
+
+    size = sizes[0] if sizes else 0
+    known = min(size, STARTUP) if plan.spec.sampler == "tpe" else size
+    if plan.spec.sampler == "grid":
+        params = grid_params(plan.spaces, plan.spec.grid_points)[:known]
+    else:
+        params, taken = [], set()
+        for number in range(known):
+            params.append(random_params(plan.spaces, plan.spec.seed, number, taken))
+            taken.add(params_key(params[-1]))
+    pause = plan.rungs[0] if len(plan.rungs) > 1 else None
+    lines = [
+        shlex.join(
+            train_command(plan.sweep_spec(), plan.planned_run(Trial(n, trial_name(n, p), p, 0)), pause_after=pause)
+        )
+        for n, p in enumerate(params)
+    ]
+    if known < size:
+        lines.append(f"# … and {size - known} trials tpe proposes from the results of the ones before")
+    return lines
