@@ -53,7 +53,8 @@ class AdaptConfig(Section):
     every: int = Field(10, ge=1, le=1_000_000)
     """Optimizer steps between λ updates (each costs one held-out forward and backward)."""
     lr: float = Field(0.05, gt=0.0, le=10.0)
-    """Step size in log λ: one update moves log λ by about `lr` at most (Adam-normalized)."""
+    """Step size in log λ: an update moves log λ by about `lr` while the hypergradient keeps its sign,
+    less when it is noise (an Adam step on dL/d log λ)."""
     holdout: float = Field(0.1, gt=0.0, lt=1.0)
     """Fraction of the training split held out for the hyper-loss, chosen by the run seed and never
     trained on; the validation split stays untouched for early stopping and selection."""
@@ -88,7 +89,8 @@ class L2Config(Section):
     """Per-group λ (finite, >= 0) overriding `lambda` for the selected parameters a group or glob names."""
     adapt: AdaptConfig = AdaptConfig()
     """Adaptive λ during the run (`method: hypergradient`, or the shorthand `adapt: hypergradient`);
-    off by default. Left out of the resolved config while off, so today's configs hash the same."""
+    off by default. Left out of the resolved config while at its defaults, so configs without it
+    resolve (and hash) as before."""
 
     @field_validator("adapt", mode="before")
     @classmethod
