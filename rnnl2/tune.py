@@ -169,8 +169,8 @@ class Tuner:
         for trial in todo:
             run = self.runs[trial.name]
             how = self.prepare(trial, run)
-            if how is None:
-                self.emit("skip", trial)
+            if how is None:  # its folder had got there: a driver stopped before it read it
+                self.emit("skip" if trial.state != "failed" else "failed", trial)
                 continue
             target = self.target(trial)
             pause = target if target < self.plan.max_epochs else None

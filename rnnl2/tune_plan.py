@@ -122,6 +122,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         raise ConfigError(f"--sampler {spec.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if spec.sampler == "tpe" and importlib.util.find_spec("optuna") is None:
         raise ConfigError("--sampler tpe needs Optuna: pip install 'rnnl2[tune]'")
+    if spec.storage is not None and spec.sampler != "tpe":
+        raise ConfigError("--storage holds an Optuna study: it goes with --sampler tpe")
     if not 2 <= spec.grid_points <= MAX_RUNS:
         raise ConfigError(f"--grid-points {spec.grid_points}: give 2 to {MAX_RUNS:,}")
     if spec.eta < 2:
@@ -203,12 +205,18 @@ def plan_lines(plan: TunePlan, jobs: int = 1) -> list[str]:
         f"tune {plan.tune_dir}: {plan.trials} trials ({plan.spec.sampler}), {plan.metric} ({plan.mode})",
         f"rungs at epochs {', '.join(map(str, plan.rungs))} (first: {plan.min_epochs_reason}), eta {plan.spec.eta}",
     ]
-    for index, size in enumerate(sizes):
-        flow, n = [size], size
+    flows = []
+    for size in sizes:
+        flow = [size]
         for _ in plan.rungs[1:]:
-            n = keep_count(n, plan.spec.eta)
-            flow.append(n)
-        lines.append(f"bracket {index}: {' → '.join(map(str, flow))} trials")
+            flow.append(keep_count(flow[-1], plan.spec.eta))
+        flows.append(" → ".join(map(str, flow)))
+    start = 0
+    for end in range(1, len(flows) + 1):  # runs of equal brackets on one line
+        if end == len(flows) or flows[end] != flows[start]:
+            which = f"bracket {start}" if end - start == 1 else f"brackets {start}–{end - 1}"
+            lines.append(f"{which}: {flows[start]} trials{' each' if end - start > 1 else ''}")
+            start = end
     grid = plan.trials * plan.max_epochs
     lines.append(f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every trial to the end)")
     return [f"# {line}" for line in lines] + first_commands(plan, sizes[:1])
@@ -220,7 +228,7 @@ def first_commands(plan: TunePlan, sizes: list[int]) -> list[str]:
     from .samplers import STARTUP
 
     size = sizes[0] if sizes else 0
-    known = min(size, STARTUP) if plan.spec.sampler == "tpe" else size
+    known = size if plan.spec.sampler != "tpe" else 0 if plan.spec.storage else min(size, STARTUP)
     if plan.spec.sampler == "grid":
         params = grid_params(plan.spaces, plan.spec.grid_points)[:known]
     else:

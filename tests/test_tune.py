@@ -203,9 +203,9 @@ def test_compare_and_report_read_a_tune_folder(tuned, tmp_path):
     assert (tmp_path / "report" / "report.md").is_file()
 
 
-def test_an_interrupted_tune_continues_and_retrains_nothing(tmp_path):
+def test_an_interrupted_tune_continues_from_its_folders_and_retrains_nothing(tmp_path):
     config = write_config(tmp_path, TUNABLE)
-    spec = TuneSpec(config, [LAMBDA], trials=2, eta=2, min_epochs=1, max_epochs=2)
+    spec = TuneSpec(config, [LAMBDA], trials=4, eta=2, min_epochs=1, max_epochs=2)
     plan = plan_tune(spec, tune_dir=tmp_path / "tune")
 
     def stop_at_the_first_decision(kind: str, info: dict) -> None:  # Ctrl-C right after rung 0
@@ -213,16 +213,22 @@ def test_an_interrupted_tune_continues_and_retrains_nothing(tmp_path):
             raise KeyboardInterrupt
 
     first = run_tune(plan, Launch(threads=1), stop_at_the_first_decision)
-    assert first.interrupted and sorted(t.state for t in first.trials) == ["promoted", "stopped"]
-    stopped = next(t for t in first.trials if t.state == "stopped")
-    stamp = (plan.tune_dir / stopped.name / "summary.json").stat().st_mtime_ns
+    assert first.interrupted and sorted(t.state for t in first.trials) == ["promoted"] * 2 + ["stopped"] * 2
+    stamps = {t.name: (plan.tune_dir / t.name / "summary.json").stat().st_mtime_ns for t in first.trials}
+    ahead, behind = [t for t in first.trials if t.state == "promoted"]
+    # `ahead` got to the end while no driver watched (as if the driver died before reading it)
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(plan.tune_dir / ahead.name), "--threads", "1", "-q"])
+    assert resumed.exit_code == 0, resumed.output
     events = []
     second = run_tune(plan, Launch(threads=1), lambda kind, info: events.append((kind, info)))
-    assert not second.interrupted and sorted(t.state for t in second.trials) == ["completed", "stopped"]
+    assert not second.interrupted and sorted(t.state for t in second.trials) == ["completed"] * 2 + ["stopped"] * 2
     starts = [info for kind, info in events if kind == "start"]
-    assert len(starts) == 1 and starts[0]["resume"] and starts[0]["epoch"] == 2
-    assert (plan.tune_dir / stopped.name / "summary.json").stat().st_mtime_ns == stamp
-    assert second.epochs_used == 3 and second.selection["trial"] != stopped.number
+    assert [(i["name"], i["resume"], i["epoch"]) for i in starts] == [(behind.name, True, 2)]
+    assert [info["name"] for kind, info in events if kind == "skip"] == [ahead.name]
+    for trial in second.trials:
+        if trial.state == "stopped":
+            assert (plan.tune_dir / trial.name / "summary.json").stat().st_mtime_ns == stamps[trial.name]
+    assert second.epochs_used == 6 and second.selection["trial"] in (ahead.number, behind.number)
 
 
 def test_tpe_keeps_its_study_in_the_tune_folder_and_hears_every_rung(tmp_path):
