@@ -632,7 +632,7 @@ def tune(
         ),
     ],
     sampler: Annotated[
-        Sampler, typer.Option(help="random (seeded), grid, or tpe (Optuna: pip install 'rnnl2[tune]').")
+        Sampler, typer.Option(help="random (seeded), grid, or tpe (Optuna: pip install 'rnnl2\\[tune]').")
     ] = Sampler.random,
     trials: Annotated[
         Optional[int], typer.Option(min=1, help="Trials in all (grid: every grid point, the default).")
