@@ -5,6 +5,7 @@ Optuna is imported only here, and only for tpe."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from .space import Space, grid_params, optuna_params, params_key, random_params,
 STARTUP = 10
 """TPE's first trials are the random sampler's (the same seed gives the same ones), enqueued in
 the study so TPE sees them as its own; from then on TPE proposes. With a shared `--storage`
-neither is seeded: machines running the same command must not all draw the same trials."""
+both take a fresh seed instead of --seed: machines running the same command must not all
+draw the same trials."""
 STUDY_FILE = "study.journal"
 
 
@@ -53,7 +55,9 @@ class TpeSampler:
         except ImportError:
             raise ConfigError("--sampler tpe needs Optuna: pip install 'rnnl2[tune]'") from None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.optuna, self.spaces, self.seed, self.shared = optuna, spaces, seed, storage is not None
+        shared = storage is not None
+        self.optuna, self.spaces = optuna, spaces
+        self.seed = int.from_bytes(os.urandom(8), "little") if shared else seed  # see STARTUP
         if storage is None:
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
@@ -65,7 +69,7 @@ class TpeSampler:
                 storage=storage,
                 direction="minimize" if mode == "min" else "maximize",
                 sampler=optuna.samplers.TPESampler(
-                    seed=None if self.shared else seed % 2**32,  # numpy's seed range
+                    seed=self.seed % 2**32,  # numpy's seed range
                     n_startup_trials=STARTUP,
                 ),
                 load_if_exists=True,
@@ -75,7 +79,7 @@ class TpeSampler:
             raise ConfigError(f"--storage: cannot open the Optuna study: {first}") from None
 
     def propose(self, number: int, trials: list[Trial]) -> tuple[dict[str, Any], dict[str, int] | None]:
-        if number < STARTUP and not self.shared:
+        if number < STARTUP:
             start = random_params(self.spaces, self.seed, number, {params_key(t.params) for t in trials})
             self.study.enqueue_trial(optuna_params(self.spaces, start))
         trial = self.study.ask()

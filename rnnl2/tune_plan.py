@@ -228,7 +228,7 @@ def first_commands(plan: TunePlan, sizes: list[int]) -> list[str]:
     from .samplers import STARTUP
 
     size = sizes[0] if sizes else 0
-    known = size if plan.spec.sampler != "tpe" else 0 if plan.spec.storage else min(size, STARTUP)
+    known = size if plan.spec.sampler != "tpe" else 0 if plan.spec.storage else min(size, STARTUP)  # shared: unseeded
     if plan.spec.sampler == "grid":
         params = grid_params(plan.spaces, plan.spec.grid_points)[:known]
     else:
