@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -152,15 +153,15 @@ def rounded(value: float, space: Space) -> float:
     return min(max(float(f"{value:.{DIGITS}g}"), space.low), space.high)
 
 
-def draw(space: Space, rng) -> Any:
+def draw(space: Space, rng: random.Random) -> Any:
     """One value: each explicit value and the distribution are equally likely."""
-    pick = int(rng.integers(len(space.explicit) + 1))
+    pick = rng.randrange(len(space.explicit) + 1)
     if pick < len(space.explicit):
         return space.explicit[pick]
     if space.kind == "choice":
-        return space.choices[int(rng.integers(len(space.choices)))]
+        return space.choices[rng.randrange(len(space.choices))]
     if space.kind == "int":
-        return int(rng.integers(space.low, space.high + 1))
+        return rng.randint(space.low, space.high)
     if space.kind == "loguniform":
         return rounded(math.exp(rng.uniform(math.log(space.low), math.log(space.high))), space)
     return rounded(rng.uniform(space.low, space.high), space)
@@ -170,11 +171,9 @@ def random_params(spaces: list[Space], seed: int, index: int, taken: set[str] = 
     """Trial `index`'s parameters, a function of (seed, index) alone when nothing repeats: a draw
     equal to an earlier trial's (`taken`) is drawn again, up to MAX_DRAWS times, so an explicit
     value such as λ = 0 is tried once, not in half the trials."""
-    import numpy as np
-
     params: dict[str, Any] = {}
     for attempt in range(MAX_DRAWS):
-        rng = np.random.default_rng([seed, index, attempt])
+        rng = random.Random(f"rnnl2-tune:{seed}:{index}:{attempt}")  # a str seed is hashed (sha512), never salted
         params = {s.key: draw(s, rng) for s in spaces}
         if params_key(params) not in taken:
             break

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,6 +95,18 @@ def test_dry_run_prints_the_plan_and_first_commands_and_makes_no_folder(tiny_con
 
         assert sets(tpe.stdout) == sets(result.stdout)
     assert not (tmp_path / "runs").exists()
+
+
+def test_help_and_dry_run_import_neither_torch_nor_optuna(tiny_config):
+    probe = (
+        "import sys\nfrom rnnl2.cli import app\ntry:\n    app(sys.argv[1:], standalone_mode=False)\n"
+        "except SystemExit:\n    pass\n"
+        "print('HEAVY:' + ','.join(m for m in ('torch', 'numpy', 'optuna') if m in sys.modules))"
+    )
+    dry = ["tune", str(tiny_config), "--space", LAMBDA, "--trials", "3", "--sampler", "tpe", "--dry-run"]
+    for args in (["tune", "--help"], dry):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "HEAVY:", done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
