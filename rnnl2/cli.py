@@ -217,6 +217,8 @@ class RichObserver:
         err.print(
             f"run folder {info['run_dir']}  device {info['device']}  parameters {info['parameters']:,}", highlight=False
         )
+        if info.get("data"):
+            err.print(describe_data(info["data"]), highlight=False)
         if info.get("resumed_from"):
             where = info["resumed_from"]
             err.print(f"resuming after epoch {where['epoch']}, step {where['step']}", highlight=False)
@@ -257,6 +259,28 @@ class RichObserver:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def describe_data(seen: dict[str, Any]) -> str:
+    """`data: 8,209 / 2,785 / 2,785 windows (train/val/test) from rows 8,640 / 2,880 / 2,880 (…)`."""
+    names = [n for n in ("train", "holdout", "val", "test") if n in seen]
+    text = f"data: {' / '.join(f'{seen[n]:,}' for n in names)} {seen['unit']} ({'/'.join(names)})"
+    rows = seen.get("rows")
+    if rows:
+        unused = f", {rows['unused']:,} unused" if rows.get("unused") else ""
+        text += f" from rows {rows['train']:,} / {rows['val']:,} / {rows['test']:,}{unused}; {rows['rule']}"
+    return text
+
+
+def baseline_verdict(result: dict[str, Any], metric: str | None = None) -> str:
+    """`vs naive repeat_last (test_loss 0.0811): worse by 4.3%`, or "" without a baseline."""
+    from .metrics import versus_baseline
+
+    vs = versus_baseline(result, metric)
+    if vs is None:
+        return ""
+    verdict = "[green]better[/green]" if vs["beats"] else "[red]worse[/red]"
+    return f"vs naive {vs['baseline']} ({vs['metric']} {vs['baseline_value']:.4g}): {verdict} by {abs(vs['change']):.1%}"
 
 
 def selection_table(rows: list[tuple[str, tuple[int, ...], float | None]]) -> Table:
@@ -338,7 +362,8 @@ def train(
     best = summary["best_value"]
     err.print(
         f"[green]finished[/green] {summary['status']}: best epoch {summary['best_epoch']} "
-        f"({summary['best_metric']} {'—' if best is None else f'{best:.4g}'})  {tests}  {summary['wall_seconds']:.1f}s",
+        f"({summary['best_metric']} {'—' if best is None else f'{best:.4g}'})  {tests}  {summary['wall_seconds']:.1f}s"
+        f"  {baseline_verdict(summary)}".rstrip(),
         highlight=False,
     )
     print(result.run_dir)
@@ -364,7 +389,12 @@ def eval_command(
     if as_json:
         print(json.dumps(result))
     else:
-        out.print(metrics_table(f"{result['checkpoint']} on {data or split.value}", result))
+        baselines = result.pop("baselines", {})
+        shown = result | {f"{name} {key}": value for name, scores in baselines.items() for key, value in scores.items()}
+        out.print(metrics_table(f"{result['checkpoint']} on {data or split.value}", shown))
+        verdict = baseline_verdict(result | {"baselines": baselines}, f"{result['split']}_loss")
+        if verdict:
+            out.print(verdict, highlight=False)
 
 
 @app.command()

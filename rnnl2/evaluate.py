@@ -9,9 +9,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .baselines import ClassPrior, build_baselines, data_season, fit_baselines
 from .config import RunConfig, validate_config
 from .data import DataSpec, Split, Task, build_splits, load_new_data
 from .device import resolve_device
+from .metrics import reference_baseline
 from .models import build_model
 from .runs import CheckpointError, load_checkpoint, resolve_checkpoint
 
@@ -110,6 +112,51 @@ def evaluate(model: torch.nn.Module, split: Split, task: Task, batch_size: int) 
     )
 
 
+@torch.inference_mode()
+def evaluate_prior(prior: ClassPrior, split: Split, task: Task, batch_size: int) -> dict[str, float]:
+    """Metrics of predicting the same class distribution everywhere, from the targets alone."""
+    log_prior = prior.log_prior.to(split.targets.device)
+    majority = log_prior.argmax()
+    classes = log_prior.shape[0]
+    totals: dict[str, torch.Tensor] = {}
+    for batch in split.batches(batch_size):
+        labels = batch.targets.flatten()
+        labels = labels[labels != IGNORE_INDEX]
+        sums = {
+            "nll": -log_prior[labels].sum(),
+            "correct": (labels == majority).sum(),
+            "count": labels.new_tensor(labels.numel()),
+        }
+        if task == "classification":
+            sums["confusion"] = torch.bincount(labels * classes + majority, minlength=classes * classes).view(
+                classes, classes
+            )
+        for key, value in sums.items():
+            totals[key] = totals[key] + value if key in totals else value
+    return finish_metrics(
+        task, {key: value.item() if value.dim() == 0 else value.cpu() for key, value in totals.items()}
+    )
+
+
+def evaluate_baselines(
+    models: dict[str, torch.nn.Module], splits: dict[str, Split], task: Task, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """Each naive baseline's metrics on each named split, prefixed like the model's (`test_mse`)."""
+    return {
+        name: {
+            key: value
+            for split_name, split in splits.items()
+            for key, value in prefixed(
+                split_name,
+                evaluate_prior(model, split, task, batch_size)
+                if isinstance(model, ClassPrior)
+                else evaluate(model, split, task, batch_size),
+            ).items()
+        }
+        for name, model in models.items()
+    }
+
+
 def prefixed(split_name: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{split_name}_{key}": value for key, value in metrics.items()}
 
@@ -142,10 +189,17 @@ def evaluate_checkpoint(
     through the saved pipeline (metrics prefixed `data_`); returns the result record."""
     target = resolve_device(device)
     checkpoint_path, payload, cfg, spec, model = load_trained(path, target)
+    fit = payload.get("baseline_fit") if isinstance(payload.get("baseline_fit"), dict) else None
     if data is not None:
         split_name, split = "data", load_new_data(cfg.data, spec, data).to(target)
     else:
-        split = build_splits(cfg.data).get(split_name).to(target)
-    metrics = evaluate(model, split, spec.task, batch_size or cfg.train.eval_batch_size)
+        splits = build_splits(cfg.data)
+        split = splits.get(split_name).to(target)
+        fit = fit if fit is not None else fit_baselines(spec, splits.train)  # a checkpoint from before baselines
+    batch_size = batch_size or cfg.train.eval_batch_size
+    metrics = evaluate(model, split, spec.task, batch_size)
     record = {"checkpoint": str(checkpoint_path), "split": split_name, "epoch": payload.get("epoch")}
-    return record | ({"data": str(data)} if data is not None else {}) | prefixed(split_name, metrics)
+    record |= ({"data": str(data)} if data is not None else {}) | prefixed(split_name, metrics)
+    models = build_baselines(spec, fit or {}, data_season(cfg.data))
+    baselines = evaluate_baselines(models, {split_name: split}, spec.task, batch_size)
+    return record | {"baseline": reference_baseline(baselines, split_name), "baselines": baselines}

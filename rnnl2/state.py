@@ -9,6 +9,7 @@ import math
 import random
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ class TrainState:
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the state in last.pt (not saved)
     adapt: dict[str, Any] | None = None  # the adaptive-λ state (`adapt.LambdaAdapter.state_dict`), once λ moved
     new_config: bool = False  # resumed with --force and a changed config: its lr, λ, ... apply (not saved)
+    wall_before: float = 0.0  # seconds the earlier segments of a resumed run took, to their last checkpoint
+    started: float | None = None  # perf_counter() at this segment's start (not saved)
+
+    def wall_seconds(self) -> float:
+        """Seconds the run has taken so far, every segment together."""
+        return self.wall_before + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
     def start_epoch(self, device: torch.device, generator: torch.Generator) -> None:
         """Rewind the shuffle generator to this epoch's start; reset the sums unless resumed part-way."""
@@ -124,6 +131,7 @@ def checkpoint_payload(s: Any, optimizer, scheduler, state: TrainState) -> dict[
         "metrics": state.history[-1] if state.history else {},
         "run_id": state.run_id,
         "rnnl2_version": __version__,
+        "baseline_fit": s.baseline_fit,
     }
 
 
@@ -142,6 +150,7 @@ def training_payload(state: TrainState) -> dict[str, Any]:
         "best_model": state.best_model,
         "history": state.history,
         "resumed_from": state.resumed_from,
+        "wall_seconds": state.wall_seconds(),
         "rng": capture_rng(),
     } | ({"adapt": state.adapt} if state.adapt is not None else {})
 
@@ -169,6 +178,7 @@ def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
         best_model=None if best is None else {k: v.to(device) for k, v in best.items()},
         history=list(saved["history"]),
         resumed_from=list(saved.get("resumed_from", [])),
+        wall_before=float(saved.get("wall_seconds", 0.0)),
         adapt=saved.get("adapt"),
         run_id=payload.get("run_id"),
         checked_step=int(payload["step"]),
@@ -210,6 +220,12 @@ def check_resume_payload(payload: dict[str, Any]) -> None:
     need(isinstance(history, list) and all(isinstance(r, dict) for r in history), "history", "must be a list of rows")
     need(len(history) == payload["epoch"], "history", f"must hold one row per finished epoch ({payload['epoch']})")
     need(isinstance(saved.get("resumed_from", []), list), "resumed_from", "must be a list")
+    wall = saved.get("wall_seconds", 0.0)
+    need(
+        isinstance(wall, (int, float)) and not isinstance(wall, bool) and wall >= 0,
+        "wall_seconds",
+        "must be a number >= 0",
+    )
     reference = torch.get_rng_state()
     shuffle = saved.get("shuffle_state")
     need(

@@ -19,7 +19,9 @@ from .config import RunConfig
 from .data import DataSpec, Split, build_splits
 from .device import describe_device, resolve_device
 from .errors import Interrupted, RunFailed
-from .evaluate import build_loss, evaluate, prefixed
+from .baselines import build_baselines, data_season, fit_baselines
+from .evaluate import build_loss, evaluate, evaluate_baselines, prefixed
+from .metrics import reference_baseline
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
@@ -83,6 +85,10 @@ class Setup:
     groups: list[L2Group]
     holdout: Split | None = None
     """With `l2.adapt` on: the part of the training split held out for the hyper-loss (not in `train`)."""
+    seen: dict[str, Any] = field(default_factory=dict)
+    """Items per split and their unit (rows and the split rule for row data): summary.json `data`."""
+    baseline_fit: dict[str, Any] = field(default_factory=dict)
+    """What the naive baselines took from the training split (`baselines.fit_baselines`)."""
 
 
 def use_threads(threads: int | None) -> None:
@@ -107,9 +113,23 @@ def build_setup(cfg: RunConfig) -> Setup:
     model = build_model(cfg.model, splits.spec).to(device)
     groups = select_l2_parameters(model, cfg.l2)
     train, holdout = splits.train.to(device), None
+    seen = splits.counts()
     if cfg.l2.adapt.on:  # its own generator: the global RNG (init, dropout) draws as without adapt
         train, holdout = hold_out(train, cfg.l2.adapt.holdout, cfg.seed)
-    return Setup(cfg, device, splits.spec, train, splits.val.to(device), splits.test.to(device), model, groups, holdout)
+        seen |= {"train": len(train), "holdout": len(holdout)}
+    return Setup(
+        cfg,
+        device,
+        splits.spec,
+        train,
+        splits.val.to(device),
+        splits.test.to(device),
+        model,
+        groups,
+        holdout,
+        seen,
+        fit_baselines(splits.spec, splits.train),
+    )
 
 
 def train_one_epoch(
@@ -266,6 +286,7 @@ def train_epochs(
     A pause (after epoch `pause_after`) writes a summary without the final evaluation: the
     schedule, the best weights and every RNG state stay in last.pt for the resume."""
     cfg = s.cfg
+    state.started = started
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.epochs)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -297,6 +318,7 @@ def train_epochs(
             "epochs": cfg.train.epochs,
             "steps_per_epoch": steps_per_epoch,
             "resumed_from": state.resumed_from[-1] if state.resumed_from else None,
+            "data": s.seen,
         }
     )
     status = "completed"
@@ -355,8 +377,17 @@ def train_epochs(
         **prefixed("val", evaluate(s.model, s.val, s.spec.task, cfg.train.eval_batch_size)),
         **prefixed("test", evaluate(s.model, s.test, s.spec.task, cfg.train.eval_batch_size)),
     }
+    final |= naive_baselines(s)
     summary = write_summary(run_dir, s, state, final, started, status)
     return RunResult(run_dir, summary, state.history)
+
+
+def naive_baselines(s: Setup) -> dict[str, Any]:
+    """`baselines`: every naive baseline of the task on val and test, and `baseline`: the one to
+    beat (lowest val loss). Evaluated after the model, with no random draws: training is untouched."""
+    models = build_baselines(s.spec, s.baseline_fit, data_season(s.cfg.data))
+    scores = evaluate_baselines(models, {"val": s.val, "test": s.test}, s.spec.task, s.cfg.train.eval_batch_size)
+    return {"baseline": reference_baseline(scores, "val"), "baselines": scores}
 
 
 def epoch_row(
@@ -421,6 +452,7 @@ def write_summary(
     """summary.json: how the run ended, its best epoch and the best checkpoint's val/test metrics."""
     cfg, history = s.cfg, state.history
     last = history[-1] if history else {}
+    elapsed = time.perf_counter() - started
     summary = {
         "status": status,
         "name": cfg.name,
@@ -433,15 +465,16 @@ def write_summary(
         **lambda_trajectory(history),
         "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))} | {"penalty": last.get("penalty")},
         **final,
-        "wall_seconds": time.perf_counter() - started,
+        "data": s.seen,
+        "wall_seconds": state.wall_before + elapsed,
         "device": describe_device(s.device),
         "threads": torch.get_num_threads(),
         "parameters": count_parameters(s.model),
         "penalized_parameters": sum(p.numel() for g in s.groups for p in g.params),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "rnnl2": __version__},
     }
-    if state.resumed_from:
-        summary["resumed_from"] = state.resumed_from
+    if state.resumed_from:  # wall_seconds counts every segment up to its last checkpoint; this one alone:
+        summary |= {"resumed_from": state.resumed_from, "wall_seconds_segment": elapsed}
     if status in ("interrupted", PAUSED):
         summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
     write_json(run_dir / "summary.json", summary)

@@ -48,6 +48,12 @@ def test_train_prints_the_run_folder_last(trained):
     epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == TINY_TAGGING["train"]["epochs"] and "val_loss" in epochs[0]
     assert "finished" in result.stderr
+    assert "data: 64 / 16 / 16 sequences (train/val/test)" in result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    verdict = "better" if summary["test_loss"] < summary["baselines"]["unigram"]["test_loss"] else "worse"
+    assert f"vs naive unigram (test_loss {summary['baselines']['unigram']['test_loss']:.4g}): {verdict}" in (
+        result.stderr
+    )
 
 
 def test_eval_json_round_trip(trained):
@@ -61,6 +67,9 @@ def test_eval_json_round_trip(trained):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert record["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
     assert json.loads((run_dir / "eval-test.json").read_text()) == record
+    assert record["baseline"] == "unigram" and record["baselines"]["unigram"] == {
+        k: v for k, v in summary["baselines"]["unigram"].items() if k.startswith("test_")
+    }
 
 
 def test_eval_a_checkpoint_file_on_another_split_prints_a_table(trained):
@@ -69,6 +78,7 @@ def test_eval_a_checkpoint_file_on_another_split_prints_a_table(trained):
     evaluated = invoke("eval", run_dir / "checkpoints" / "last.pt", "--split", "val")
     assert evaluated.exit_code == 0, evaluated.output
     assert "val_loss" in evaluated.stdout and "val_accuracy" in evaluated.stdout
+    assert "unigram val_accuracy" in evaluated.stdout and "vs naive unigram (val_loss" in evaluated.stdout
     record = json.loads((run_dir / "eval-val.json").read_text())
     last = read_metrics(run_dir)[-1]
     assert record["val_loss"] == pytest.approx(last["val_loss"], rel=1e-6)  # last.pt is the last epoch

@@ -65,3 +65,20 @@ def test_metrics_and_config_never_import_torch():
     code = "import sys, rnnl2.metrics, rnnl2.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("best_metric", "model", "base", "change", "beats"),
+    [("val_loss", 0.0846, 0.0811, -0.0846 / 0.0811 + 1, False), ("val_accuracy", 0.9, 0.6, 0.5, True)],
+)
+def test_versus_baseline_compares_the_test_twin_of_the_early_stopping_metric(best_metric, model, base, change, beats):
+    from rnnl2.metrics import reference_baseline, versus_baseline
+
+    metric = "test_" + best_metric[4:]
+    baselines = {"a": {"val_loss": 2.0, metric: base}, "b": {"val_loss": 3.0, metric: 0.0}}
+    assert reference_baseline(baselines, "val") == "a"  # chosen on val, never on test
+    summary = {"best_metric": best_metric, metric: model, "baseline": "a", "baselines": baselines}
+    vs = versus_baseline(summary)
+    assert (vs["metric"], vs["baseline_value"], vs["beats"]) == (metric, base, beats)
+    assert vs["change"] == pytest.approx(change)
+    assert versus_baseline({**summary, "baselines": {}}) is None

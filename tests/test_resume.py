@@ -447,7 +447,11 @@ def test_paused_then_resumed_run_equals_unpaused_run(killed_and_resumed, tmp_pat
     assert json.loads((paused / "summary.json").read_text())["epochs_run"] == 2
     refused = finish(rnnl2("train", "--resume", str(paused), "--pause-after", "2", "-q"), expected=2)
     assert "already trained 2 epochs" in refused
+    before = torch.load(paused / "checkpoints" / "last.pt", weights_only=True)["resume"]["wall_seconds"]
     finish(rnnl2("train", "--resume", str(paused), "-q"))
+    ended = json.loads((paused / "summary.json").read_text())  # wall time: every leg, and the last alone
+    assert 0 < ended["wall_seconds_segment"] < ended["wall_seconds"]
+    assert ended["wall_seconds"] == pytest.approx(before + ended["wall_seconds_segment"], abs=1e-9)
     reference = killed_and_resumed["reference"]
     expected, got = final_parameters(reference), final_parameters(paused)
     assert all(torch.equal(expected[name], got[name]) for name in expected)

@@ -290,3 +290,18 @@ def test_segments_feed_each_channel_as_consecutive_chunks(tmp_path):
 def test_bad_segment_is_a_config_error(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         forecast(tmp_path / "s.csv", **overrides)
+
+
+def test_counts_name_the_rows_and_windows_of_each_split(tmp_path):
+    """144 rows at the default ratios: boundaries ⌊0.7·144⌋ = 100 and ⌊0.8·144⌋ = 115, so 100/15/29
+    rows (Autoformer's loader would take 100/16/28); windows of lookback 8, horizon 4."""
+    cfg = forecast(counting_csv(tmp_path / "s.csv", rows=144), rows=None)
+    counts = build_splits(cfg).counts()
+    assert {k: counts["rows"][k] for k in ("train", "val", "test", "unused")} == {
+        "train": 100,
+        "val": 15,
+        "test": 29,
+        "unused": 0,
+    }
+    assert "floor" in counts["rows"]["rule"]
+    assert (counts["unit"], counts["train"], counts["val"], counts["test"]) == ("windows", 100 - 11, 15 - 3, 29 - 3)

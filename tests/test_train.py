@@ -95,3 +95,27 @@ def test_an_update_that_overflows_inside_the_optimizer_is_a_divergence(tmp_path)
     result = train(config, "--run-dir", tmp_path / "run")
     assert result.exit_code == 1, result.output
     assert "an optimizer update is NaN or infinite" in result.output and "internal error" not in result.output
+
+
+def test_naive_baselines_leave_the_model_and_every_random_state_alone():
+    """Scored after the final evaluation, the baselines draw no random number and touch no weight,
+    so a run's numbers are the same as before they existed."""
+    import copy
+    import random
+
+    from rnnl2.config import validate_config
+    from rnnl2.train import build_setup, naive_baselines
+
+    setup = build_setup(validate_config(TINY_TAGGING))
+    weights = copy.deepcopy(setup.model.state_dict())
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    scores = naive_baselines(setup)
+    assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
+    assert all(torch.equal(weights[k], v) for k, v in setup.model.state_dict().items())
+    assert setup.model.training
+    assert scores["baseline"] == "unigram" and set(scores["baselines"]["unigram"]) == {
+        "val_loss",
+        "val_accuracy",
+        "test_loss",
+        "test_accuracy",
+    }

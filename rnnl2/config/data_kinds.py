@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from .base import FilePath, Section, Seed
 
@@ -150,7 +150,8 @@ class ForecastData(Section):
     stride: int = Field(1, ge=1)
     """Rows between the starts of consecutive windows."""
     ratios: tuple[float, float, float] | None = None
-    """Chronological train/val/test fractions of the rows; the default split is (0.7, 0.1, 0.2)."""
+    """Chronological train/val/test fractions of the rows; the default split is (0.7, 0.1, 0.2).
+    Each boundary is the floor of its cumulative fraction: train ⌊0.7·n⌋ rows, val ⌊0.8·n⌋ − ⌊0.7·n⌋."""
     rows: tuple[int, int, int] | None = None
     """Train/val/test row counts from the top; later rows are unused (ETT: [8640, 2880, 2880])."""
     dates: list[str] | None = Field(None, min_length=2, max_length=3)
@@ -171,6 +172,9 @@ class ForecastData(Section):
     segment: int = Field(1, ge=1, le=100_000)
     """With `channel_independent`: values per recurrent step, so each channel's lookback is read
     as lookback/segment steps of `segment` values (SegRNN); lookback must be a multiple of it."""
+    season: int | None = Field(None, ge=1, le=100_000)
+    """Rows per season (12 for monthly data, 24 for hourly): adds the seasonal-naive baseline
+    (each forecast row repeats the row one season earlier) beside repeat-last; at most `lookback`."""
 
     @model_validator(mode="after")
     def _check_segment(self) -> "ForecastData":
@@ -178,7 +182,19 @@ class ForecastData(Section):
             raise ValueError("segment needs channel_independent: true")
         if self.lookback % self.segment:
             raise ValueError(f"lookback ({self.lookback}) must be a multiple of segment ({self.segment})")
+        if self.season is not None and self.season > self.lookback:
+            raise ValueError(
+                f"season ({self.season}) must be at most lookback ({self.lookback}): the window holds the rows it repeats"
+            )
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_season(self, handler: Any) -> dict[str, Any]:
+        """Left out while unset, so a config written before `season` existed keeps its hash."""
+        data = handler(self)
+        if self.season is None:
+            data.pop("season", None)
+        return data
 
     @model_validator(mode="after")
     def _check_split(self) -> "ForecastData":

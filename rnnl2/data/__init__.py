@@ -7,7 +7,7 @@ import importlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, NamedTuple
+from typing import Any, Callable, ClassVar, Iterator, Literal, NamedTuple
 
 import torch
 
@@ -55,6 +55,9 @@ class DataSpec:
     """Regression: forecast steps per example."""
     pipeline: dict[str, Any] = field(default_factory=dict)
     """JSON-ready state that rebuilds the data pipeline at eval time (vocabulary, scaler, labels)."""
+    target_columns: list[int] | None = None
+    """Regression: the input feature each target column is (a series' own past), so the naive
+    repeat-last forecast can be made; None when the targets are not among the inputs."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,7 +67,7 @@ class DataSpec:
             "tokens": self.tokens,
             "horizon": self.horizon,
             "pipeline": self.pipeline,
-        }
+        } | ({"target_columns": self.target_columns} if self.target_columns is not None else {})
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "DataSpec":
@@ -89,6 +92,8 @@ class Split:
     unscale: tuple[torch.Tensor, torch.Tensor] | None = None
     """Regression on scaled data: per-target (offset, scale), so `targets * scale + offset` is in
     the file's units (evaluate adds `*_orig` metrics)."""
+    unit: ClassVar[str] = "sequences"
+    """What one item of `len(split)` is, for people: sequences, windows or tokens."""
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -140,6 +145,13 @@ class Splits:
     val: Split
     test: Split
     spec: DataSpec
+    rows: dict[str, Any] | None = None
+    """Row-split data: the rows each split's targets come from, and the rule that chose them."""
+
+    def counts(self) -> dict[str, Any]:
+        """What the run sees: items per split (and their unit), plus the rows behind them."""
+        seen = {"unit": self.train.unit, **{name: len(self.get(name)) for name in ("train", "val", "test")}}
+        return seen | ({"rows": self.rows} if self.rows else {})
 
     def get(self, name: str) -> Split:
         if name not in ("train", "val", "test"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ class WindowSplit(Split):
     """(rows, features) inputs and (rows, targets) target table the views are cut from."""
     window: tuple[int, int, int] = (1, 1, 1)
     """lookback, horizon, stride."""
+    unit: ClassVar[str] = "windows"
 
     def hold_out(self, fraction: float, generator: torch.Generator) -> tuple[Split, Split]:
         """(earlier windows, the last `fraction` of the windows); the windows whose rows reach into
@@ -282,6 +283,22 @@ def split_bounds(cfg: ForecastData, times: pd.Series | None, rows: int, path: Pa
     return a, b, c
 
 
+RATIO_RULE = (
+    "ratios: each boundary is the floor of its cumulative fraction of the rows, ⌊r0·n⌋, ⌊(r0+r1)·n⌋, "
+    "⌊(r0+r1+r2)·n⌋ (the Informer/Autoformer custom-data loader instead takes train ⌊r0·n⌋, test ⌊r2·n⌋ "
+    "and val the rest, which can differ by a row)"
+)
+
+
+def split_rule(cfg: ForecastData) -> str:
+    """How the rows were split, in words, for summary.json and the start line."""
+    if cfg.rows is not None:
+        return "rows: counts from the top, later rows unused"
+    if cfg.dates is not None:
+        return "dates: each split starts at the first row at or after its date"
+    return RATIO_RULE
+
+
 def prepare_rows(cfg: ForecastData, path: Path, pipeline: dict[str, Any] | None = None):
     """Read and check the file; returns (frame, times, features, targets)."""
     frame = read_table(path, dtype={column: str for column in cfg.one_hot} or None)
@@ -362,9 +379,15 @@ def build_forecast(cfg: ForecastData) -> Splits:
         for name, (lo, hi) in segments.items()
     }
     spec = DataSpec(
-        task="regression", input_size=len(names), output_size=len(targets), horizon=cfg.horizon, pipeline=pipeline
+        task="regression",
+        input_size=len(names),
+        output_size=len(targets),
+        horizon=cfg.horizon,
+        pipeline=pipeline,
+        target_columns=[names.index(t) for t in targets] if all(t in names for t in targets) else None,
     )
-    return Splits(splits["train"], splits["val"], splits["test"], spec)
+    rows = {"train": a, "val": b - a, "test": c - b, "unused": len(frame) - c, "rule": split_rule(cfg)}
+    return Splits(splits["train"], splits["val"], splits["test"], spec, rows)
 
 
 @register_loader("timeseries_forecast")

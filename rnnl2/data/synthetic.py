@@ -59,7 +59,7 @@ def build_sine(cfg: SineData) -> Splits:
     values = clean + cfg.noise * torch.randn(count, length, generator=generator)  # (windows, time)
     inputs = values[:, : cfg.lookback, None]  # (windows, lookback, 1)
     targets = values[:, cfg.lookback :, None]  # (windows, horizon, 1)
-    spec = DataSpec(task="regression", input_size=1, output_size=1, horizon=cfg.horizon)
+    spec = DataSpec(task="regression", input_size=1, output_size=1, horizon=cfg.horizon, target_columns=[0])
     return as_splits(inputs, targets, sizes, spec)
 
 

@@ -8,7 +8,7 @@ import re
 from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -201,6 +201,7 @@ class StreamSplit(Split):
 
     bptt: int = 35
     stateful: bool = True
+    unit: ClassVar[str] = "tokens"  # tokens predicted: every token but the first
 
     def __len__(self) -> int:
         return max(self.inputs.shape[0] - 1, 0)  # tokens to predict
