@@ -35,6 +35,8 @@ class TuneResult:
     wall_seconds: float
     interrupted: bool
     figures: list[Path] = field(default_factory=list)
+    trained_now: int = 0
+    """Training runs (a rung of one trial each) this call started: 0 when it only read a finished tune."""
 
     @property
     def tune_dir(self) -> Path:
@@ -68,6 +70,7 @@ class TuneResult:
             "train_seconds": sum(t.seconds for t in self.trials),
             "wall_seconds": self.wall_seconds,
             "interrupted": self.interrupted,
+            "trained_now": self.trained_now,
             "failed": self.failed,
             "figures": [str(f) for f in self.figures],
         }
@@ -92,7 +95,8 @@ def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, in
         interrupted = tuner.run()
         selection = select_best(plan.tune_dir, tuner.trials, plan.metric, plan.mode)
         figures = write_figures(plan.tune_dir, tuner.trials, plan.spaces, plan.rungs, plan.metric)
-        return TuneResult(plan, tuner.trials, selection, time.perf_counter() - started, interrupted, figures)
+        wall = time.perf_counter() - started
+        return TuneResult(plan, tuner.trials, selection, wall, interrupted, figures, tuner.started)
 
 
 class Tuner:
@@ -100,6 +104,7 @@ class Tuner:
 
     def __init__(self, plan: TunePlan, launch: Launch, sampler: Any, on_event: EventFn):
         self.plan, self.launch, self.sampler, self.on_event = plan, launch, sampler, on_event
+        self.started = 0  # training runs started by this driver
         self.trials = load_trials(plan.tune_dir)
         self.runs: dict[str, PlannedRun] = {t.name: plan.planned_run(t) for t in self.trials}
         self.manifest = Manifest(plan.tune_dir)
@@ -206,7 +211,7 @@ class Tuner:
         """`launch.execute`'s events: record each trial's end as soon as it comes."""
         trial = next(t for t in self.trials if t.name == record["name"])
         if kind == "start":
-            trial.state = "running"
+            trial.state, self.started = "running", self.started + 1
             self.emit("start", trial, resume=bool(record.get("resume")))
             return
         summary = read_summary(Path(record["run_dir"])) or {}

@@ -157,7 +157,7 @@ def test_halving_trains_the_best_half_to_the_end_and_writes_its_outputs(tuned):
     assert all(t.values[1] is not None for t in trials)
     went_on = sorted(trials, key=lambda t: t.values[1])[:2]
     assert {t.state for t in went_on} == {"completed"} and all(t.epochs == 2 for t in went_on)
-    assert (report["epochs_used"], report["grid_epochs"]) == (6, 8)
+    assert (report["epochs_used"], report["grid_epochs"], report["trained_now"]) == (6, 8, 6)
     stopped = next(t for t in trials if t.state == "stopped")
     assert json.loads((tune_dir / stopped.name / "summary.json").read_text())["status"] == "paused"
     selection = report["selection"]
@@ -198,6 +198,8 @@ def test_rerunning_a_finished_tune_trains_nothing_and_picks_the_same_best(tuned)
     result = CliRunner().invoke(app, tune_args(tuned["config"], tune_dir, "--trials", "4"))
     assert result.exit_code == 0, result.output
     assert "start trial" not in result.output and "resume trial" not in result.output
+    again = CliRunner().invoke(app, tune_args(tuned["config"], tune_dir, "--trials", "4", "--json"))
+    assert json.loads(again.stdout)["trained_now"] == 0
     assert {p: p.stat().st_mtime_ns for p in tune_dir.glob("trial-*/summary.json")} == stamps
     assert json.loads((tune_dir / "selection.json").read_text()) == tuned["report"]["selection"]
     assert result.stdout.strip().splitlines()[-1] == str(tune_dir)
