@@ -41,7 +41,7 @@ class Trial:
     epochs: int = 0
     """Epochs trained so far."""
     seconds: float = 0.0
-    """Training wall time over every attempt."""
+    """Training wall time, every resumed segment included (its summary's wall_seconds)."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """A completed trial's best-checkpoint val_*/test_* metrics."""
     error: str | None = None

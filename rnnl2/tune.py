@@ -218,8 +218,6 @@ class Tuner:
         if kind in ("done", "failed") and not settle(trial, summary, self.target(trial)):
             trial.state, trial.error = "failed", record.get("error") or f"ended before epoch {self.target(trial)}"
             trial.values[self.target(trial)] = None
-        if kind in ("done", "failed") and isinstance(summary.get("wall_seconds"), (int, float)):
-            trial.seconds += summary["wall_seconds"]
         self.save()
         self.emit(
             trial.state if kind != "interrupted" else "interrupted", trial, error=trial.error or record.get("error")
@@ -244,4 +242,5 @@ def settle(trial: Trial, summary: dict[str, Any], target: int) -> bool:
     good = trial.state != "failed" and isinstance(value, (int, float)) and math.isfinite(value)
     trial.values[target] = float(value) if good else None
     trial.epochs = summary.get("epochs_run") or trial.epochs
+    trial.seconds = summary.get("wall_seconds") or trial.seconds  # every segment so far, resumes included
     return True
