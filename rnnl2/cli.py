@@ -280,15 +280,19 @@ def baseline_verdict(result: dict[str, Any], metric: str | None = None) -> str:
     if vs is None:
         return ""
     verdict = "[green]better[/green]" if vs["beats"] else "[red]worse[/red]"
-    return f"vs naive {vs['baseline']} ({vs['metric']} {vs['baseline_value']:.4g}): {verdict} by {abs(vs['change']):.1%}"
+    return (
+        f"vs naive {vs['baseline']} ({vs['metric']} {vs['baseline_value']:.4g}): {verdict} by {abs(vs['change']):.1%}"
+    )
 
 
 def selection_table(rows: list[tuple[str, tuple[int, ...], float | None]]) -> Table:
+    from .compare import short_number
+
     table = Table(title="L2 selection: (λ/2)·Σθ² over the marked parameters")
     for column in ("parameter", "shape", "λ"):
         table.add_column(column)
     for name, shape, lam in rows:
-        table.add_row(name, "×".join(map(str, shape)), "—" if lam is None else f"{lam:g}")
+        table.add_row(name, "×".join(map(str, shape)), "—" if lam is None else short_number(lam))
     return table
 
 
@@ -443,19 +447,19 @@ def config_show(
     config: ConfigPath,
     overrides: Overrides = None,
     params: Annotated[
-        bool, typer.Option("--params", help="Build the model and list which parameters get which λ.")
+        bool, typer.Option("--params", help="Instead: build the model and print only which parameters get which λ.")
     ] = False,
 ) -> None:
     """Print the resolved, validated config (defaults filled in, overrides applied) as YAML."""
     cfg = load_config(config, overrides or [])
-    out.print(yaml.safe_dump(to_plain_dict(cfg), sort_keys=False), end="", highlight=False, markup=False)
-    if params:
-        from .train import build_setup
+    if not params:
+        out.print(yaml.safe_dump(to_plain_dict(cfg), sort_keys=False), end="", highlight=False, markup=False)
+        return
+    from .regularization import describe_selection
+    from .train import build_setup
 
-        setup = build_setup(cfg)
-        from .regularization import describe_selection
-
-        out.print(selection_table(describe_selection(setup.model, setup.groups)))
+    setup = build_setup(cfg)
+    print_table(selection_table(describe_selection(setup.model, setup.groups)))
 
 
 @config_app.command("schema")
@@ -503,6 +507,15 @@ def comparison_table(comparison: Any, title: str = "runs") -> Table:
     for index, row in enumerate(comparison.rows):
         table.add_row(*(comparison.cell(row, c) for c in columns), style="bold green" if index == 0 else None)
     return table
+
+
+def settings_text(overrides: Any) -> str:
+    """`l2.lambda=1e-5, model.hidden_size=32`: λ and every number as `compare` prints them."""
+    from .compare import format_setting
+
+    if not isinstance(overrides, dict):
+        return str(overrides)
+    return ", ".join(f"{key}={format_setting(value)}" for key, value in overrides.items()) or "the base config"
 
 
 def print_table(table: Table) -> None:
@@ -573,7 +586,7 @@ def sweep(
         if outcome.selection:
             sel = outcome.selection
             err.print(
-                f"[green]selected[/green] {sel['overrides']} by {sel['metric']} ({sel['mode']}): "
+                f"[green]selected[/green] {settings_text(sel['overrides'])} by {sel['metric']} ({sel['mode']}): "
                 f"{sel['mean']:.4g} ± {sel['std']:.2g} over {sel['n']} seed(s); "
                 f"test {sel['test']}; config in {sel['best_yaml']}",
                 highlight=False,
@@ -623,6 +636,7 @@ class TunePrinter:
 
 def tune_table(result: Any) -> Table:
     """One row per trial: its parameters, the metric at each rung, its end; completed trials first, best first."""
+    from .compare import format_setting
     plan, metric = result.plan, result.plan.metric
     sign = 1 if plan.mode == "min" else -1
     table = Table(title=f"{result.tune_dir} — {metric} at each rung ({'lower' if sign > 0 else 'higher'} is better)")
@@ -637,7 +651,7 @@ def tune_table(result: Any) -> Table:
 
     chosen = (result.selection or {}).get("trial")
     for t in sorted(result.trials, key=lambda t: (t.state != "completed", -t.rung, last(t), t.number)):
-        cells = [t.name.split("-", 2)[1], *(format_cell(t.params.get(k)) for k in keys)]
+        cells = [t.name.split("-", 2)[1], *(format_setting(t.params.get(k)) for k in keys)]
         cells += [format_cell(t.values.get(r)) for r in plan.rungs]
         cells += [t.state, str(t.epochs), *(format_cell(t.metrics.get(k)) for k in tests)]
         table.add_row(*cells, style="bold green" if t.number == chosen else None)
@@ -739,7 +753,8 @@ def tune(
         sel = result.selection
         if sel:
             err.print(
-                f"[green]selected[/green] trial {sel['trial']} {sel['overrides']} by {sel['metric']} ({sel['mode']}): "
+                f"[green]selected[/green] trial {sel['trial']} {settings_text(sel['overrides'])} by {sel['metric']} "
+                f"({sel['mode']}): "
                 f"{sel['mean']:.4g}; test {sel['test']}; config in {sel['best_yaml']}",
                 highlight=False,
             )
@@ -761,7 +776,10 @@ def tune(
 @app.command()
 def compare(
     paths: Annotated[list[str], typer.Argument(help="Run folders, sweep folders or globs (quote them).")],
-    sort: Annotated[Optional[str], typer.Option(help="Column to sort by (default: the early-stopping metric).")] = None,
+    sort: Annotated[
+        Optional[str],
+        typer.Option(help="Column or summary.json number to sort by (default: the early-stopping metric)."),
+    ] = None,
     by_seed: Annotated[
         Optional[bool],
         typer.Option(
@@ -772,24 +790,34 @@ def compare(
         Optional[Path], typer.Option("--csv", help="Also write the table as CSV to this file (- for stdout).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object on stdout.")] = False,
+    columns: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Numeric columns to show, comma-separated: any number in summary.json (test_mae, "
+            "baselines.repeat_last.test_mse), vs_baseline, gap, wall_s, ... (default: the metrics)."
+        ),
+    ] = None,
 ) -> None:
-    """One row per run: the config keys that differ, best and test metrics, gap, weight norm, epochs, time."""
-    from .compare import compare_runs
+    """One row per run: the config keys that differ, best and test metrics, vs the naive baseline, gap,
+    weight norm, epochs, time. Runs of different tasks get one table each."""
+    from .compare import compare_by_task, tables_to_csv, tables_to_json
     from .runs import write_text
 
     if csv_path is not None and str(csv_path) != "-":
         check_output_file(csv_path)
-    comparison = compare_runs(paths, sort=sort, by_seed=by_seed)
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    tables = compare_by_task(paths, sort=sort, by_seed=by_seed, columns=chosen)
     if csv_path is not None:
         if str(csv_path) == "-":
-            print(comparison.to_csv(), end="")
+            print(tables_to_csv(tables), end="")
             return
-        write_text(csv_path, comparison.to_csv())
+        write_text(csv_path, tables_to_csv(tables))
         err.print(f"wrote {csv_path}", highlight=False)
     if as_json:
-        print(json.dumps(comparison.to_json()))
+        print(json.dumps(tables_to_json(tables)))
     else:
-        print_table(comparison_table(comparison))
+        for comparison in tables:
+            print_table(comparison_table(comparison, title=f"{comparison.task or 'runs'} runs"))
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """Compare runs: collect run folders (run dirs, sweep dirs, globs) and build one row per run with
-the config keys that differ, its best and test metrics, train–val gap, final weight norm, epochs
-and wall time; sort; group seeds into mean ± std. Reads JSON and YAML only, never torch."""
+the config keys that differ, its best and test metrics, how it fares against its naive baseline,
+train–val gap, final weight norm, epochs and wall time; any number in summary.json as a column;
+sort; group seeds into mean ± std; one table per task. Reads JSON and YAML only, never torch."""
 
 from __future__ import annotations
 
@@ -16,11 +17,29 @@ from typing import Any, Sequence
 
 from .config import read_yaml
 from .errors import Rnnl2Error
-from .metrics import default_mode
+from .metrics import TASK_OF_KIND, default_mode, versus_baseline
 from .runs import FAILED_ATTEMPT, read_json, read_jsonl, read_metrics
 
 STATS = ("best_epoch", "gap", "weight_norm", "epochs", "wall_s")
 """Numeric columns after the metrics; averaged over seeds like them."""
+VS_BASELINE = "vs_baseline"
+"""The relative improvement of the test metric over the run's naive baseline (+: the model is better)."""
+
+
+def short_number(value: float) -> str:
+    """0 → `0`, 0.0001 → `1e-4`, 0.000316 → `3.16e-4`: λ (and every config number) reads alike in
+    every table, legend and line."""
+    if value == 0 or 0.1 <= abs(value) < 1000:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def format_setting(value: Any) -> str:
+    """A config value as a table shows it: floats by `short_number`, the rest as text."""
+    if isinstance(value, float):
+        return short_number(value)
+    return "—" if value is None else str(value)
 
 
 @dataclass
@@ -43,6 +62,8 @@ class Comparison:
     by_seed: bool
     numeric: list[str] = field(default_factory=list)
     """Columns that hold numbers (grouped rows also carry `<column>_std`)."""
+    task: str | None = None
+    """The task of every run in the table (tagging, classification, regression, lm)."""
 
     def shown_columns(self) -> list[str]:
         """The columns a person reads: no paths, std folded into `mean ± std`."""
@@ -50,6 +71,11 @@ class Comparison:
 
     def cell(self, row: dict[str, Any], column: str) -> str:
         value = row.get(column)
+        if column in self.keys:
+            return format_setting(value)
+        if column == VS_BASELINE and isinstance(value, float):
+            std = row.get(f"{column}_std") if self.by_seed and row.get("n", 1) > 1 else None
+            return f"{value:+.1%}" + (f" ± {std:.1%}" if isinstance(std, float) else "")
         if isinstance(value, float):
             std = row.get(f"{column}_std") if self.by_seed else None
             return f"{value:.4g} ± {std:.2g}" if isinstance(std, float) and row.get("n", 1) > 1 else f"{value:.4g}"
@@ -57,6 +83,7 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "task": self.task,
             "keys": self.keys,
             "columns": self.columns,
             "sort": self.sort,
@@ -72,6 +99,20 @@ class Comparison:
         for row in self.rows:
             writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
         return buffer.getvalue()
+
+
+def tables_to_json(tables: list[Comparison]) -> dict[str, Any]:
+    """One table as its own object (with its `task`); several as {"tables": [...]}."""
+    return tables[0].to_json() if len(tables) == 1 else {"tables": [t.to_json() for t in tables]}
+
+
+def tables_to_csv(tables: list[Comparison]) -> str:
+    """One table as it is; several as one CSV whose first column names each row's task."""
+    if len(tables) == 1:
+        return tables[0].to_csv()
+    columns = ["task", *dict.fromkeys(c for t in tables for c in t.columns)]
+    merged = Comparison([], columns, [{"task": t.task, **row} for t in tables for row in t.rows], "", "min", False)
+    return merged.to_csv()
 
 
 def is_run_dir(path: Path) -> bool:
@@ -165,12 +206,28 @@ def metric_columns(runs: list[Run]) -> list[str]:
     return columns
 
 
+def summary_numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """Every number in a summary.json by its dotted key: `test_mae`, `baselines.repeat_last.test_mse`."""
+    return {key: value for key, value in flatten(summary).items() if number(value) is not None}
+
+
+def run_task(run: Run) -> str:
+    """The task of a run's data kind (regression, classification, ...), or the kind itself."""
+    kind = run.config.get("data.kind")
+    return TASK_OF_KIND.get(kind, str(kind))
+
+
 def run_row(run: Run, keys: list[str], metrics: list[str]) -> dict[str, Any]:
     s = run.summary
     best = next((r for r in run.metrics if r.get("epoch") == s.get("best_epoch")), None)
+    numbers = summary_numbers(s)
+    vs = versus_baseline(s)
     row: dict[str, Any] = {"run": run.run_dir.name, **{k: run.config.get(k) for k in keys}, "status": s.get("status")}
     for name in metrics:  # best-checkpoint values from summary.json, else that epoch's row
-        row[name] = s.get(name, best.get(name) if best and name.startswith("val_") else None)
+        if name == VS_BASELINE:
+            row[name] = vs["change"] if vs else None
+        else:
+            row[name] = numbers.get(name, best.get(name) if best and name.startswith("val_") else None)
     row["best_epoch"] = s.get("best_epoch")
     val, train = (number(best.get("val_loss")), number(best.get("train_data_loss"))) if best else (None, None)
     row["gap"] = val - train if val is not None and train is not None else None
@@ -210,31 +267,63 @@ def group_by_seed(rows: list[dict[str, Any]], keys: list[str], numeric: list[str
     return out
 
 
+def available_columns(runs: list[Run]) -> list[str]:
+    """Every column a table of these runs can show or sort by: the per-epoch `val_*` metrics, the
+    naive-baseline comparison, the stats, and every number in their summary.json files."""
+    logged = [k for r in runs for row in r.metrics[:1] for k in row if k.startswith("val_")]
+    baseline = [VS_BASELINE] if any(r.summary.get("baselines") for r in runs) else []
+    found = [k for r in runs for k in summary_numbers(r.summary)]
+    return list(dict.fromkeys(logged + baseline + list(STATS) + found))
+
+
+def choose_metrics(runs: list[Run], columns: Sequence[str] | None, sort: str | None) -> list[str]:
+    """The metric columns: `columns` as given (each checked), else the default ones and vs_baseline;
+    a `sort` key that is a number of the runs but not yet a column is added."""
+    available = available_columns(runs)
+    if columns:
+        unknown = [c for c in columns if c not in available]
+        if unknown:
+            raise Rnnl2Error(
+                f"--columns {', '.join(unknown)}: not a column of these runs; choose from {', '.join(available)}"
+            )
+        metrics = [c for c in columns if c not in STATS]
+    else:
+        metrics = metric_columns(runs) + ([VS_BASELINE] if VS_BASELINE in available else [])
+    if sort and sort not in metrics and sort not in STATS and sort in available:
+        metrics.append(sort)
+    return metrics
+
+
 def compare_runs(
-    paths: Sequence[str | Path], sort: str | None = None, by_seed: bool | None = None, runs: list[Run] | None = None
+    paths: Sequence[str | Path],
+    sort: str | None = None,
+    by_seed: bool | None = None,
+    runs: list[Run] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Comparison:
-    """The comparison table of the runs under `paths`; `by_seed=None` groups when only seeds differ."""
+    """The comparison table of the runs under `paths`; `by_seed=None` groups when only seeds differ.
+    `columns` picks the numeric columns (any number in summary.json; default: the metrics)."""
     runs = runs if runs is not None else load_runs(paths)
     keys = differing_keys(runs)
-    metrics = metric_columns(runs)
+    metrics = choose_metrics(runs, columns, sort)
     rows = [run_row(run, keys + ["seed"] * ("seed" not in keys), metrics) for run in runs]
     if by_seed is None:
         by_seed = keys == ["seed"]
-    numeric = metrics + list(STATS)
+    stats = [c for c in STATS if c in columns] if columns else list(STATS)
+    numeric = metrics + stats
     sort = sort or (metrics[0] if metrics else "wall_s")
     if by_seed:
         keys = [k for k in keys if k != "seed"]
         rows = group_by_seed(rows, keys, numeric)
-        columns = (
+        columns_out = (
             keys + ["n", "status"] + [c for name in numeric for c in (name, f"{name}_std")] + ["seeds", "run_dirs"]
         )
     else:
-        columns = ["run"] + keys + ["status"] + numeric + ["run_dir"]
-    if sort not in columns:
-        raise Rnnl2Error(
-            f"--sort {sort!r}: not a column; choose one of {', '.join(c for c in columns if not c.endswith('_std'))}"
-        )
-    mode = default_mode(sort)
+        columns_out = ["run"] + keys + ["status"] + numeric + ["run_dir"]
+    if sort not in columns_out:
+        choices = [c for c in columns_out if not c.endswith("_std")] + available_columns(runs)
+        raise Rnnl2Error(f"--sort {sort!r}: not a column; choose one of {', '.join(dict.fromkeys(choices))}")
+    mode = "max" if sort == VS_BASELINE else default_mode(sort)
     sign = 1 if mode == "min" else -1
 
     def sort_key(row: dict[str, Any]) -> tuple:  # numbers by value, then text, missing values last
@@ -242,4 +331,34 @@ def compare_runs(
         return (row.get(sort) is None, value is None, sign * value if value is not None else 0.0, str(row.get(sort)))
 
     rows.sort(key=sort_key)
-    return Comparison(keys, columns, rows, sort, mode, by_seed, numeric)
+    tasks = {run_task(run) for run in runs}
+    return Comparison(keys, columns_out, rows, sort, mode, by_seed, numeric, tasks.pop() if len(tasks) == 1 else None)
+
+
+def compare_by_task(
+    paths: Sequence[str | Path],
+    sort: str | None = None,
+    by_seed: bool | None = None,
+    runs: list[Run] | None = None,
+    columns: Sequence[str] | None = None,
+) -> list[Comparison]:
+    """One comparison per task among the runs (a loss means different things in each). A `sort`
+    or `columns` that only some tasks have applies where it can; it is an error if none has it."""
+    runs = runs if runs is not None else load_runs(paths)
+    by_task: dict[str, list[Run]] = {}
+    for run in runs:
+        by_task.setdefault(run_task(run), []).append(run)
+    if len(by_task) == 1:
+        return [compare_runs(paths, sort, by_seed, runs, columns)]
+    tables, errors = [], []
+    for members in by_task.values():
+        try:
+            tables.append(compare_runs(paths, sort, by_seed, members, columns))
+        except Rnnl2Error as error:
+            errors.append(error)
+            wanted = [c for c in columns or [] if c in available_columns(members)]
+            chosen = sort if sort in available_columns(members) else None
+            tables.append(compare_runs(paths, chosen, by_seed, members, wanted or None))
+    if len(errors) == len(by_task):
+        raise errors[0]
+    return tables

@@ -1,6 +1,7 @@
-"""Figures and a report of a set of runs (matplotlib, headless): learning curves, the λ curve,
-adapted λ per epoch (`l2.adapt`), weight and gradient norms per epoch, and report.md/report.html
-with the comparison table. Reads run folders through `compare`; never imports torch."""
+"""Figures and a report of a set of runs (matplotlib, headless): learning curves, the λ curve
+(each with the naive baseline as a dashed line), adapted λ per epoch (`l2.adapt`), weight and
+gradient norms per epoch, and report.md/report.html with the comparison tables (one per task).
+Reads run folders through `compare`; never imports torch."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 from matplotlib.ticker import MaxNLocator  # pyplot (and its backend) is imported in write_report
 
-from .compare import Comparison, Run, compare_runs, differing_keys, load_runs
+from .compare import Comparison, Run, compare_by_task, compare_runs, differing_keys, load_runs, short_number
 from .errors import Rnnl2Error
 from .runs import write_text
 
@@ -61,14 +62,6 @@ def label(values: dict[str, Any]) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def short_number(value: float) -> str:
-    """0 → `0`, 0.0001 → `1e-4`, 0.000316 → `3.16e-4`: λ values read alike in every legend."""
-    if value == 0 or 0.1 <= abs(value) < 1000:
-        return f"{value:g}"
-    mantissa, exponent = f"{value:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
 def colours(groups: list, keys: list[str]) -> list:
     """Viridis in λ order when λ varies (dark = small λ), else the default cycle."""
     import matplotlib
@@ -113,12 +106,37 @@ def plot_curves(ax, groups, palette, key: str, style: str = "-", with_label: boo
             )
 
 
+def baseline_level(runs: list[Run], metric: str) -> tuple[str, float] | None:
+    """(name, value) of the runs' naive baseline on `metric` (`val_loss`), the mean over the runs
+    that have one; None when none has."""
+    found = []
+    for run in runs:
+        name = run.summary.get("baseline")
+        value = (run.summary.get("baselines") or {}).get(name, {}).get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            found.append((name, value))
+    if not found:
+        return None
+    return found[0][0], statistics.fmean(v for _, v in found)
+
+
+def draw_baseline(axes, runs: list[Run], metric: str) -> None:
+    """The naive baseline's `metric` as a dashed grey line across each of `axes`."""
+    level = baseline_level(runs, metric)
+    if level is None:
+        return
+    for index, ax in enumerate(axes):
+        label = f"naive {level[0]} ({level[1]:.4g})" if index == len(axes) - 1 else None
+        ax.axhline(level[1], color="grey", linestyle="--", linewidth=1.2, label=label)
+
+
 def figure_learning_curves(runs, keys, groups, palette, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     plot_curves(axes[0], groups, palette, "train_data_loss")
     plot_curves(axes[1], groups, palette, "val_loss")
+    draw_baseline([axes[1]], runs, "val_loss")
     unit = loss_unit(runs)
     for ax, title in zip(axes, ("training data loss (without the L2 term)", "validation loss")):
         ax.set(title=title, xlabel="epoch")
@@ -235,6 +253,7 @@ def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> P
                     zero_ax.errorbar(
                         [0], [p[1]], yerr=[p[2]], fmt=style[0], color=colour, capsize=3, markersize=8, mfc="none"
                     )
+        draw_baseline([zero_ax, log_ax], runs, metric if quantity == "loss" else "val_accuracy")
         log_ax.set_xscale("log")
         log_ax.grid(alpha=0.3, which="both")
         log_ax.legend(fontsize=8)
@@ -290,6 +309,7 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
     by_seed = any(len(members) > 1 for _, members in groups)
     comparison = compare_runs(paths, sort=sort, by_seed=by_seed, runs=runs)
     add_train_at_best(comparison, runs)
+    tables = [comparison] if comparison.task else compare_by_task(paths, sort=sort, by_seed=by_seed, runs=runs)
     figures = [
         figure_learning_curves(runs, keys, groups, palette, out),
         figure_lambda_curve(comparison, runs, out),
@@ -323,15 +343,22 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
     files = ReportFiles(markdown=out / "report.md", html=out / "report.html", figures=figures)
     write_text(
         files.markdown,
-        f"# {title}\n\nSources: {', '.join(map(str, paths))}\n\n{images}\n\n## Runs\n\n{markdown_table(comparison)}\n",
+        f"# {title}\n\nSources: {', '.join(map(str, paths))}\n\n{images}\n\n## Runs\n\n"
+        + "\n\n".join(heading(t, tables, "### ", "") + markdown_table(t) for t in tables)
+        + "\n",
     )
     imgs = "".join(f'<p><img src="{html.escape(f.name)}" alt="{f.stem}"></p>' for f in figures)
     write_text(
         files.html,
         f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
-        f"{imgs}<h2>Runs</h2>{html_table(comparison)}\n",
+        f"{imgs}<h2>Runs</h2>" + "".join(heading(t, tables, "<h3>", "</h3>") + html_table(t) for t in tables) + "\n",
     )
     return files
+
+
+def heading(table: Comparison, tables: list[Comparison], start: str, end: str) -> str:
+    """A task's heading above its table, when the report holds runs of several tasks."""
+    return f"{start}{html.escape(table.task or 'runs')} runs{end}\n\n" if len(tables) > 1 else ""
 
 
 def add_train_at_best(comparison: Comparison, runs: list[Run]) -> None:

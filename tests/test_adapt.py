@@ -268,9 +268,7 @@ def test_the_held_out_part_comes_from_the_training_split():
 
 
 def test_shorthand_and_per_group_selection(tiny_config):
-    result = CliRunner().invoke(
-        app, ["config", "show", str(tiny_config), "--params", "--set", "l2.adapt=hypergradient"]
-    )
+    result = CliRunner().invoke(app, ["config", "show", str(tiny_config), "--set", "l2.adapt=hypergradient"])
     assert result.exit_code == 0, result.output
     assert "method: hypergradient" in result.output and "every: 10" in result.output
     s = build_setup(config(TINY_TAGGING, "l2.adapt.method=hypergradient", "l2.adapt.per_group=true"))

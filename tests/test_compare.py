@@ -192,3 +192,68 @@ def test_list_valued_config_keys_compare_and_group(tmp_path):
             write_fake_run(tmp_path / groups[0], 1e-3, seed, l2={"lambda": 1e-3, "apply_to": groups})
     table = compare_runs([tmp_path], by_seed=True)
     assert table.keys == ["l2.apply_to"] and sorted(r["n"] for r in table.rows) == [2, 2]
+
+
+# ------------------------------------------------------- any summary number, tasks, baselines
+
+
+def add_to_summary(run_dir, **fields) -> None:
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+
+
+def with_baseline(run_dir, test_loss: float) -> None:
+    """A reference baseline whose test loss is `test_loss` (the run's own is in its summary)."""
+    add_to_summary(run_dir, baseline="unigram", baselines={"unigram": {"val_loss": 1.0, "test_loss": test_loss}})
+
+
+def test_sort_and_columns_take_any_number_in_summary_json(lambda_runs):
+    for i, run in enumerate(sorted(lambda_runs.iterdir())):
+        add_to_summary(run, test_mae=10.0 - i, data={"train": 64 + i})
+    table = compare_runs([lambda_runs], sort="test_mae", by_seed=False)
+    assert "test_mae" in table.columns
+    assert [r["test_mae"] for r in table.rows] == sorted(r["test_mae"] for r in table.rows)
+    chosen = compare_runs([lambda_runs], by_seed=False, columns=["data.train", "wall_s"])
+    assert [c for c in chosen.numeric] == ["data.train", "wall_s"]
+    assert "val_loss" not in chosen.columns and chosen.sort == "data.train"
+    with pytest.raises(Exception, match="--columns nope: not a column"):
+        compare_runs([lambda_runs], columns=["nope"])
+
+
+def test_vs_baseline_is_the_relative_improvement_of_the_test_metric(tmp_path):
+    run = write_fake_run(tmp_path, 1e-3, 0)
+    summary = json.loads((run / "summary.json").read_text())
+    with_baseline(run, summary["test_loss"] * 1.25)  # the model's loss is 20% below the baseline's
+    table = compare_runs([tmp_path])
+    assert "vs_baseline" in table.columns
+    assert table.rows[0]["vs_baseline"] == pytest.approx(0.2)
+    assert table.cell(table.rows[0], "vs_baseline") == "+20.0%"  # one seed: no ± part
+
+
+def test_runs_of_different_tasks_get_one_table_each(tmp_path):
+    from rnnl2.compare import compare_by_task
+
+    sine = {"kind": "sine", "lookback": 6, "horizon": 2, "num_train": 32, "num_val": 8, "num_test": 8}
+    for seed in (0, 1):
+        write_fake_run(tmp_path / "tagging", 1e-3, seed)
+        write_fake_run(tmp_path / "sine", 1e-3, seed, data=sine)
+    for run in (tmp_path / "sine").iterdir():
+        add_to_summary(run, test_mae=0.5)
+    tables = compare_by_task([tmp_path], sort="test_mae")
+    assert sorted(t.task for t in tables) == ["regression", "tagging"]
+    by_task = {t.task: t for t in tables}
+    assert by_task["regression"].sort == "test_mae" and by_task["tagging"].sort == "val_loss"
+    assert all(len(t.rows) == 1 and t.rows[0]["n"] == 2 for t in tables)  # each: only the seed differs
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(t["task"] for t in json.loads(result.stdout)["tables"]) == ["regression", "tagging"]
+    printed = CliRunner().invoke(app, ["compare", str(tmp_path)])
+    assert "regression runs" in printed.stdout and "tagging runs" in printed.stdout
+    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(app, ["compare", str(tmp_path), "--csv", "-"]).stdout)))
+    assert sorted({r["task"] for r in rows}) == ["regression", "tagging"] and len(rows) == 2
+
+
+def test_lambda_prints_alike_in_every_row(lambda_runs):
+    table = compare_runs([lambda_runs], by_seed=True)
+    shown = sorted(table.cell(row, "l2.lambda") for row in table.rows)
+    assert shown == ["0", "1e-2", "1e-3", "1e-4"]

@@ -407,8 +407,9 @@ def test_config_show_params_lists_lambda_per_parameter(tiny_config):
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
     assert "0.5" in lines["rnn.weight_hh_l0"]
-    assert "0.001" in lines["rnn.weight_ih_l0"]
+    assert "1e-3" in lines["rnn.weight_ih_l0"]  # λ as compare and report print it
     assert "—" in lines["rnn.bias_ih_l0"]
+    assert "seed:" not in result.stdout and "l2:" not in result.stdout  # the λ table alone, no YAML
 
 
 def test_config_schema_is_json_with_descriptions():

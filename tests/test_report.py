@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import write_fake_run
 from typer.testing import CliRunner
@@ -103,3 +105,29 @@ def test_tensorboard_logging_mirrors_the_metrics(tiny_config, tmp_path):
     events.Reload()
     assert {"val_loss", "train_data_loss", "weight_norm", "penalty"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("val_loss")] == [1, 2]
+
+
+def test_the_naive_baseline_is_a_dashed_line_in_the_figures(lambda_runs, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rnnl2.compare import load_runs
+    from rnnl2.report import draw_baseline
+
+    runs = load_runs([lambda_runs])
+    for run in runs:
+        baselines = {"unigram": {"val_loss": 0.9, "val_accuracy": 0.3}}
+        (run.run_dir / "summary.json").write_text(
+            json.dumps(run.summary | {"baseline": "unigram", "baselines": baselines})
+        )
+    runs = load_runs([lambda_runs])
+    fig, ax = plt.subplots()
+    draw_baseline([ax], runs, "val_loss")
+    (line,) = ax.get_lines()
+    assert line.get_linestyle() == "--" and list(line.get_ydata()) == pytest.approx([0.9, 0.9])
+    assert line.get_label() == "naive unigram (0.9)"
+    plt.close(fig)
+    written = write_report([lambda_runs], tmp_path / "report")
+    assert written.markdown.is_file()
