@@ -46,6 +46,26 @@ class Launch:
     """CPU threads per run (`--threads`); None: $OMP_NUM_THREADS if set, else cores / jobs."""
     isolate: bool = False
     """Local backend: one fresh process per run instead of warm workers (`--isolate`)."""
+    pool: "WarmSlots | None" = field(default=None, repr=False, compare=False)
+    """The warm workers, kept across `execute` calls (tune runs one per rung) until `close()`."""
+
+    def warm_slots(self, threads: int, logs: Path) -> "WarmSlots":
+        if self.pool is None or (self.pool.threads, self.pool.logs) != (threads, logs):
+            self.close()
+            self.pool = WarmSlots(threads, self.gpus, logs)
+        return self.pool
+
+    def close(self) -> None:
+        """End the warm workers (idle ones leave at end-of-file on their stdin)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def __enter__(self) -> "Launch":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 def run_sweep(
@@ -67,7 +87,8 @@ def run_sweep(
             on_event("skip", manifest.record(run.name))
         todo_records = [(run, manifest.record(run.name)) for run, _ in todo]
         result = SweepResult(sweep_dir, manifest.records, skipped=len(done))
-        result.interrupted = execute(spec, todo_records, manifest, launch, on_event)
+        with launch:
+            result.interrupted = execute(spec, todo_records, manifest, launch, on_event)
         result.failed = [r for r in manifest.records if r["status"] in ("failed", "interrupted")]
         return result
 
@@ -279,7 +300,7 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
     jobs = max(1, launch.jobs)
     threads = threads_per_run(launch.threads, jobs, cpu_count())
     logs = manifest.path.parent / "logs"
-    slots = IsolatedSlots(threads, launch.gpus) if launch.isolate else WarmSlots(threads, launch.gpus, logs)
+    slots = IsolatedSlots(threads, launch.gpus) if launch.isolate else launch.warm_slots(threads, logs)
     queue, running = list(todo), {}  # slot → run
 
     def ended(slot: int, code: int) -> dict[str, Any]:
@@ -306,7 +327,9 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
     finally:
         for slot, code in slots.drain():
             ended(slot, code)
-        slots.close()
+        if launch.isolate or queue or sys.exc_info()[0] is not None:  # stopped: no worker stays
+            slots.close()
+            launch.close()
 
 
 def execute_run(command: list[str], env_extra: dict[str, str], run_dir: str, log_path: str) -> dict[str, Any]:

@@ -92,7 +92,8 @@ def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, in
             raise
         write_definition(plan)
         tuner = Tuner(plan, launch, sampler, on_event)
-        interrupted = tuner.run()
+        with launch:  # one set of warm workers for every rung
+            interrupted = tuner.run()
         selection = select_best(plan.tune_dir, tuner.trials, plan.metric, plan.mode)
         figures = write_figures(plan.tune_dir, tuner.trials, plan.spaces, plan.rungs, plan.metric)
         wall = time.perf_counter() - started
