@@ -91,3 +91,24 @@ def test_usage_errors_exit_2(tiny_config, tmp_path):
     assert runner.invoke(app, ["sweep", str(tiny_config), "--grid", "nonsense"]).exit_code == 2
     assert runner.invoke(app, ["sweep", str(tiny_config), "--backend", "slurm"]).exit_code == 2
     assert runner.invoke(app, ["compare", str(tmp_path / "missing")]).exit_code == 2
+
+
+def test_tune_lambda_script_prints_the_tuned_and_the_adapted_lambda(tiny_config, tmp_path):
+    bindir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "RUNS_DIR": str(tmp_path / "runs"),
+        "TRIALS": "3",
+        "EXTRA": "--set train.epochs=3 --set data.num_train=64",
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    script = ROOT / "examples" / "tune_lambda.sh"
+    result = subprocess.run(
+        ["bash", str(script), str(tiny_config)], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert result.returncode == 0, result.stderr
+    tuned, adapted = result.stdout.splitlines()
+    assert tuned.startswith("tune: λ = ") and adapted.startswith("adaptive: λ = ")
+    assert float(adapted.split()[3]) != 1e-5  # λ moved during the run
+    (tune_dir,) = (tmp_path / "runs" / "tiny").glob("tune-*")
+    assert len(list(tune_dir.glob("trial-*"))) == 3

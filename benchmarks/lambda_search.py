@@ -1,0 +1,237 @@
+"""Choosing λ: search against the grid, per task and seed, through the CLI as a user runs it.
+
+Methods (the selection metric is each task's validation metric; nobody looks at test):
+- grid:        8 λ including 0, every run to the end; `grid (hindsight)` is its best λ *by test*,
+               the reference every regret is measured from; `grid (val)` is what a user of the
+               grid would pick;
+- sh-random:   `rnnl2 tune --sampler random` with successive halving (eta 3, first rung 1 epoch);
+- sh-tpe:      the same with `--sampler tpe` (Optuna);
+- adaptive:    one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}.
+The search methods run at two budgets: the grid's total epochs (8 × max-epochs) and one third of
+it; the number of trials is the largest whose planned epochs fit the budget (`tune --dry-run
+--json`). Regret = best grid test metric − the chosen config's test metric, in accuracy points
+(relative % for a loss). Every folder is kept under --out, so an interrupted benchmark continues
+where it stopped (sweeps and tunes resume, finished runs are not retrained).
+
+    RNNL2_DATA=../shared/data python benchmarks/lambda_search.py --tasks seed_overfit trec_small --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "benchmarks" / "configs"
+GRID = [0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+SPACE = "l2.lambda=0|loguniform(1e-6,1e-1)"
+LAMBDA0 = [1e-7, 1e-5, 1e-3]
+TASKS = {  # config, max epochs, selection metric, test metric
+    "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy"),
+    "trec_small": ("trec_small.yaml", 9, "val_accuracy", "test_accuracy"),
+}
+
+
+def rnnl2(*args: str) -> subprocess.CompletedProcess:
+    """Exit 1 (a run or trial failed, e.g. diverged at a huge λ) still has a result to read."""
+    done = subprocess.run([sys.executable, "-m", "rnnl2", *args], capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"rnnl2 {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def run_lambda(run_dir: Path) -> float:
+    import yaml
+
+    return float((yaml.safe_load((run_dir / "config.yaml").read_text()).get("l2") or {}).get("lambda", 0.0))
+
+
+def manifest_wall(sweep_dir: Path) -> float:
+    """A sweep's wall time from its manifest: first start to last finish (survives reruns)."""
+    records = [json.loads(line) for line in (sweep_dir / "sweep.jsonl").read_text().splitlines() if line.strip()]
+    latest = {}
+    for record in records:
+        latest[record["name"]] = record
+    starts = [r["started"] for r in latest.values() if r.get("started")]
+    ends = [r["finished"] for r in latest.values() if r.get("finished")]
+    return max(ends) - min(starts)
+
+
+def grid(task: str, seed: int, out: Path, jobs: int) -> dict:
+    config, epochs, val_metric, test_metric = TASKS[task]
+    folder = out / task / f"grid-seed{seed}"
+    grid_values = ",".join(str(v) for v in GRID)
+    rnnl2(
+        "sweep", str(CONFIGS / config), "--grid", f"l2.lambda={grid_values}", "--set", f"seed={seed}",
+        "--jobs", str(jobs), "--threads", str(max(1, 2 // jobs)), "--sweep-dir", str(folder), "-q",
+    )  # fmt: skip
+    runs = []
+    for summary_path in sorted(folder.glob("*/summary.json")):
+        summary = read_json(summary_path)
+        runs.append(
+            {"lambda": run_lambda(summary_path.parent), "val": summary[val_metric], "test": summary[test_metric]}
+        )
+    by_val = max(runs, key=lambda r: r["val"])
+    by_test = max(runs, key=lambda r: r["test"])
+    return {
+        "runs": runs,
+        "val_choice": by_val,
+        "best": by_test,
+        "epochs": sum(read_json(p)["epochs_run"] for p in folder.glob("*/summary.json")),
+        "wall": manifest_wall(folder),
+        "run_seconds": statistics.mean(read_json(p)["wall_seconds"] for p in folder.glob("*/summary.json")),
+    }
+
+
+def tune_args(task: str, seed: int, sampler: str, trials: int, folder: Path, jobs: int) -> list[str]:
+    config, epochs, _, _ = TASKS[task]
+    return [
+        "tune", str(CONFIGS / config), "--space", SPACE, "--sampler", sampler, "--trials", str(trials),
+        "--seed", str(seed), "--set", f"seed={seed}", "--eta", "3", "--min-epochs", "1",
+        "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(max(1, 2 // jobs)),
+        "--tune-dir", str(folder), "--json", "-q",
+    ]  # fmt: skip
+
+
+def trials_for(task: str, budget: int, sampler: str, jobs: int, scratch: Path) -> tuple[int, int]:
+    """The largest trial count whose planned epochs fit `budget` (from `tune --dry-run --json`)."""
+
+    def planned(trials: int) -> int:
+        done = rnnl2(*tune_args(task, 0, sampler, trials, scratch / "dry", jobs), "--dry-run")
+        return int(re.search(r"at most (\d+) epochs", done.stdout).group(1))
+
+    low, high = 1, budget
+    while low < high:
+        middle = (low + high + 1) // 2
+        if planned(middle) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low, planned(low)
+
+
+def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int, label: str) -> dict:
+    _, _, _, test_metric = TASKS[task]
+    folder = out / task / f"{label}-seed{seed}"
+    started = time.perf_counter()
+    done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs))
+    wall = time.perf_counter() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    chosen = Path(result["selection"]["run_dir"])
+    summary = read_json(chosen / "summary.json")
+    timing = out / task / f"{label}-seed{seed}.wall"  # the first, complete run's wall time
+    if not timing.exists() or result.get("trained_now"):
+        timing.write_text(str(wall))
+    return {
+        "lambda": run_lambda(chosen),
+        "test": summary[test_metric],
+        "epochs": result["epochs_used"],
+        "wall": float(timing.read_text()),
+        "trials": trials,
+    }
+
+
+def adaptive(task: str, seed: int, lambda0: float, out: Path) -> dict:
+    config, _, _, test_metric = TASKS[task]
+    folder = out / task / f"adaptive-{lambda0:g}-seed{seed}"
+    if not (folder / "summary.json").exists() or read_json(folder / "summary.json").get("status") == "paused":
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        rnnl2(
+            "train", str(CONFIGS / config), "--set", f"seed={seed}", "--set", f"l2.lambda={lambda0}",
+            "--set", "l2.adapt=hypergradient", "--run-dir", str(folder), "--threads", "2", "-q",
+        )  # fmt: skip
+    summary = read_json(folder / "summary.json")
+    return {
+        "lambda0": lambda0,
+        "lambda_final": summary.get("lambda_final"),
+        "test": summary[test_metric],
+        "epochs": summary["epochs_run"],
+        "wall": summary["wall_seconds"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["grid", "sh-random", "sh-tpe", "adaptive"])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "lambda_search")
+    args = parser.parse_args()
+    os.environ.setdefault("RNNL2_DATA", str(ROOT.parent / "shared" / "data"))
+    results = args.out / "results.jsonl"
+    args.out.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks:
+        _, epochs, _, _ = TASKS[task]
+        budgets = {"full": len(GRID) * epochs, "third": len(GRID) * epochs // 3}
+        counts = {}
+        for seed in args.seeds:
+            reference = grid(task, seed, args.out, args.jobs)
+            rows = [{"method": "grid (val)", **reference["val_choice"], "epochs": reference["epochs"]}]
+            rows[0]["wall"] = reference["wall"]
+            for method in [m for m in args.methods if m.startswith("sh-")]:
+                sampler = method.removeprefix("sh-")
+                for budget_name, budget in budgets.items():
+                    if (sampler, budget_name) not in counts:
+                        counts[sampler, budget_name] = trials_for(task, budget, sampler, args.jobs, args.out / task)
+                    trials, _ = counts[sampler, budget_name]
+                    label = f"{method}-{budget_name}"
+                    rows.append({"method": label, **search(task, seed, sampler, trials, args.out, args.jobs, label)})
+            if "adaptive" in args.methods:
+                for lambda0 in LAMBDA0:
+                    rows.append({"method": f"adaptive λ₀={lambda0:g}", **adaptive(task, seed, lambda0, args.out)})
+            for row in rows:
+                row.update(
+                    task=task,
+                    seed=seed,
+                    best_grid_lambda=reference["best"]["lambda"],
+                    best_grid_test=reference["best"]["test"],
+                    regret_points=100 * (reference["best"]["test"] - row["test"]),
+                    grid_epochs=reference["epochs"],
+                    grid_wall=reference["wall"],
+                    run_seconds=reference["run_seconds"],
+                )
+                with results.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+    print_table(results)
+
+
+def print_table(results: Path) -> None:
+    """Median over seeds per task and method: regret, epochs, wall time; the λ₀ spread."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    latest = {(r["task"], r["seed"], r["method"]): r for r in rows}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for (task, _, method), row in sorted(latest.items()):
+        groups.setdefault((task, method), []).append(row)
+    print(
+        "| task | method | seeds | regret (points), median [max] | chosen λ (median) | epochs (× grid) | wall (× grid) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for (task, method), group in groups.items():
+        regrets = [r["regret_points"] for r in group]
+        lam = statistics.median(r.get("lambda", r.get("lambda_final")) or 0 for r in group)
+        epochs = statistics.median(r["epochs"] / r["grid_epochs"] for r in group)
+        wall = statistics.median(r["wall"] / r["grid_wall"] for r in group)
+        print(
+            f"| {task} | {method} | {len(group)} | {statistics.median(regrets):.2f} [{max(regrets):.2f}] | "
+            f"{lam:.2g} | {epochs:.2f} | {wall:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
