@@ -31,12 +31,12 @@ from .runs import (
     check_writable,
     create_run_dir,
     new_run_id,
-    open_metrics_log,
     remove_unstarted,
     write_config,
     write_json,
 )
 from .state import StopRequest, TrainState, detach_hidden, restore_training, save_checkpoints
+from .tracking import check_mlflow, open_run_log
 
 # Steps between reads of the running loss from the device: for the progress bar, and to catch
 # a NaN/inf loss or gradient without a device sync on every step.
@@ -259,6 +259,7 @@ def run(
     started = time.perf_counter()
     check_writable(run_dir.parent if run_dir else runs_dir)
     check_tensorboard(cfg.output.tensorboard)
+    check_mlflow(cfg.output.mlflow)
     s = setup or build_setup(cfg)
     state = TrainState(run_id=new_run_id())
     run_dir, lock = create_run_dir(runs_dir, cfg.name, run_dir, state.run_id)
@@ -290,7 +291,7 @@ def train_epochs(
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.epochs)
     generator = torch.Generator().manual_seed(cfg.seed)
-    log = open_metrics_log(run_dir, cfg.output.tensorboard)
+    log = open_run_log(run_dir, cfg)
     if payload is not None:
         restore_training(payload, optimizer, scheduler, log, state)
     penalty = L2Penalty(s.groups)
@@ -364,13 +365,15 @@ def train_epochs(
         except KeyboardInterrupt:  # a second signal: stop at once; last.pt stays as last saved
             status = "interrupted"
         except TrainingDiverged:
-            write_summary(run_dir, s, state, {}, started, "diverged")
+            log.finish(write_summary(run_dir, s, state, {}, started, "diverged"))
             raise
     if status == "interrupted":
-        write_summary(run_dir, s, state, {}, started, status)
+        log.finish(write_summary(run_dir, s, state, {}, started, status))
         raise TrainingInterrupted(run_dir)
     if status == PAUSED:
-        return RunResult(run_dir, write_summary(run_dir, s, state, {}, started, status), state.history)
+        summary = write_summary(run_dir, s, state, {}, started, status)
+        log.finish(summary)
+        return RunResult(run_dir, summary, state.history)
     if state.best_model is not None:
         s.model.load_state_dict(state.best_model)
     final = {
@@ -379,6 +382,7 @@ def train_epochs(
     }
     final |= naive_baselines(s)
     summary = write_summary(run_dir, s, state, final, started, status)
+    log.finish(summary)
     return RunResult(run_dir, summary, state.history)
 
 

@@ -230,7 +230,19 @@ class OutputConfig(Section):
     save_checkpoints: bool = True
     """Write checkpoints/last.pt and checkpoints/best.pt."""
     tensorboard: bool = False
-    """Also log every epoch's metrics to <run>/tensorboard/ (needs `pip install 'rnnl2[tensorboard]'`)."""
+    """Also log every epoch's metrics to <run>/tensorboard/, and the config with the final metrics to
+    its HParams view (needs `pip install 'rnnl2[tensorboard]'`)."""
+    mlflow: bool = False
+    """Also mirror the run in MLflow: the flattened config as params, every epoch's metrics, summary.json
+    and config.yaml as artifacts; $MLFLOW_TRACKING_URI, else ./mlruns (needs `pip install 'rnnl2[mlflow]'`)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_default_mlflow(self, handler: Any) -> dict[str, Any]:
+        """Left out while off, so a config written before `mlflow` existed keeps its hash."""
+        data = handler(self)
+        if not self.mlflow:
+            data.pop("mlflow", None)
+        return data
 
 
 # ---------------------------------------------------------------------------- run

@@ -1,0 +1,114 @@
+"""tracking: a run mirrored in MLflow (a local file store: params, per-epoch metrics, artifacts,
+status; a resume continues the same MLflow run; a sweep is one experiment) and TensorBoard's
+HParams; a missing extra is refused before any folder is made."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import TINY_TAGGING, write_config
+from rnnl2.cli import app
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """An MlflowClient on a fresh local file store that every run of the test writes to."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MlflowClient(uri)
+
+
+def test_a_run_is_mirrored_in_mlflow_and_a_resume_continues_it(tmp_path, mlflow_store):
+    config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 3, "batch_size": 16}})
+    run_dir = tmp_path / "run"
+    paused = invoke("train", config, "--set", "output.mlflow=true", "--run-dir", run_dir, "--pause-after", "1", "-q")
+    assert paused.exit_code == 0, paused.output
+    record = json.loads((run_dir / "mlflow.json").read_text())
+    assert record["experiment"] == "tiny" and mlflow_store.get_run(record["run_id"]).info.status == "KILLED"
+    resumed = invoke("train", "--resume", run_dir, "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == record["run_id"]
+    run = mlflow_store.get_run(record["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["rnnl2.status"] == "completed"
+    assert run.data.params["l2.lambda"] == "0.001" and run.data.params["model.cell"] == "lstm"
+    history = mlflow_store.get_metric_history(record["run_id"], "val_loss")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["val_loss"]) for r in rows]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.data.metrics["test_loss"] == pytest.approx(summary["test_loss"])
+    assert run.data.metrics["baselines.unigram.test_loss"] == pytest.approx(
+        summary["baselines"]["unigram"]["test_loss"]
+    )
+    assert sorted(a.path for a in mlflow_store.list_artifacts(record["run_id"])) == ["config.yaml", "summary.json"]
+
+
+def test_a_sweep_is_one_experiment_with_a_run_per_trial(tmp_path, mlflow_store):
+    config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 1, "batch_size": 16}})
+    result = invoke(
+        "sweep",
+        config,
+        "--grid",
+        "l2.lambda=0,1e-3",
+        "--set",
+        "output.mlflow=true",
+        "--runs-dir",
+        tmp_path / "runs",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    sweep_dir = result.stdout.strip().splitlines()[-1]
+    experiment = mlflow_store.get_experiment_by_name(f"tiny/{sweep_dir.rsplit('/', 1)[-1]}")
+    runs = mlflow_store.search_runs([experiment.experiment_id])
+    assert sorted(r.data.params["l2.lambda"] for r in runs) == ["0.0", "0.001"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_mlflow_missing_exits_2_with_the_pip_command_before_any_folder(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    config = write_config(tmp_path, TINY_TAGGING)
+    result = invoke("train", config, "--set", "output.mlflow=true", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "pip install 'rnnl2[mlflow]'" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_training_imports_no_mlflow_unless_asked():
+    code = "import sys, rnnl2.cli, rnnl2.train; print('mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_tensorboard_hparams_line_up_the_config_and_final_metrics(tiny_config, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    result = invoke("train", tiny_config, "--set", "output.tensorboard=true", "--run-dir", tmp_path / "run", "-q")
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = session.session_start_info.hparams
+    assert values["l2.lambda"].number_value == pytest.approx(1e-3) and values["seed"].number_value == 0
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {"final/test_loss", "final/val_loss"} <= {m.name.tag for m in experiment.metric_infos}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert events.Scalars("final/test_loss")[0].value == pytest.approx(summary["test_loss"])
