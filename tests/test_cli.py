@@ -113,7 +113,7 @@ def test_verbose_lists_lambda_per_parameter(tiny_config, tmp_path):
     )
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): line for line in result.stderr.splitlines() if line.count("│") >= 3}
-    assert "0.001" in rows["rnn.weight_hh_l0"] and "—" in rows["rnn.weight_ih_l0"]
+    assert "1e-3" in rows["rnn.weight_hh_l0"] and "—" in rows["rnn.weight_ih_l0"]
 
 
 def test_run_dir_option(tiny_config, tmp_path):
