@@ -182,8 +182,13 @@ def main() -> None:
         counts = {}
         for seed in args.seeds:
             reference = grid(task, seed, args.out, args.jobs)
-            rows = [{"method": "grid (val)", **reference["val_choice"], "epochs": reference["epochs"]}]
+            unregularized = next(r for r in reference["runs"] if r["lambda"] == 0)
+            rows = [
+                {"method": "grid (val)", **reference["val_choice"], "epochs": reference["epochs"]},
+                {"method": "λ = 0 (no search)", **unregularized, "epochs": epochs},
+            ]
             rows[0]["wall"] = reference["wall"]
+            rows[1]["wall"] = reference["run_seconds"]
             for method in [m for m in args.methods if m.startswith("sh-")]:
                 sampler = method.removeprefix("sh-")
                 for budget_name, budget in budgets.items():
@@ -220,17 +225,19 @@ def print_table(results: Path) -> None:
     for (task, _, method), row in sorted(latest.items()):
         groups.setdefault((task, method), []).append(row)
     print(
-        "| task | method | seeds | regret (points), median [max] | chosen λ (median) | epochs (× grid) | wall (× grid) |"
+        "| task | method | seeds | regret (points), median [max] | chosen λ (median) | epochs (× grid) "
+        "| wall (× grid) | wall (× one grid run) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for (task, method), group in groups.items():
         regrets = [r["regret_points"] for r in group]
         lam = statistics.median(r.get("lambda", r.get("lambda_final")) or 0 for r in group)
         epochs = statistics.median(r["epochs"] / r["grid_epochs"] for r in group)
         wall = statistics.median(r["wall"] / r["grid_wall"] for r in group)
+        runs = statistics.median(r["wall"] / r["run_seconds"] for r in group)
         print(
             f"| {task} | {method} | {len(group)} | {statistics.median(regrets):.2f} [{max(regrets):.2f}] | "
-            f"{lam:.2g} | {epochs:.2f} | {wall:.2f} |"
+            f"{lam:.2g} | {epochs:.2f} | {wall:.2f} | {runs:.1f} |"
         )
 
 
