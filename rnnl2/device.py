@@ -1,6 +1,9 @@
-"""Pick the torch device a run asks for, with a clear error when it is not there."""
+"""Pick the torch device a run asks for, with a clear error when it is not there; and the switches
+that make CUDA runs deterministic (`train.deterministic`)."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -42,3 +45,19 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return device.type
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+"""cuBLAS's workspace setting that makes its GEMMs deterministic (CUDA ≥ 10.2; NVIDIA's docs)."""
+
+
+def use_deterministic(on: bool) -> None:
+    """`train.deterministic`: deterministic kernels only (an op without one raises), cuDNN's
+    deterministic algorithms without autotuning, and CUBLAS_WORKSPACE_CONFIG set before the first
+    cuBLAS call. Off leaves torch's defaults (a warm worker puts them back between runs)."""
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import Rnnl2Error
+from .errors import ConfigError, Rnnl2Error
 from .runs import FolderLock, read_summary
 from .workers import RESUMED, WarmWorker, die_with_parent, open_run_log, wait_readable
 from .sweep import Manifest, PlannedRun, SweepSpec, reconcile, summary_metrics, train_command, write_definition
@@ -48,6 +48,8 @@ class Launch:
     """Local backend: one fresh process per run instead of warm workers (`--isolate`)."""
     pool: "WarmSlots | None" = field(default=None, repr=False, compare=False)
     """The warm workers, kept across `execute` calls (tune runs one per rung) until `close()`."""
+    runs_per_gpu: int = 1
+    """`--runs-per-gpu K`: K runs share each GPU (local: `jobs` = K per visible GPU; Ray: num_gpus=1/K)."""
 
     def warm_slots(self, threads: int, logs: Path) -> "WarmSlots":
         if self.pool is None or (self.pool.threads, self.pool.logs) != (threads, logs):
@@ -131,6 +133,27 @@ def thread_env(threads: int, gpu: str | None = None) -> dict[str, str]:
     return env
 
 
+def jobs_for(jobs: int | None, gpus: list[str], runs_per_gpu: int | None, backend: str = "local") -> int:
+    """How many runs at once: `--jobs`, else with `--runs-per-gpu K` K on each visible GPU (local
+    backend), else 1. More jobs than K per GPU, or K without a GPU, is refused."""
+    if runs_per_gpu is None or backend != "local":
+        return jobs or 1
+    if not gpus:
+        raise ConfigError("--runs-per-gpu: no GPU is visible here (CUDA_VISIBLE_DEVICES, nvidia-smi -L)")
+    most = len(gpus) * runs_per_gpu
+    if jobs is not None and jobs > most:
+        raise ConfigError(
+            f"--jobs {jobs} with --runs-per-gpu {runs_per_gpu} on {len(gpus)} GPU(s): at most {most} runs at once"
+        )
+    return jobs or most
+
+
+def gpu_for_slot(slot: int, gpus: list[str]) -> str | None:
+    """The CUDA_VISIBLE_DEVICES of the child in `slot`: round robin, so with jobs = K · len(gpus)
+    every GPU serves exactly K slots (and at most K with fewer jobs)."""
+    return gpus[slot % len(gpus)] if gpus else None
+
+
 def gpu_ids() -> list[str]:
     """The GPUs this driver may hand out, as CUDA_VISIBLE_DEVICES entries: that variable if set,
     else one per line of `nvidia-smi -L` (without importing torch in the driver)."""
@@ -197,7 +220,7 @@ class IsolatedSlots:
         self.children: dict[int, subprocess.Popen] = {}
 
     def start(self, slot: int, command: list[str], log_path: Path) -> int:
-        env = thread_env(self.threads, self.gpus[slot % len(self.gpus)] if self.gpus else None)
+        env = thread_env(self.threads, gpu_for_slot(slot, self.gpus))
         self.children[slot] = start_child([sys.executable, "-m", "rnnl2", *command], env, log_path)
         return self.children[slot].pid
 
@@ -232,7 +255,7 @@ class WarmSlots:
     def worker(self, slot: int) -> WarmWorker:
         current = self.workers.get(slot)
         if current is None or not current.alive():
-            env = thread_env(self.threads, self.gpus[slot % len(self.gpus)] if self.gpus else None)
+            env = thread_env(self.threads, gpu_for_slot(slot, self.gpus))
             current = self.workers[slot] = WarmWorker.start(env, self.logs / "workers.log")
         return current
 
@@ -357,7 +380,7 @@ def run_ray(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise Rnnl2Error(f"cannot start or reach Ray{f' at {address}' if address else ''}: {error}") from None
     threads = threads_per_run(launch.threads, launch.jobs, int(ray.cluster_resources().get("CPU", 1)))
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    gpus = 1 / launch.runs_per_gpu if ray.cluster_resources().get("GPU", 0) else 0  # fractional: K per GPU
     task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute_run)
     logs = manifest.path.parent / "logs"
     pending = {}

@@ -58,12 +58,16 @@ def needs_manual_decoupled_decay(cfg: OptimizerConfig, l2: L2Config) -> bool:
 
 
 @torch.no_grad()
-def decoupled_decay_(optimizer: torch.optim.Optimizer, groups: list[L2Group]) -> None:
-    """θ ← θ·(1 − lr·λ) before the step, exactly as AdamW orders it; lr follows the schedule."""
+def decoupled_decay_(optimizer: torch.optim.Optimizer, groups: list[L2Group], kept: torch.Tensor | None = None) -> None:
+    """θ ← θ·(1 − lr·λ) before the step, exactly as AdamW orders it; lr follows the schedule. With
+    `kept` (fp16's scaler: whether it takes this step) a skipped step decays nothing, as AdamW's."""
     lr = optimizer.param_groups[0]["lr"]
     for group in groups:
         if group.lam:
-            torch._foreach_mul_(list(group.params), 1.0 - lr * group.lam)
+            factor = 1.0 - lr * group.lam
+            if kept is not None:  # a 0-dim tensor: no device sync
+                factor = torch.where(kept, factor, 1.0).to(group.params[0].dtype)
+            torch._foreach_mul_(list(group.params), factor)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, epochs: int):

@@ -8,11 +8,13 @@ anything in the folder is written."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from .config import RunConfig, apply_overrides, load_config, to_plain_dict, validate_config
+from .distributed import is_main_process
 from .errors import ConfigError, Rnnl2Error
 from .runs import (
     FINISHED,
@@ -44,7 +46,8 @@ def resume(
     started = time.perf_counter()
     if not (run_dir / "config.yaml").is_file():
         raise Rnnl2Error(f"--resume {run_dir}: not a run folder (it has no config.yaml)")
-    with FolderLock(run_dir):
+    main = is_main_process()  # under torchrun, rank 0 holds the lock and writes; the others only read
+    with FolderLock(run_dir) if main else contextlib.nullcontext():
         check_not_finished(run_dir, force)
         payload = read_last_checkpoint(run_dir)
         saved = checkpoint_config(run_dir, payload)
@@ -62,10 +65,12 @@ def resume(
             ) from None
         if pause_after is not None and pause_after <= state.epoch:
             raise ConfigError(f"--pause-after {pause_after}: {run_dir} has already trained {state.epoch} epochs")
-        for leftover in (run_dir / "checkpoints").glob(".*.pt.*"):  # temp files of a save that was killed
+        leftovers = (run_dir / "checkpoints").glob(".*.pt.*") if main else ()  # temp files of a killed save
+        for leftover in leftovers:
             leftover.unlink(missing_ok=True)
         if wanted != saved:
-            write_config(run_dir, wanted)
+            if main:
+                write_config(run_dir, wanted)
             state.new_config = True
             if wanted.l2 != saved.l2:  # a changed l2 section (λ, adapt) starts λ again from the config
                 state.adapt = None
