@@ -14,10 +14,11 @@ from .errors import ConfigError, listing, short_repr
 
 # Named groups as globs on RecurrentNet's parameter names. RNN biases are `bias_ih_l0` and
 # `bias_hh_l0`, so `weight_*` globs never catch them and `bias` catches both plus the head's.
+# With locked dropout every layer is its own module: `rnn.0.weight_ih_l0`, `rnn.1.bias_hh_l0`, ...
 GROUP_PATTERNS: dict[str, tuple[str, ...]] = {
-    "weight_ih": ("rnn.weight_ih_l*",),
-    "weight_hh": ("rnn.weight_hh_l*",),
-    "bias": ("rnn.bias_*", "head.bias"),
+    "weight_ih": ("rnn.weight_ih_l*", "rnn.[0-9]*.weight_ih_l*"),
+    "weight_hh": ("rnn.weight_hh_l*", "rnn.[0-9]*.weight_hh_l*"),
+    "bias": ("rnn.bias_*", "rnn.[0-9]*.bias_*", "head.bias"),
     "embedding": ("embedding.weight",),
     "head": ("head.weight",),
 }
@@ -46,20 +47,38 @@ def select_l2_parameters(model: nn.Module, l2: L2Config) -> list[L2Group]:
     A glob that matches no parameter is an error (it is almost always a typo); a named group
     the model lacks (`embedding` on feature inputs) simply selects nothing.
     """
-    named = list(model.named_parameters())
-    for selector in [*l2.apply_to, *l2.lambdas]:
+    return select_groups(model, l2.apply_to, l2.lambdas, l2.lambda_, "l2", l2.adapt.per_group)
+
+
+def check_selectors(named: list[tuple[str, nn.Parameter]], selectors: list[str], section: str) -> None:
+    """Every selector is a group name or a glob that matches a parameter; the error names `section`."""
+    for selector in selectors:
         if selector not in GROUP_PATTERNS and not any(matches(n, selector) for n, _ in named):
             raise ConfigError(
-                f"l2: {short_repr(selector)} matches no parameter; groups are {', '.join(GROUPS)}, "
+                f"{section}: {short_repr(selector)} matches no parameter; groups are {', '.join(GROUPS)}, "
                 f"parameters are {listing([n for n, _ in named], shown=12)}"
             )
+
+
+def select_groups(
+    model: nn.Module,
+    apply_to: list[str],
+    lambdas: dict[str, float],
+    default: float,
+    section: str,
+    per_group: bool = False,
+) -> list[L2Group]:
+    """The parameters `apply_to` names, grouped by their coefficient (`lambdas` overrides `default`);
+    `l2` and `l1` share it."""
+    named = list(model.named_parameters())
+    check_selectors(named, [*apply_to, *lambdas], section)
     by_key: dict[tuple[str, float], list[tuple[str, nn.Parameter]]] = {}
     for name, param in named:
-        selector = next((s for s in l2.apply_to if matches(name, s)), None)
+        selector = next((s for s in apply_to if matches(name, s)), None)
         if selector is None:
             continue
-        lam = next((v for s, v in l2.lambdas.items() if matches(name, s)), l2.lambda_)
-        by_key.setdefault((selector if l2.adapt.per_group else "", lam), []).append((name, param))
+        lam = next((v for s, v in lambdas.items() if matches(name, s)), default)
+        by_key.setdefault((selector if per_group else "", lam), []).append((name, param))
     selectors = [selector for selector, _ in by_key if selector]
     return [
         L2Group(
