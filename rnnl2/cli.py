@@ -179,6 +179,7 @@ class Split(str, enum.Enum):
 class Backend(str, enum.Enum):
     local = "local"
     ray = "ray"
+    slurm = "slurm"
 
 
 ConfigPath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML config file.")]
@@ -188,11 +189,27 @@ Threads = Annotated[
         "--threads", min=1, help="CPU threads per run (default: $OMP_NUM_THREADS, else torch's / cores ÷ jobs)."
     ),
 ]
+RunsPerGpu = Annotated[
+    Optional[int],
+    typer.Option(
+        "--runs-per-gpu",
+        min=1,
+        help="K runs share each GPU: local backend, K per visible GPU (default --jobs: K × GPUs); Ray: num_gpus=1/K.",
+    ),
+]
 Isolate = Annotated[
     bool,
     typer.Option(
         "--isolate",
         help="Local backend: a fresh process for every run, instead of --jobs warm workers that run many each.",
+    ),
+]
+SlurmOptions = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--slurm",
+        help="--backend slurm: a submitit job parameter KEY=VALUE (repeatable), e.g. partition=gpu, "
+        "timeout_min=120, gpus_per_node=1, cpus_per_task=4; non-generic keys go to SLURM (slurm_KEY).",
     ),
 ]
 Overrides = Annotated[
@@ -223,7 +240,7 @@ class RichObserver:
             where = info["resumed_from"]
             err.print(f"resuming after epoch {where['epoch']}, step {where['step']}", highlight=False)
         if self.verbose:
-            err.print(selection_table(info["l2"]))
+            err.print(selection_table(*info["l2"]))
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -252,7 +269,8 @@ class RichObserver:
         if self.quiet:
             return
         parts = [f"epoch {row['epoch']}/{self.epochs}", f"step {row['step']}"]
-        parts += [f"{key} {row[key]:.4g}" for key in row if key.startswith(("train_data_loss", "penalty", "val_"))]
+        shown = ("train_data_loss", "penalty", "val_", "lambda")  # penalty_l1 too; ar and tar by name
+        parts += [f"{key} {row[key]:.4g}" for key in row if key in ("ar", "tar") or key.startswith(shown)]
         parts += [f"{row['seconds']:.1f}s"]
         err.print("  ".join(parts), highlight=False)
 
@@ -285,14 +303,16 @@ def baseline_verdict(result: dict[str, Any], metric: str | None = None) -> str:
     )
 
 
-def selection_table(rows: list[tuple[str, tuple[int, ...], float | None]]) -> Table:
+def selection_table(columns: list[str], rows: list[tuple[str, tuple[int, ...], list[float | None]]]) -> Table:
+    """One row per parameter: its λ, and its λ₁, max-norm c and weight-drop p when those are on."""
     from .compare import short_number
 
     table = Table(title="L2 selection: (λ/2)·Σθ² over the marked parameters")
-    for column in ("parameter", "shape", "λ"):
+    for column in ("parameter", "shape", *columns):
         table.add_column(column)
-    for name, shape, lam in rows:
-        table.add_row(name, "×".join(map(str, shape)), "—" if lam is None else short_number(lam))
+    for name, shape, values in rows:
+        cells = ["—" if value is None else short_number(value) for value in values]
+        table.add_row(name, "×".join(map(str, shape)), *cells)
     return table
 
 
@@ -336,10 +356,23 @@ def train(
             help="Stop after this epoch with the state saved (status paused); --resume continues it exactly.",
         ),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train this one run on N local processes (torchrun; gloo on CPU, NCCL on CUDA); "
+            "train.batch_size stays the global batch.",
+        ),
+    ] = 1,
 ) -> None:
     """Train one model from a YAML config (or --resume a run); the last line on stdout is the run folder."""
     if config is None and resume is None:
         raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR to continue a run")
+    if nproc > 1:
+        from .distributed import launch_processes, without_option
+
+        raise typer.Exit(code=launch_processes(nproc, without_option(sys.argv[1:], "--nproc")))
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues its own folder; leave out --run-dir")
     cfg = load_config(config, overrides or []) if config is not None else None
@@ -356,6 +389,11 @@ def train(
             result = run(cfg, runs_dir, run_dir, observer, pause_after=pause_after)
     finally:
         observer.close()
+        from .distributed import close_ranks, is_main_process
+
+        close_ranks()
+    if not is_main_process():  # under torchrun, rank 0 alone reports
+        return
     summary = result.summary
     if as_json:
         print(json.dumps(summary))
@@ -447,7 +485,10 @@ def config_show(
     config: ConfigPath,
     overrides: Overrides = None,
     params: Annotated[
-        bool, typer.Option("--params", help="Instead: build the model and print only which parameters get which λ.")
+        bool,
+        typer.Option(
+            "--params", help="Instead: build the model and print each parameter's λ (and λ₁, max-norm, weight-drop)."
+        ),
     ] = False,
 ) -> None:
     """Print the resolved, validated config (defaults filled in, overrides applied) as YAML."""
@@ -455,11 +496,11 @@ def config_show(
     if not params:
         out.print(yaml.safe_dump(to_plain_dict(cfg), sort_keys=False), end="", highlight=False, markup=False)
         return
-    from .regularization import describe_selection
+    from .regularizers import describe_terms
     from .train import build_setup
 
     setup = build_setup(cfg)
-    print_table(selection_table(describe_selection(setup.model, setup.groups)))
+    print_table(selection_table(*describe_terms(setup.model, setup.groups, setup.terms)))
 
 
 @config_app.command("schema")
@@ -538,8 +579,10 @@ def sweep(
     seeds: Annotated[Optional[str], typer.Option(help="Seeds for every configuration: 0,1,2.")] = None,
     overrides: Overrides = None,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel (CPU threads are split between them).")
-    ] = 1,
+        Optional[int],
+        typer.Option("--jobs", "-j", min=1, help="Runs in parallel (CPU threads are split between them); default 1."),
+    ] = None,
+    runs_per_gpu: RunsPerGpu = None,
     threads: Threads = None,
     runs_dir: Annotated[Path, typer.Option(help="Runs go to <runs-dir>/<name>/sweep-<hash>/.")] = Path("runs"),
     sweep_dir: Annotated[Optional[Path], typer.Option(help="Use exactly this sweep folder.")] = None,
@@ -547,11 +590,12 @@ def sweep(
         bool, typer.Option("--dry-run", help="Print one `rnnl2 train` command per run and nothing else.")
     ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop all runs at the first failure.")] = False,
-    backend: Annotated[Backend, typer.Option(help="local (processes on this machine) or ray.")] = Backend.local,
+    backend: Annotated[Backend, typer.Option(help="local (processes on this machine), ray or slurm.")] = Backend.local,
     isolate: Isolate = False,
     ray_address: Annotated[
         Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
     ] = None,
+    slurm: SlurmOptions = None,
     select: Annotated[
         Optional[str],
         typer.Option(help="Pick the best configuration by METRIC[:min|max] (mean over seeds); writes best.yaml."),
@@ -568,14 +612,16 @@ def sweep(
         print("\n".join(dry_run_lines(spec, runs)))
         return
     metric, mode = parse_select(select)
-    from .launch import Launch, gpu_ids, run_sweep
+    from .launch import Launch, gpu_ids, jobs_for, run_sweep
     from .sweep import sweep_outcome
 
-    launch = Launch(
-        jobs, backend.value, ray_address, fail_fast, gpu_ids() if backend is Backend.local else [], threads, isolate
-    )
+    gpus = gpu_ids() if backend is Backend.local else []
+    jobs = jobs_for(jobs, gpus, runs_per_gpu, backend.value)
+    launch = Launch(jobs, backend.value, ray_address, fail_fast, gpus, threads, isolate, runs_per_gpu=runs_per_gpu or 1)
+    launch.slurm = slurm or []
+    at_once = "as SLURM schedules them" if backend is Backend.slurm else f"{jobs} at a time"
     if not quiet:
-        err.print(f"sweep {folder}: {len(runs)} runs, {jobs} at a time ({backend.value})", highlight=False)
+        err.print(f"sweep {folder}: {len(runs)} runs, {at_once} ({backend.value})", highlight=False)
     result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))
     outcome = sweep_outcome(folder, spec, result, metric, mode)
     if as_json:
@@ -637,6 +683,7 @@ class TunePrinter:
 def tune_table(result: Any) -> Table:
     """One row per trial: its parameters, the metric at each rung, its end; completed trials first, best first."""
     from .compare import format_setting
+
     plan, metric = result.plan, result.plan.metric
     sign = 1 if plan.mode == "min" else -1
     table = Table(title=f"{result.tune_dir} — {metric} at each rung ({'lower' if sign > 0 else 'higher'} is better)")
@@ -709,20 +756,24 @@ def tune(
     ] = None,
     overrides: Overrides = None,
     jobs: Annotated[
-        int,
-        typer.Option("--jobs", "-j", min=1, help="Trials trained in parallel (CPU threads are split between them)."),
-    ] = 1,
+        Optional[int],
+        typer.Option(
+            "--jobs", "-j", min=1, help="Trials trained in parallel (CPU threads are split between them); default 1."
+        ),
+    ] = None,
+    runs_per_gpu: RunsPerGpu = None,
     threads: Threads = None,
     runs_dir: Annotated[Path, typer.Option(help="Trials go to <runs-dir>/<name>/tune-<hash>/.")] = Path("runs"),
     tune_dir: Annotated[Optional[Path], typer.Option(help="Use exactly this tune folder.")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the rung plan and the first bracket's commands; run nothing.")
     ] = False,
-    backend: Annotated[Backend, typer.Option(help="local (processes on this machine) or ray.")] = Backend.local,
+    backend: Annotated[Backend, typer.Option(help="local (processes on this machine), ray or slurm.")] = Backend.local,
     isolate: Isolate = False,
     ray_address: Annotated[
         Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
     ] = None,
+    slurm: SlurmOptions = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
@@ -734,15 +785,17 @@ def tune(
         config, space, overrides or [], sampler.value, trials, seed, eta, min_epochs, max_epochs, grid_points, storage
     )
     plan = plan_tune(spec, runs_dir, tune_dir)
+    from .launch import Launch, gpu_ids, jobs_for
+
+    gpus = gpu_ids() if backend is Backend.local else []
+    jobs = jobs_for(jobs, gpus, runs_per_gpu, backend.value)
     if dry_run:
         print("\n".join(plan_lines(plan, jobs)))
         return
-    from .launch import Launch, gpu_ids
     from .tune import run_tune
 
-    launch = Launch(
-        jobs, backend.value, ray_address, False, gpu_ids() if backend is Backend.local else [], threads, isolate
-    )
+    launch = Launch(jobs, backend.value, ray_address, False, gpus, threads, isolate, runs_per_gpu=runs_per_gpu or 1)
+    launch.slurm = slurm or []
     if not quiet and not as_json:
         err.print("\n".join(line.removeprefix("# ") for line in plan_lines(plan, jobs) if line.startswith("# ")))
     result = run_tune(plan, launch, TunePrinter(quiet or as_json))

@@ -1,5 +1,6 @@
 """Run a planned sweep: each run is a separate `python -m rnnl2 train` process, started here
-(`--jobs N`, CPU threads split between them, one GPU each) or as a Ray task; the manifest
+(`--jobs N`, CPU threads split between them, one GPU each), as a Ray task or a SLURM job
+(`rnnl2.slurm`); the manifest
 records every status change, so the same command resumes an interrupted sweep."""
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Launch:
     """The warm workers, kept across `execute` calls (tune runs one per rung) until `close()`."""
     runs_per_gpu: int = 1
     """`--runs-per-gpu K`: K runs share each GPU (local: `jobs` = K per visible GPU; Ray: num_gpus=1/K)."""
+    slurm: list[str] = field(default_factory=list)
+    """`--slurm KEY=VALUE`s: submitit's job parameters for the slurm backend (see `rnnl2.slurm`)."""
 
     def warm_slots(self, threads: int, logs: Path) -> "WarmSlots":
         if self.pool is None or (self.pool.threads, self.pool.logs) != (threads, logs):
@@ -100,6 +103,8 @@ def execute(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_
     `resume` and `pause_after` say how its run starts and where it stops. Returns whether
     Ctrl-C or SIGTERM stopped it (the runs saved their state; a rerun resumes them)."""
     runner = run_ray if launch.backend == "ray" else run_local
+    if launch.backend == "slurm":
+        from .slurm import run_slurm as runner  # here, so submitit stays out of this module's imports
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         runner(spec, todo, manifest, launch, on_event)
@@ -199,8 +204,10 @@ def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
     return {"exit_code": code, "summary": summary, "error": (errors or lines or [None])[-1] if code else None}
 
 
-def start_child(command: list[str], env_extra: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """A child process for one run (`--isolate`, Ray), which gets SIGTERM if this driver dies."""
+def start_child(
+    command: list[str], env_extra: dict[str, str], log_path: Path, before_exec: Callable[[], None] = die_with_parent
+) -> subprocess.Popen:
+    """A child process for one run (`--isolate`, Ray, SLURM), which gets SIGTERM if this driver dies."""
     with open_run_log(log_path, "--resume" in command) as log:
         return subprocess.Popen(
             command,
@@ -208,7 +215,7 @@ def start_child(command: list[str], env_extra: dict[str, str], log_path: Path) -
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **env_extra},
-            preexec_fn=die_with_parent,
+            preexec_fn=before_exec,
         )
 
 

@@ -18,6 +18,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig, to_plain_dict
+from .precision import check_scaler_state
 from .runs import CheckpointError, MetricsLog, save_checkpoint
 
 
@@ -51,6 +52,7 @@ class TrainState:
     checked_step: int = 0  # the last step whose loss, gradients and weights were read as finite (not saved)
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the state in last.pt (not saved)
     adapt: dict[str, Any] | None = None  # the adaptive-λ state (`adapt.LambdaAdapter.state_dict`), once λ moved
+    activity_sum: torch.Tensor | None = None  # Σ [AR, TAR] · batch size over the epoch's steps (when on)
     new_config: bool = False  # resumed with --force and a changed config: its lr, λ, ... apply (not saved)
     wall_before: float = 0.0  # seconds the earlier segments of a resumed run took, to their last checkpoint
     started: float | None = None  # perf_counter() at this segment's start (not saved)
@@ -68,6 +70,11 @@ class TrainState:
             self.loss_sum = torch.zeros((), device=device)
             self.grad_sum = torch.zeros((), device=device)
             self.samples, self.hidden = 0, None
+            self.activity_sum = None
+
+    def add_activity(self, weighted: torch.Tensor) -> None:
+        """Add one step's [AR, TAR] · batch size to the epoch's sums."""
+        self.activity_sum = weighted if self.activity_sum is None else self.activity_sum + weighted
 
     def end_epoch(self, generator: torch.Generator) -> None:
         self.epoch += 1
@@ -132,7 +139,7 @@ def checkpoint_payload(s: Any, optimizer, scheduler, state: TrainState) -> dict[
         "run_id": state.run_id,
         "rnnl2_version": __version__,
         "baseline_fit": s.baseline_fit,
-    }
+    } | ({"scaler": s.precision.state_dict()} if s.precision.scaler is not None else {})
 
 
 def training_payload(state: TrainState) -> dict[str, Any]:
@@ -152,7 +159,14 @@ def training_payload(state: TrainState) -> dict[str, Any]:
         "resumed_from": state.resumed_from,
         "wall_seconds": state.wall_seconds(),
         "rng": capture_rng(),
-    } | ({"adapt": state.adapt} if state.adapt is not None else {})
+    } | optional_parts(state)
+
+
+def optional_parts(state: TrainState) -> dict[str, Any]:
+    """What only some runs have (older checkpoints lack the keys): the adaptive-λ state, and the
+    epoch's AR/TAR sums so far."""
+    parts = {"adapt": state.adapt, "activity_sum": state.activity_sum}
+    return {key: value for key, value in parts.items() if value is not None}
 
 
 def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
@@ -180,6 +194,7 @@ def restore_state(payload: dict[str, Any], device: torch.device) -> TrainState:
         resumed_from=list(saved.get("resumed_from", [])),
         wall_before=float(saved.get("wall_seconds", 0.0)),
         adapt=saved.get("adapt"),
+        activity_sum=to(saved.get("activity_sum")),
         run_id=payload.get("run_id"),
         checked_step=int(payload["step"]),
         saved_at=(int(payload["epoch"]), int(payload["step"])),
@@ -203,6 +218,8 @@ def check_resume_payload(payload: dict[str, Any]) -> None:
         return value is None or (isinstance(value, torch.Tensor) and value.numel() == 1)
 
     need(count(payload.get("epoch")) and count(payload.get("step")), "epoch/step", "must be whole numbers ≥ 0")
+    scaler = payload.get("scaler")
+    need(scaler is None or check_scaler_state(scaler), "scaler", "must be a gradient scaler's state (numbers)")
     saved = payload["resume"]
     for key in ("step_in_epoch", "samples", "best_epoch", "since_best"):
         need(count(saved.get(key)), key, "must be a whole number ≥ 0")
@@ -249,6 +266,12 @@ def check_resume_payload(payload: dict[str, Any]) -> None:
         "must be tensors",
     )
     need(saved.get("adapt") is None or adapt_state_ok(saved["adapt"]), "adapt", "must be an adaptive-λ state")
+    activity = saved.get("activity_sum")
+    need(
+        activity is None or (isinstance(activity, torch.Tensor) and activity.shape == (2,)),
+        "activity_sum",
+        "must be a 2-number tensor",
+    )
     rng = saved.get("rng")
     need(
         isinstance(rng, dict)

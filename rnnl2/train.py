@@ -17,14 +17,17 @@ from . import __version__
 from .adapt import LambdaAdapter, build_adapter, hold_out, lambda_trajectory
 from .config import RunConfig
 from .data import DataSpec, Split, build_splits
-from .device import describe_device, resolve_device
+from .device import describe_device, resolve_device, use_deterministic
+from .distributed import SINGLE, Ranks, SilentLog, check_distributed, current_ranks
 from .errors import Interrupted, RunFailed
 from .baselines import build_baselines, data_season, fit_baselines
 from .evaluate import build_loss, evaluate, evaluate_baselines, prefixed
 from .metrics import reference_baseline
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
-from .regularization import L2Group, L2Penalty, describe_selection, select_l2_parameters
+from .precision import Precision, build_precision
+from .regularization import L2Group, L2Penalty, select_l2_parameters
+from .regularizers import Terms, build_terms, describe_terms
 from .runs import (
     PAUSED,
     check_tensorboard,
@@ -89,6 +92,12 @@ class Setup:
     """Items per split and their unit (rows and the split rule for row data): summary.json `data`."""
     baseline_fit: dict[str, Any] = field(default_factory=dict)
     """What the naive baselines took from the training split (`baselines.fit_baselines`)."""
+    terms: Terms = field(default_factory=Terms)
+    """L1, AR/TAR and max-norm (`regularizers`): the terms besides L2, off unless configured."""
+    precision: Precision = field(default_factory=Precision)
+    """`train.precision`: autocast (and fp16's gradient scaler, saved in last.pt)."""
+    ranks: Ranks = SINGLE
+    """This process's rank and the world size (several under torchrun)."""
 
 
 def use_threads(threads: int | None) -> None:
@@ -107,7 +116,11 @@ def seed_everything(seed: int) -> None:
 
 def build_setup(cfg: RunConfig) -> Setup:
     """Seed, then build data, model and the L2 selection on the run's device."""
+    use_deterministic(cfg.train.deterministic)  # before anything starts cuBLAS
     device = resolve_device(cfg.device)
+    ranks = current_ranks(device.type)
+    check_distributed(ranks, cfg)
+    precision = build_precision(cfg.train.precision, device, cfg.model.cell)  # its probe draws before the seed
     seed_everything(cfg.seed)
     splits = build_splits(cfg.data)
     model = build_model(cfg.model, splits.spec).to(device)
@@ -129,6 +142,9 @@ def build_setup(cfg: RunConfig) -> Setup:
         holdout,
         seen,
         fit_baselines(splits.spec, splits.train),
+        build_terms(model, cfg.l1, cfg.regularization),
+        precision=precision,
+        ranks=ranks,
     )
 
 
@@ -150,7 +166,7 @@ def train_one_epoch(
     shuffle order). Every `train.checkpoint_every_steps` steps `checkpoint()` saves last.pt;
     a pending `stop` request ends the epoch after the current step. An `adapter` (l2.adapt)
     updates λ after every `every`-th step."""
-    cfg, model = s.cfg, s.model
+    cfg, model, terms, precision, ranks = s.cfg, s.model, s.terms, s.precision, s.ranks
     if state is None:
         state = TrainState()
         state.start_epoch(s.device, generator)
@@ -163,39 +179,52 @@ def train_one_epoch(
     model.train()
     batches = s.train.batches(cfg.train.batch_size, None if stateful else generator)
     for batch in islice(batches, state.step_in_epoch, None):
-        outputs, hidden = model(batch.inputs, batch.lengths, state.hidden if stateful else None)
+        batch, share, size = ranks.shard(batch, s.spec.task)  # one process: the whole batch, share None
+        with precision.autocast():  # fp32: no-op
+            outputs, hidden = model(batch.inputs, batch.lengths, state.hidden if stateful else None)
+            data_loss = loss_fn(outputs, batch.targets)
         state.hidden = detach_hidden(hidden) if stateful else None
-        data_loss = loss_fn(outputs, batch.targets)
+        activity = terms.activity(model, batch.lengths)  # [AR, TAR], or None when both are off
+        if share is not None:  # this rank's part of the global batch's mean
+            data_loss, activity = data_loss * share, None if activity is None else activity * share
         optimizer.zero_grad(set_to_none=True)
-        data_loss.backward()
+        precision.backward(data_loss if activity is None else data_loss + activity.sum())
+        if ranks.world > 1 and ranks.reduce_gradients_(params, bool(stop and stop.signal)) and stop is not None:
+            stop.signal = stop.signal or "a signal on another rank"  # every rank stops after this step
+        precision.unscale_(optimizer)  # fp16: λ·θ and the clip bound apply to the true gradients
         if add_penalty:
             penalty.add_gradient_()  # the gradient of (λ/2)·Σθ², exactly, before clipping
+        terms.add_gradient_()  # L1's λ₁·sign(θ), likewise
         if clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        kept = precision.kept(grad_norm)  # fp16: whether the scaler takes this step (inf/NaN: skipped)
         before = adapter.snapshot() if adapter is not None and adapter.due(state.step + 1) else None
         if manual_decay:
-            decoupled_decay_(optimizer, s.groups)
+            decoupled_decay_(optimizer, s.groups, kept)
         try:
-            optimizer.step()
+            precision.step(optimizer)
         except RuntimeError as err:  # e.g. Adam's lr / bias correction no longer fits a float
             if "overflow" not in str(err):
                 raise
             state.step += 1  # name the step that failed
             raise diverged(state, "an optimizer update is") from None
-        size = batch.targets.shape[0]
+        terms.constrain_()  # max-norm: rows renormed after the step
         state.loss_sum += data_loss.detach() * size
-        state.grad_sum += grad_norm.detach()
+        if activity is not None:
+            state.add_activity(activity.detach() * size)
+        state.grad_sum += grad_norm.detach() if kept is None else torch.where(kept, grad_norm.detach(), 0.0)
         state.samples, state.step, state.step_in_epoch = state.samples + size, state.step + 1, state.step_in_epoch + 1
         if before is not None:
             state.adapt = adapter.update(model, before)
-        synced = read_running_loss(state, params) if state.step_in_epoch % SYNC_EVERY == 0 else None
+        synced = read_running_loss(state, params, ranks) if state.step_in_epoch % SYNC_EVERY == 0 else None
         observer.on_step(state.step_in_epoch, synced)
         if state.step_in_epoch >= step_budget or (stop is not None and stop.signal):
             break
         if checkpoint is not None and every and state.step % every == 0:
             checkpoint()
+    ranks.settle_(state)  # rank 0 holds the epoch's sums over all ranks
     loss_sum, grad_sum = read_sums(state)
     return {
         "train_data_loss": loss_sum / max(state.samples, 1),
@@ -211,11 +240,15 @@ def read_sums(state: TrainState) -> tuple[float, float]:
     return loss_sum, grad_sum
 
 
-def read_running_loss(state: TrainState, params: list[torch.Tensor]) -> float:
+def read_running_loss(state: TrainState, params: list[torch.Tensor], ranks: Ranks = SINGLE) -> float:
     """The epoch's mean data loss so far, read together with the largest |parameter| in one sync:
-    a NaN/inf in the loss, a gradient or a weight since the last read stops the run."""
+    a NaN/inf in the loss, a gradient or a weight since the last read stops the run (every rank
+    reads the sum over all ranks, so all of them stop alike)."""
     largest = torch.nn.utils.get_total_norm(params, norm_type=math.inf)  # NaN-propagating, cannot overflow
-    loss_sum, grad_sum, weight = torch.stack([state.loss_sum, state.grad_sum, largest.to(state.loss_sum)]).tolist()
+    sums = torch.stack([state.loss_sum, state.grad_sum, largest.to(state.loss_sum)])
+    if ranks.world > 1:  # the gradients and weights are the same on every rank; the loss sums are not
+        sums[0] = ranks.total(state.loss_sum)
+    loss_sum, grad_sum, weight = sums.tolist()
     if not (math.isfinite(loss_sum) and math.isfinite(grad_sum) and math.isfinite(weight)):
         raise diverged(state)
     state.checked_step = state.step
@@ -262,7 +295,10 @@ def run(
     check_mlflow(cfg.output.mlflow)
     s = setup or build_setup(cfg)
     state = TrainState(run_id=new_run_id())
+    if not s.ranks.main:  # under torchrun: rank 0 makes the folder and writes; the others train beside it
+        return train_epochs(s, s.ranks.share(None), state, None, Observer(), started, pause_after)
     run_dir, lock = create_run_dir(runs_dir, cfg.name, run_dir, state.run_id)
+    s.ranks.share(run_dir)
     with lock:
         try:
             write_config(run_dir, cfg)
@@ -286,14 +322,17 @@ def train_epochs(
     """Epochs from `state` on: train, evaluate, log, checkpoint, stop early; then the final summary.
     A pause (after epoch `pause_after`) writes a summary without the final evaluation: the
     schedule, the best weights and every RNG state stay in last.pt for the resume."""
-    cfg = s.cfg
+    cfg, ranks = s.cfg, s.ranks
     state.started = started
+    observer = observer if ranks.main else Observer()
     optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
     scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.epochs)
     generator = torch.Generator().manual_seed(cfg.seed)
-    log = open_run_log(run_dir, cfg)
+    log = open_run_log(run_dir, cfg) if ranks.main else SilentLog()
     if payload is not None:
         restore_training(payload, optimizer, scheduler, log, state)
+        s.precision.load_state_dict(payload.get("scaler"))
+        ranks.take_share_(state)
     penalty = L2Penalty(s.groups)
     adapter = build_adapter(
         cfg.l2, cfg.optimizer, s.groups, penalty, optimizer, s.holdout, s.spec.task, cfg.train.batch_size
@@ -307,15 +346,18 @@ def train_epochs(
         """Checkpoints of a state read as finite: a NaN/inf weight is never saved (at an epoch's end
         the read before evaluating already covers this step)."""
         if state.checked_step != state.step:
-            read_running_loss(state, params)
-        save_checkpoints(run_dir, s, optimizer, scheduler, state, best)
+            read_running_loss(state, params, ranks)
+        whole = ranks.whole_state(state)  # every rank takes part; rank 0 writes
+        if ranks.main:
+            save_checkpoints(run_dir, s, optimizer, scheduler, whole, best)
+        state.saved_at = whole.saved_at
 
     observer.on_start(
         {
             "run_dir": run_dir,
             "device": describe_device(s.device),
             "parameters": count_parameters(s.model),
-            "l2": describe_selection(s.model, s.groups),
+            "l2": describe_terms(s.model, s.groups, s.terms),
             "epochs": cfg.train.epochs,
             "steps_per_epoch": steps_per_epoch,
             "resumed_from": state.resumed_from[-1] if state.resumed_from else None,
@@ -347,8 +389,8 @@ def train_epochs(
                     save()
                     status = "interrupted"
                     break
-                read_running_loss(state, params)  # before evaluating: a diverged epoch is not scored
-                row = epoch_row(s, state, stats, penalty, optimizer, epoch_start, adapter)
+                read_running_loss(state, params, ranks)  # before evaluating: a diverged epoch is not scored
+                row = ranks.share(epoch_row(s, state, stats, penalty, optimizer, epoch_start, adapter))  # rank 0's
                 if not math.isfinite(row["val_loss"]):  # weights so large the model overflows
                     state.checked_step = state.step - stats["steps"]
                     raise diverged(state, "the validation loss is")
@@ -408,12 +450,14 @@ def epoch_row(
     val = prefixed("val", evaluate(s.model, s.val, s.spec.task, s.cfg.train.eval_batch_size))
     with torch.no_grad():
         pen, norm = penalty().item(), penalty.weight_norm().item()
+    others = s.terms.row(state.activity_sum, state.samples)  # penalty_l1, ar, tar: those that are on
     return {
         "epoch": state.epoch + 1,
         "step": state.step,
         "train_data_loss": stats["train_data_loss"],
         "penalty": pen,
-        "train_loss": stats["train_data_loss"] + pen,
+        **others,
+        "train_loss": stats["train_data_loss"] + pen + sum(others.values()),
         **(adapter.row() if adapter is not None else {}),
         **val,
         "lr": optimizer.param_groups[0]["lr"],
@@ -467,12 +511,17 @@ def write_summary(
         "epochs_run": len(history),
         "steps": state.step,
         **lambda_trajectory(history),
-        "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))} | {"penalty": last.get("penalty")},
+        "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))}
+        | {"penalty": last.get("penalty")}
+        | {k: last[k] for k in ("penalty_l1", "ar", "tar") if k in last},
         **final,
         "data": s.seen,
         "wall_seconds": state.wall_before + elapsed,
         "device": describe_device(s.device),
         "threads": torch.get_num_threads(),
+        "precision": cfg.train.precision,
+        "deterministic": cfg.train.deterministic,
+        "processes": s.ranks.world,
         "parameters": count_parameters(s.model),
         "penalized_parameters": sum(p.numel() for g in s.groups for p in g.params),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "rnnl2": __version__},
@@ -481,5 +530,6 @@ def write_summary(
         summary |= {"resumed_from": state.resumed_from, "wall_seconds_segment": elapsed}
     if status in ("interrupted", PAUSED):
         summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
-    write_json(run_dir / "summary.json", summary)
+    if s.ranks.main:
+        write_json(run_dir / "summary.json", summary)
     return summary

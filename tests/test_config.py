@@ -24,6 +24,7 @@ from rnnl2.config import (
     SeedTaggingData,
     load_config,
     read_yaml,
+    to_plain_dict,
     validate_config,
 )
 from rnnl2.config.loading import MAX_YAML_VALUES
@@ -151,6 +152,31 @@ BAD_CONFIGS = {
         ["milestones must increase", "[5, 4]"],
     ),
     "zero_init_scale": (tiny(model={"init_scale": 0}), ["model.init_scale", "greater than 0"]),
+    "weight_drop_one": (tiny(model={"weight_drop": 1.0}), ["model.weight_drop", "each p must lie in [0, 1)"]),
+    "weight_drop_negative_in_a_list": (
+        tiny(model={"num_layers": 2, "weight_drop": [0.5, -0.1]}),
+        ["model.weight_drop", "[0, 1)", "[0.5, -0.1]"],
+    ),
+    "weight_drop_per_layer_count": (
+        tiny(model={"weight_drop": [0.5, 0.5]}),
+        ["model", "weight_drop lists 2 rates, but num_layers is 1"],
+    ),
+    "input_dropout_one": (tiny(model={"input_dropout": 1.0}), ["model.input_dropout", "less than 1"]),
+    "negative_embedding_dropout": (
+        tiny(model={"embedding_dropout": -0.1}),
+        ["model.embedding_dropout", "greater than or equal to 0"],
+    ),
+    "locked_dropout_not_a_bool": (tiny(model={"locked_dropout": "often"}), ["model.locked_dropout", "'often'"]),
+    "negative_ar": (tiny(regularization={"ar": -2}), ["regularization.ar", "greater than or equal to 0"]),
+    "nan_tar": (tiny(regularization={"tar": float("nan")}), ["regularization.tar", "finite"]),
+    "misspelt_ar": (tiny(regularization={"alpha": 2}), ["regularization.alpha", "unknown key", "ar, tar, max_norm"]),
+    "negative_l1": (tiny(l1={"lambda": -1e-4}), ["l1.lambda", "greater than or equal to 0"]),
+    "negative_l1_group": (tiny(l1={"lambdas": {"head": -1}}), ["l1.lambdas.head", "greater than or equal to 0"]),
+    "zero_max_norm": (
+        tiny(regularization={"max_norm": {"value": 0}}),
+        ["regularization.max_norm.value", "greater than 0"],
+    ),
+    "max_norm_without_value": (tiny(regularization={"max_norm": {}}), ["regularization.max_norm.value", "missing"]),
 }
 
 
@@ -477,3 +503,50 @@ def test_sections_validate_directly():
     assert OptimizerConfig(name="sgd", nesterov=True, momentum=0.9).nesterov
     with pytest.raises(ValidationError, match="betas"):
         OptimizerConfig(betas=(0.9, 1.0))
+
+
+# Errors only the built model can show: a group or glob that matches no parameter, word dropout on
+# feature inputs. `train` and `config show --params` build it; both exit 2 before any folder.
+BUILD_ERRORS = {
+    "unknown_l1_group": (tiny(l1={"lambda": 1e-4, "apply_to": ["weight_xx"]}), "l1: 'weight_xx' matches no parameter"),
+    "unknown_l1_lambdas_glob": (
+        tiny(l1={"lambda": 1e-4, "lambdas": {"rnn.kernel*": 1e-3}}),
+        "l1: 'rnn.kernel*' matches no parameter",
+    ),
+    "unknown_max_norm_group": (
+        tiny(regularization={"max_norm": {"value": 3, "apply_to": ["kernel"]}}),
+        "regularization.max_norm: 'kernel' matches no parameter",
+    ),
+    "embedding_dropout_on_features": (
+        tiny(model={"embedding_dropout": 0.1}),
+        "model.embedding_dropout: drops words, but this data's inputs are not tokens",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", [["train"], ["config", "show", "--params"]])
+@pytest.mark.parametrize("case", sorted(BUILD_ERRORS))
+def test_bad_regularizer_selection_exits_2_before_any_run_folder(tmp_path, case, command):
+    raw, message = BUILD_ERRORS[case]
+    runs = tmp_path / "runs"
+    extra = ["--runs-dir", str(runs)] if command == ["train"] else []
+    result = CliRunner().invoke(app, [*command, str(write_config(tmp_path, raw)), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not runs.exists() or not any(runs.rglob("*"))
+
+
+def test_regularizers_at_their_defaults_leave_the_resolved_config_as_before():
+    """Keys added by issue 12 are written only when set, so older configs (and sweep hashes) are unchanged."""
+    plain = to_plain_dict(validate_config(tiny()))
+    assert not {"l1", "regularization"} & set(plain)
+    assert not {"input_dropout", "locked_dropout", "weight_drop", "embedding_dropout"} & set(plain["model"])
+    explicit = tiny(
+        model={"weight_drop": 0.0, "locked_dropout": False, "input_dropout": 0.0, "embedding_dropout": 0.0},
+        l1={"lambda": 0.0},
+        regularization={"ar": 0.0, "tar": 0.0, "max_norm": None},
+    )
+    assert to_plain_dict(validate_config(explicit)) == plain
+    on = to_plain_dict(validate_config(tiny(model={"weight_drop": 0.5}, regularization={"ar": 2.0})))
+    assert on["model"]["weight_drop"] == 0.5 and on["regularization"]["ar"] == 2.0
+    assert validate_config(on) == validate_config(tiny(model={"weight_drop": 0.5}, regularization={"ar": 2.0}))

@@ -169,3 +169,116 @@ def test_a_tiny_model_overfits_one_batch(cell):
     accuracy = (model(inputs)[0].argmax(-1) == targets).float().mean().item()
     assert loss.item() < 0.2 * first
     assert accuracy >= 0.95
+
+
+# ------------------------------------------------------ AWD-LSTM dropouts (issue 12)
+
+LM_SPEC = DataSpec(task="lm", input_size=13, output_size=13, tokens=True)
+
+
+def fused_copy_of(locked: nn.Module, spec: DataSpec, **model) -> nn.Module:
+    """A fused-layout model holding the per-layer model's weights (`rnn.1.weight_hh_l0` → `rnn.weight_hh_l1`)."""
+    fused = model_for(spec, **model)
+    renamed = {}
+    for name, value in locked.state_dict().items():
+        parts = name.split(".")
+        if parts[0] == "rnn":
+            layer, param = int(parts[1]), parts[2]
+            name = "rnn." + param.replace("_l0", f"_l{layer}")
+        renamed[name] = value
+    fused.load_state_dict(renamed)
+    return fused
+
+
+def test_weight_drop_zero_is_bitwise_the_plain_model():
+    inputs = torch.randn(BATCH, TIME, FEATURES)
+    plain = model_for(SPECS["tagging"], num_layers=2, dropout=0.3).train()
+    zero = model_for(SPECS["tagging"], num_layers=2, dropout=0.3, weight_drop=0.0).train()
+    torch.manual_seed(7)
+    expected = plain(inputs)[0]
+    state = torch.get_rng_state()
+    torch.manual_seed(7)
+    assert torch.equal(zero(inputs)[0], expected)
+    assert torch.equal(torch.get_rng_state(), state)  # no extra random draws either
+    assert zero.weight_drop == [{}] and isinstance(zero.rnn, nn.LSTM)
+
+
+def test_weight_drop_changes_its_mask_every_batch_and_trains_the_raw_weights():
+    model = model_for(SPECS["tagging"], num_layers=2, weight_drop=[0.5, 0.3]).train()
+    assert model.weight_drop_by_name() == {"rnn.weight_hh_l0": 0.5, "rnn.weight_hh_l1": 0.3}
+    inputs = torch.randn(BATCH, TIME, FEATURES)
+    first, second = model(inputs)[0], model(inputs)[0]
+    assert not torch.equal(first, second)
+    (first.sum() + second.sum()).backward()
+    assert model.rnn.weight_hh_l0.grad.abs().sum() > 0 and model.rnn.weight_hh_l1.grad.abs().sum() > 0
+    assert isinstance(model.rnn, nn.LSTM)  # still the one fused module
+    model.eval()
+    assert torch.equal(model(inputs)[0], model(inputs)[0])
+
+
+@pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_locked_layout_computes_the_same_network_as_the_fused_one(cell, nonlinearity, bidirectional):
+    """With dropout off (eval), one module per layer is the fused stack, padding and hidden state included."""
+    options = dict(cell=cell, nonlinearity=nonlinearity, bidirectional=bidirectional, num_layers=3, dropout=0.3)
+    locked = model_for(SPECS["classification"], locked_dropout=True, weight_drop=0.4, input_dropout=0.2, **options)
+    assert isinstance(locked.rnn, nn.ModuleList) and len(locked.rnn) == 3
+    fused = fused_copy_of(locked, SPECS["classification"], **options).eval()
+    inputs, lengths = torch.randn(BATCH, TIME, FEATURES), torch.tensor([6, 2, 4, 1])
+    expected, expected_hidden = fused(inputs, lengths)
+    got, hidden = locked(inputs, lengths)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    pairs = zip(hidden, expected_hidden) if cell == "lstm" else [(hidden, expected_hidden)]
+    for a, b in pairs:
+        assert a.shape == b.shape == (3 * (2 if bidirectional else 1), BATCH, 8)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_locked_dropout_shares_each_sequences_mask_over_time():
+    """Between layers and on the outputs: with identity-like inputs, what a step loses is what every step loses."""
+    spec = SPECS["tagging"]
+    model = model_for(spec, num_layers=2, dropout=0.5, input_dropout=0.5, locked_dropout=True).train()
+    captured = []
+    model.rnn[1].register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    model.head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    model(torch.randn(BATCH, TIME, FEATURES))
+    for dropped in captured:  # (batch, time, hidden): a unit zeroed at one step is zeroed at all
+        zeros = dropped == 0
+        assert torch.equal(zeros, zeros[:, :1].expand_as(zeros))
+        assert zeros.any()
+        assert not torch.equal(zeros[0], zeros[1])
+
+
+def test_locked_layout_carries_a_stateful_hidden_state():
+    model = model_for(LM_SPEC, cell="lstm", num_layers=2, embedding_dim=4, locked_dropout=True, dropout=0.2)
+    tokens = torch.randint(0, 13, (BATCH, TIME))
+    whole, _ = model(tokens)
+    first, hidden = model(tokens[:, :3])
+    second, _ = model(tokens[:, 3:], None, hidden)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-6, rtol=1e-5)
+    assert hidden[0].shape == (2, BATCH, 8)
+
+
+def test_every_dropout_is_off_in_eval_mode():
+    """eval/predict: all options on give exactly the outputs of the same weights with none of them."""
+    options = dict(cell="lstm", num_layers=2, embedding_dim=4, locked_dropout=True)
+    noisy = model_for(LM_SPEC, dropout=0.5, input_dropout=0.5, weight_drop=0.5, embedding_dropout=0.5, **options).eval()
+    quiet = model_for(LM_SPEC, seed=1, **options).eval()
+    quiet.load_state_dict(noisy.state_dict())
+    tokens = torch.randint(0, 13, (BATCH, TIME))
+    state = torch.get_rng_state()
+    assert torch.equal(noisy(tokens)[0], quiet(tokens)[0])
+    assert torch.equal(torch.get_rng_state(), state)
+    noisy.keep_activations = True
+    noisy(tokens)
+    assert noisy.activations is None  # AR/TAR see nothing outside training
+
+
+def test_embedding_dropout_needs_token_inputs():
+    from rnnl2.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.embedding_dropout"):
+        model_for(SPECS["tagging"], embedding_dropout=0.1)
+    model = model_for(LM_SPEC, embedding_dropout=0.5, embedding_dim=4).train()
+    tokens = torch.randint(0, 13, (BATCH, TIME))
+    assert not torch.equal(model(tokens)[0], model(tokens)[0])

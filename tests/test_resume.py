@@ -328,6 +328,76 @@ def test_text_lm_resumes_mid_epoch_with_its_hidden_state(tmp_path):
     assert all(torch.equal(expected[name], got[name]) for name in expected)
 
 
+# ------------------------------------------ issue 12: every regularizer on, mid-epoch
+
+
+ALL_REGULARIZERS = {
+    "model": {
+        "cell": "lstm",
+        "hidden_size": 8,
+        "embedding_dim": 4,
+        "num_layers": 2,
+        "dropout": 0.3,
+        "input_dropout": 0.2,
+        "locked_dropout": True,
+        "weight_drop": [0.5, 0.3],
+        "embedding_dropout": 0.1,
+    },
+    "l2": {"lambda": 1e-3},
+    "l1": {"lambda": 1e-4},
+    "regularization": {"ar": 2.0, "tar": 1.0, "max_norm": {"value": 1.5}},
+}
+
+
+@pytest.mark.parametrize("kind", ["text_lm", "text_classification"])
+def test_every_regularizer_resumes_exactly_mid_epoch(tmp_path, kind):
+    """Weight-drop, locked and embedding masks come from the saved RNG and the epoch's AR/TAR sums
+    from last.pt: stopped mid-epoch and resumed, the run ends as the uninterrupted one (padded
+    token sequences, and a stateful LM whose hidden state crosses the per-layer modules)."""
+    from rnnl2.config import validate_config
+    from rnnl2.resume import resume
+    from rnnl2.train import Observer, run
+
+    sentences = ["the quick brown fox", "jumps over", "the lazy dog and the cat", "a b c", "quick quick fox"]
+    (tmp_path / "text.txt").write_text(" ".join(sentences * 8) + "\n")
+    (tmp_path / "cls.tsv").write_text("".join(f"{i % 2}\t{s}\n" for i, s in enumerate(sentences * 8)))
+    data = {
+        "text_lm": {"kind": "text_lm", "path": str(tmp_path / "text.txt"), "level": "char", "bptt": 6},
+        "text_classification": {
+            "kind": "text_classification",
+            "path": str(tmp_path / "cls.tsv"),
+            **{"format": "tsv", "header": False, "text_field": 1, "label_field": 0},
+        },
+    }[kind]
+    raw = {"name": "all", "device": "cpu", "data": data, **copy.deepcopy(ALL_REGULARIZERS)}
+    raw["train"] = {"epochs": 2, "batch_size": 4, "checkpoint_every_steps": 3}
+    cfg = validate_config(raw)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt(Observer):
+        epoch = 0
+
+        def on_epoch_start(self, epoch, steps):
+            self.epoch = epoch
+
+        def on_step(self, step, loss):
+            if self.epoch == 2 and step == 5:
+                raise Crash
+
+    reference = run(cfg, run_dir=tmp_path / "reference")
+    assert {"penalty_l1", "ar", "tar"} <= set(reference.history[-1])
+    with pytest.raises(Crash):
+        run(cfg, run_dir=tmp_path / "crashed", observer=CrashAt())
+    saved = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)["resume"]
+    assert 0 < saved["step_in_epoch"] < 5 and saved["activity_sum"].shape == (2,)  # a mid-epoch checkpoint
+    resumed = resume(tmp_path / "crashed")
+    assert without_timing(resumed.history) == without_timing(reference.history)
+    expected, got = final_parameters(tmp_path / "reference"), final_parameters(tmp_path / "crashed")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
 # ------------------------------------------- resume trusts last.pt, not the editable files
 
 

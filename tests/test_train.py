@@ -119,3 +119,96 @@ def test_naive_baselines_leave_the_model_and_every_random_state_alone():
         "test_loss",
         "test_accuracy",
     }
+
+
+# ------------------------------------- issue 12: the defaults train exactly as before
+
+SENTENCES = ["the cat sat on the mat", "a dog ran far away today", "birds fly", "we like green tea a lot", "rain again"]
+
+
+def default_configs(folder: Path) -> dict[str, dict]:
+    """Three runs the new regularizers must leave alone: fused 2-layer LSTM with dropout (features),
+    a GRU classifier over padded token sequences, a stateful char LM."""
+    import copy
+
+    (folder / "lm.txt").write_text(" ".join(SENTENCES * 6) + "\n")
+    (folder / "cls.tsv").write_text("".join(f"{i % 2}\t{s}\n" for i, s in enumerate(SENTENCES * 8)))
+    tsv = {"format": "tsv", "header": False, "text_field": 1, "label_field": 0}
+    classifier = {
+        "cell": "gru",
+        "hidden_size": 8,
+        "embedding_dim": 4,
+        "num_layers": 2,
+        "dropout": 0.2,
+        "pooling": "mean",
+    }
+    return {
+        "tagging": copy.deepcopy(TINY_TAGGING) | {"model": {"hidden_size": 8, "num_layers": 2, "dropout": 0.3}},
+        "classification": {
+            "name": "cls",
+            "device": "cpu",
+            "data": {"kind": "text_classification", "path": str(folder / "cls.tsv"), **tsv},
+            "model": classifier,
+            "l2": {"lambda": 1e-3},
+            "train": {"epochs": 2, "batch_size": 8},
+        },
+        "lm": {
+            "name": "lm",
+            "device": "cpu",
+            "data": {"kind": "text_lm", "path": str(folder / "lm.txt"), "level": "char", "bptt": 6},
+            "model": {"hidden_size": 8, "embedding_dim": 4, "num_layers": 2, "dropout": 0.2},
+            "l2": {"lambda": 1e-3},
+            "train": {"epochs": 2, "batch_size": 4},
+        },
+    }
+
+
+# (train_data_loss, val_loss, penalty) per epoch, then test_loss, as float.hex(), recorded with the code
+# before issue 12 (torch 2.13 CPU, one thread): the fused path, its RNG draws and the loop are unchanged.
+RECORDED = {
+    "tagging": (
+        [
+            ("0x1.1661ba0000000p+0", "0x1.12024cccccccdp+0", "0x1.2764b60000000p-6"),
+            ("0x1.160a180000000p+0", "0x1.10f8b4ccccccdp+0", "0x1.20f3900000000p-6"),
+        ],
+        "0x1.10abdcccccccdp+0",
+    ),
+    "classification": (
+        [
+            ("0x1.64f9524924925p-1", "0x1.6a71c00000000p-1", "0x1.032a0a0000000p-4"),
+            ("0x1.6911f00000000p-1", "0x1.6aafc80000000p-1", "0x1.0159dc0000000p-4"),
+        ],
+        "0x1.69384c0000000p-1",
+    ),
+    "lm": (
+        [
+            ("0x1.8a3e400000000p+1", "0x1.88a9800000000p+1", "0x1.03ac660000000p-4"),
+            ("0x1.85b7e18618618p+1", "0x1.8648104a7904ap+1", "0x1.ef4d320000000p-5"),
+        ],
+        "0x1.8648104a7904ap+1",
+    ),
+}
+
+EXPLICITLY_OFF = {
+    "model": {"weight_drop": 0.0, "locked_dropout": False, "input_dropout": 0.0},
+    "l1": {"lambda": 0.0},
+    "regularization": {"ar": 0.0, "tar": 0.0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_default_configs_train_bitwise_as_before_the_new_regularizers(tmp_path, name):
+    from rnnl2.config import validate_config
+    from rnnl2.train import run
+
+    raw = default_configs(tmp_path)[name]
+    if torch.__version__.split("+")[0] != "2.13.0":
+        pytest.skip("the recorded numbers are torch 2.13's; other versions round differently")
+    result = run(validate_config(raw), runs_dir=tmp_path / "default")
+    got = [(r["train_data_loss"].hex(), r["val_loss"].hex(), r["penalty"].hex()) for r in result.history]
+    assert (got, result.summary["test_loss"].hex()) == (RECORDED[name][0], RECORDED[name][1])
+    off = {**raw, **{key: {**raw.get(key, {}), **value} for key, value in EXPLICITLY_OFF.items()}}
+    explicit = run(validate_config(off), runs_dir=tmp_path / "explicit")
+    timing = ("seconds", "samples_per_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(explicit.history) == strip(result.history)

@@ -14,6 +14,19 @@ from .data_kinds import DataConfig, SeedTaggingData
 # -------------------------------------------------------------------------- model
 
 
+NEW_MODEL_FIELDS = ("input_dropout", "locked_dropout", "weight_drop", "embedding_dropout")
+
+
+def drop_defaults(section: Section, data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """`data` (a dump of `section`) without the fields in `names` that hold their default."""
+    fields = type(section).model_fields
+    for name in names:
+        default = fields[name].get_default(call_default_factory=True)
+        if getattr(section, name) == default:
+            data.pop(fields[name].alias or name, None)
+    return data
+
+
 class ModelConfig(Section):
     cell: Literal["rnn", "lstm", "gru"] = "lstm"
     """Recurrent cell: PyTorch's fused nn.RNN, nn.LSTM or nn.GRU."""
@@ -34,6 +47,46 @@ class ModelConfig(Section):
     init_scale: float | None = Field(None, gt=0.0)
     """Draw every parameter from U(−s, s), as Zaremba et al. do (s = 0.1); unset: PyTorch's
     defaults (N(0, 1) embeddings, U(±1/√hidden) recurrent weights)."""
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the recurrent stack's inputs (the embeddings, for tokens): AWD-LSTM's `dropouti`."""
+    locked_dropout: bool = False
+    """One dropout mask per sequence, shared by all its time steps, for `input_dropout` and `dropout`
+    (variational or locked dropout: Gal & Ghahramani 2016, AWD-LSTM). Builds one recurrent module per
+    layer (parameters `rnn.0.weight_hh_l0`, `rnn.1.…`; the L2 groups still find them); off keeps the
+    single fused module."""
+    weight_drop: float | list[float] = 0.0
+    """DropConnect on the recurrent matrices `weight_hh` (AWD-LSTM's `wdrop`): in every training batch
+    each weight is zeroed with probability p and the rest scaled by 1/(1 − p); the fused kernel still
+    runs, on the dropped copy. A list gives one p per layer. Each p in [0, 1)."""
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Drop whole words: in every training batch each row of the embedding is zeroed with probability p
+    and the rest scaled by 1/(1 − p) (AWD-LSTM's `dropoute`); token inputs only."""
+
+    @field_validator("weight_drop")
+    @classmethod
+    def _check_weight_drop(cls, value: float | list[float]) -> float | list[float]:
+        for p in value if isinstance(value, list) else [value]:
+            if not 0.0 <= p < 1.0:
+                raise ValueError("each p must lie in [0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_weight_drop_layers(self) -> "ModelConfig":
+        if isinstance(self.weight_drop, list) and len(self.weight_drop) != self.num_layers:
+            raise ValueError(
+                f"weight_drop lists {len(self.weight_drop)} rates, but num_layers is {self.num_layers}; "
+                "give one p per layer, or one number for all"
+            )
+        return self
+
+    def weight_drop_rates(self) -> list[float]:
+        """p of every layer."""
+        return self.weight_drop if isinstance(self.weight_drop, list) else [self.weight_drop] * self.num_layers
+
+    @model_serializer(mode="wrap")
+    def _drop_default_regularizers(self, handler: Any) -> dict[str, Any]:
+        """The regularizers of issue 12 are left out while off, so older configs keep their hash."""
+        return drop_defaults(self, handler(self), NEW_MODEL_FIELDS)
 
 
 # ----------------------------------------------------------------------------- L2
@@ -119,6 +172,46 @@ class L2Config(Section):
         if self.adapt == AdaptConfig():
             data.pop("adapt", None)
         return data
+
+
+# ---------------------------------------------------------------- L1 and the rest
+
+
+class L1Config(Section):
+    """λ₁·Σ|θ| over the selected parameters; with `l2` on too, the elastic net."""
+
+    lambda_: float = Field(0.0, ge=0.0, alias="lambda")
+    """λ₁ in `loss = data_loss + λ₁ · Σ|θ|`, so the gradient term is λ₁·sign(θ) (Keras l1(x): λ₁ = x).
+    Always a loss term, whatever `l2.mode` says: there is no decoupled form of L1 here."""
+    apply_to: list[str] = Field(default_factory=lambda: ["weight_ih", "weight_hh", "embedding", "head"], min_length=0)
+    """Penalized parameters: groups (weight_ih, weight_hh, bias, embedding, head) or globs, as in `l2`."""
+    lambdas: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
+    """Per-group λ₁ (finite, >= 0) overriding `lambda` for the parameters a group or glob names."""
+
+    @property
+    def on(self) -> bool:
+        return self.lambda_ > 0 or any(v > 0 for v in self.lambdas.values())
+
+
+class MaxNormConfig(Section):
+    value: float = Field(gt=0.0)
+    """c: after every optimizer step each row of the selected matrices (one unit's incoming weights)
+    is scaled down to a Euclidean norm of at most c (Keras `max_norm(c)`); 1-D parameters: each entry."""
+    apply_to: list[str] = Field(default_factory=lambda: ["weight_ih", "weight_hh", "head"], min_length=1)
+    """Constrained parameters: groups (weight_ih, weight_hh, bias, embedding, head) or globs."""
+
+
+class RegularizationConfig(Section):
+    """Activation regularization and the max-norm constraint (Merity et al. 2017; Srivastava et al. 2014)."""
+
+    ar: float = Field(0.0, ge=0.0)
+    """α of AR: α·mean(h²) over the last layer's outputs as they go to the head (after its dropout for
+    per-step heads), over the valid (unpadded) steps; AWD-LSTM uses 2."""
+    tar: float = Field(0.0, ge=0.0)
+    """β of TAR: β·mean((h_t − h_{t−1})²) over the last layer's undropped outputs, over pairs of valid
+    steps; AWD-LSTM uses 1."""
+    max_norm: MaxNormConfig | None = None
+    """Row max-norm constraint `{value: c, apply_to: [...]}`; null: off."""
 
 
 # ---------------------------------------------------------------------- optimizer
@@ -224,6 +317,22 @@ class TrainConfig(Section):
     checkpoint_every_steps: int | None = Field(None, ge=1)
     """Also write checkpoints/last.pt every this many optimizer steps, mid-epoch, so a long epoch
     resumes (`rnnl2 train --resume`) close to where it stopped; null: only at the end of each epoch."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast the forward pass and data loss to bf16 or fp16 (fp16 adds a gradient scaler); weights,
+    gradients, the L2 term and logged numbers stay fp32. A combination torch cannot run exits 2."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms(True), cuDNN deterministic and CUBLAS_WORKSPACE_CONFIG:
+    bit-identical CUDA reruns, at some speed (an op without a deterministic kernel is an error)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: Any) -> dict[str, Any]:
+        """`precision` and `deterministic` are left out at their defaults, so older configs keep their hash."""
+        data = handler(self)
+        if self.precision == "fp32":
+            data.pop("precision", None)
+        if not self.deterministic:
+            data.pop("deterministic", None)
+        return data
 
 
 class OutputConfig(Section):
@@ -261,12 +370,21 @@ class RunConfig(Section):
     """The recurrent network."""
     l2: L2Config = L2Config()
     """Which parameters get L2 regularisation, how much, and how."""
+    l1: L1Config = L1Config()
+    """L1 (λ₁·Σ|θ|) beside or instead of L2; off by default."""
+    regularization: RegularizationConfig = RegularizationConfig()
+    """AR, TAR and the max-norm constraint; off by default."""
     optimizer: OptimizerConfig = OptimizerConfig()
     """Optimizer and learning-rate schedule."""
     train: TrainConfig = TrainConfig()
     """Training loop."""
     output: OutputConfig = OutputConfig()
     """What the run folder receives."""
+
+    @model_serializer(mode="wrap")
+    def _drop_default_sections(self, handler: Any) -> dict[str, Any]:
+        """`l1` and `regularization` are left out while off, so older configs keep their hash."""
+        return drop_defaults(self, handler(self), ("l1", "regularization"))
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "RunConfig":
