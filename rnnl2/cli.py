@@ -197,6 +197,13 @@ RunsPerGpu = Annotated[
         help="K runs share each GPU: local backend, K per visible GPU (default --jobs: K × GPUs); Ray: num_gpus=1/K.",
     ),
 ]
+Columns = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Numeric columns to show, comma-separated: any number in summary.json (test_mae, "
+        "baselines.repeat_last.test_mse), vs_baseline, gap, wall_s, ... (default: the metrics)."
+    ),
+]
 Isolate = Annotated[
     bool,
     typer.Option(
@@ -843,13 +850,7 @@ def compare(
         Optional[Path], typer.Option("--csv", help="Also write the table as CSV to this file (- for stdout).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object on stdout.")] = False,
-    columns: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Numeric columns to show, comma-separated: any number in summary.json (test_mae, "
-            "baselines.repeat_last.test_mse), vs_baseline, gap, wall_s, ... (default: the metrics)."
-        ),
-    ] = None,
+    columns: Columns = None,
 ) -> None:
     """One row per run: the config keys that differ, best and test metrics, vs the naive baseline, gap,
     weight norm, epochs, time. Runs of different tasks get one table each."""
@@ -858,8 +859,7 @@ def compare(
 
     if csv_path is not None and str(csv_path) != "-":
         check_output_file(csv_path)
-    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    tables = compare_by_task(paths, sort=sort, by_seed=by_seed, columns=chosen)
+    tables = compare_by_task(paths, sort=sort, by_seed=by_seed, columns=column_list(columns))
     if csv_path is not None:
         if str(csv_path) == "-":
             print(tables_to_csv(tables), end="")
@@ -880,14 +880,20 @@ def report(
         Path, typer.Option("--output", "-o", help="Folder for the PNGs, report.md and report.html.")
     ] = Path("report"),
     sort: Annotated[Optional[str], typer.Option(help="Column to sort the report's table by.")] = None,
+    columns: Columns = None,
 ) -> None:
     """Plot learning curves, the λ curve, weight and gradient norms; write report.md. Last stdout line: report.md."""
     from .report import write_report
 
-    written = write_report(paths, output, sort=sort)
+    written = write_report(paths, output, sort=sort, columns=column_list(columns))
     for path in [*written.figures, written.html]:
         err.print(f"wrote {path}", highlight=False)
     print(written.markdown)
+
+
+def column_list(columns: str | None) -> list[str] | None:
+    """`--columns a,b,c` as a list (None: the default columns)."""
+    return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
 
 
 def check_output_file(path: Path) -> None:

@@ -293,8 +293,12 @@ def html_table(comparison: Comparison) -> str:
     return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
 
 
-def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None) -> ReportFiles:
-    """All figures, report.md and report.html for the runs under `paths`, in the folder `out`."""
+def write_report(
+    paths: Sequence[str | Path], out: Path, sort: str | None = None, columns: Sequence[str] | None = None
+) -> ReportFiles:
+    """All figures, report.md and report.html for the runs under `paths`, in the folder `out`;
+    `columns` picks the tables' numeric columns as `compare --columns` does (the figures use the
+    metrics they need either way)."""
     import matplotlib
 
     if out.exists() and not out.is_dir():
@@ -309,7 +313,11 @@ def write_report(paths: Sequence[str | Path], out: Path, sort: str | None = None
     by_seed = any(len(members) > 1 for _, members in groups)
     comparison = compare_runs(paths, sort=sort, by_seed=by_seed, runs=runs)
     add_train_at_best(comparison, runs)
-    tables = [comparison] if comparison.task else compare_by_task(paths, sort=sort, by_seed=by_seed, runs=runs)
+    if columns:
+        shown = compare_runs(paths, sort=sort, by_seed=by_seed, runs=runs, columns=columns)
+        tables = [shown] if shown.task else compare_by_task(paths, sort, by_seed, runs, columns)
+    else:
+        tables = [comparison] if comparison.task else compare_by_task(paths, sort=sort, by_seed=by_seed, runs=runs)
     figures = [
         figure_learning_curves(runs, keys, groups, palette, out),
         figure_lambda_curve(comparison, runs, out),

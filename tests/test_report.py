@@ -131,3 +131,13 @@ def test_the_naive_baseline_is_a_dashed_line_in_the_figures(lambda_runs, tmp_pat
     plt.close(fig)
     written = write_report([lambda_runs], tmp_path / "report")
     assert written.markdown.is_file()
+
+
+def test_cli_report_columns_choose_the_tables_numbers(lambda_runs, tmp_path):
+    argv = ["report", str(lambda_runs), "-o", str(tmp_path / "r"), "--columns", "val_loss,wall_s"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in (tmp_path / "r" / "report.md").read_text().splitlines() if line.startswith("| l2"))
+    assert "val_loss" in header and "wall_s" in header and "test_loss" not in header
+    default = write_report([lambda_runs], tmp_path / "d")
+    assert "test_loss" in next(line for line in default.markdown.read_text().splitlines() if line.startswith("| l2"))
