@@ -98,8 +98,8 @@ def test_a_preempted_job_saves_is_requeued_and_resumes_exactly(tmp_path):
     signal lands mid-run whatever the machine's speed; it thaws once the job has asked it to stop."""
     raw = {
         **TINY_TAGGING,
-        "data": {**TINY_TAGGING["data"], "num_train": 1024},
-        "train": {"epochs": 4, "batch_size": 16},
+        "data": {**TINY_TAGGING["data"], "num_train": 4096},  # long enough epochs to freeze the run mid-way
+        "train": {"epochs": 6, "batch_size": 16},  # even on a fast, quiet machine
     }
     config, sweep = write_config(tmp_path, raw), tmp_path / "sweep"
     argv = rnnl2_argv("sweep", str(config), "--threads", "1", "--backend", "slurm", "--sweep-dir", str(sweep), "-q")
@@ -121,7 +121,7 @@ def test_a_preempted_job_saves_is_requeued_and_resumes_exactly(tmp_path):
     finally:
         driver.kill()
     (record,) = read_manifest(sweep)
-    assert (record["status"], record["exit_code"], record["metrics"]["epochs_run"]) == ("done", 0, 4)
+    assert (record["status"], record["exit_code"], record["metrics"]["epochs_run"]) == ("done", 0, 6)
     log = (sweep / "logs" / f"{record['name']}.log").read_text()
     assert log.count(RESUMED) == 1 and "interrupted" in log.partition(RESUMED)[0]  # stopped, then resumed once
     assert "Requeued job" in "".join(p.read_text() for p in (sweep / "slurm").glob("*_log.out"))
@@ -136,8 +136,8 @@ def test_a_stopped_driver_cancels_its_jobs_and_a_rerun_resumes_them(tmp_path):
     interrupted, and the same command continues the run from its last.pt."""
     raw = {
         **TINY_TAGGING,
-        "data": {**TINY_TAGGING["data"], "num_train": 1024},
-        "train": {"epochs": 3, "batch_size": 16},
+        "data": {**TINY_TAGGING["data"], "num_train": 4096},  # epochs long enough to stop the run mid-way
+        "train": {"epochs": 12, "batch_size": 16},  # even on a fast, quiet machine
     }
     config, sweep = write_config(tmp_path, raw), tmp_path / "sweep"
     argv = ["sweep", str(config), "--threads", "1", "--backend", "slurm", "--sweep-dir", str(sweep), "-q"]
@@ -159,8 +159,8 @@ def test_a_stopped_driver_cancels_its_jobs_and_a_rerun_resumes_them(tmp_path):
     rerun = run_rnnl2(*argv, env=LOCAL)
     assert rerun.returncode == 0, rerun.stderr
     (record,) = read_manifest(sweep)
-    assert (record["status"], record["metrics"]["epochs_run"]) == ("done", 3)
-    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]
+    assert (record["status"], record["metrics"]["epochs_run"]) == ("done", 12)
+    assert [row["epoch"] for row in read_metrics(run_dir)] == list(range(1, 13))
     assert (sweep / "logs" / f"{record['name']}.log").read_text().count(RESUMED) == 1
 
 

@@ -92,7 +92,7 @@ def test_sine_shapes_and_spec():
     splits = build_splits(cfg)
     assert splits.train.inputs.shape == (7, 9, 1) and splits.train.targets.shape == (7, 3, 1)
     assert splits.test.inputs.shape == (3, 9, 1) and splits.test.targets.shape == (3, 3, 1)
-    assert splits.spec == DataSpec(task="regression", input_size=1, output_size=1, horizon=3)
+    assert splits.spec == DataSpec(task="regression", input_size=1, output_size=1, horizon=3, target_columns=[0])
 
 
 def test_sine_targets_continue_the_same_series():
