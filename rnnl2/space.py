@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .errors import ConfigError, short_repr
-from .sweep import MAX_RUNS, format_value, parse_value, split_top_level
+from .sweep import MAX_RUNS, format_value, parse_value, split_outside, split_top_level
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 RULES = (
@@ -62,7 +62,7 @@ def parse_space(text: str) -> Space:
     key = key.strip()
     if not sep or not key or not rest.strip() or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
         raise ConfigError(f"--space {short_repr(text)}: expected KEY=SPEC; {RULES}")
-    *values, spec = split_bars(rest)
+    *values, spec = split_outside(rest, "|")
     match = DISTRIBUTION.match(spec.strip())
     if not match or match.group(1) not in KINDS:
         raise ConfigError(f"--space {short_repr(text)}: {short_repr(spec.strip())} is not a distribution; {RULES}")
@@ -102,26 +102,6 @@ def parse_space(text: str) -> Space:
     if kind != "int":
         low, high = float(low), float(high)
     return Space(key, kind, low, high, explicit=explicit, text=text.strip())
-
-
-def split_bars(text: str) -> list[str]:
-    """Split on `|` outside brackets, parentheses and quotes."""
-    parts, depth, quote, current = [], 0, "", ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        current += char
-    return [*parts, current]
 
 
 def parse_spaces(texts: Sequence[str]) -> list[Space]:

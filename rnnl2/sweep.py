@@ -66,8 +66,8 @@ class PlannedRun:
 # ------------------------------------------------------------------------ parsing
 
 
-def split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets, parentheses and quotes: `0,[a,b],logspace(-6,-2,5)`."""
+def split_outside(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside brackets, parentheses and quotes; every part as written."""
     parts, depth, quote, current = [], 0, "", ""
     for char in text:
         if quote:
@@ -78,13 +78,17 @@ def split_top_level(text: str) -> list[str]:
             depth += 1
         elif char in ")]}":
             depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(current.strip())
+        elif char == separator and depth == 0:
+            parts.append(current)
             current = ""
             continue
         current += char
-    parts.append(current.strip())
-    return [p for p in parts if p]
+    return [*parts, current]
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets, parentheses and quotes: `0,[a,b],logspace(-6,-2,5)`."""
+    return [part.strip() for part in split_outside(text, ",") if part.strip()]
 
 
 def parse_value(text: str) -> Any:
