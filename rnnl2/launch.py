@@ -267,11 +267,12 @@ class WarmSlots:
         return current
 
     def start(self, slot: int, command: list[str], log_path: Path) -> int:
+        argv, resume = [*command, "--threads", str(self.threads)], "--resume" in command
         worker = self.worker(slot)
-        if not worker.submit([*command, "--threads", str(self.threads)], log_path, "--resume" in command):
+        if not worker.submit(argv, log_path, resume):
             worker.process.wait()  # it died while idle: a fresh one takes the run
             worker = self.worker(slot)
-            worker.submit([*command, "--threads", str(self.threads)], log_path, "--resume" in command)
+            worker.submit(argv, log_path, resume)
         self.busy[slot] = worker
         return worker.pid
 
