@@ -146,8 +146,14 @@ def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int
 def adaptive(task: str, seed: int, lambda0: float, out: Path) -> dict:
     config, _, _, test_metric = TASKS[task]
     folder = out / task / f"adaptive-{lambda0:g}-seed{seed}"
-    if not (folder / "summary.json").exists() or read_json(folder / "summary.json").get("status") == "paused":
-        if folder.exists():
+    finished = (folder / "summary.json").exists() and read_json(folder / "summary.json").get("status") not in (
+        "interrupted",
+        "paused",
+    )
+    if not finished and (folder / "checkpoints" / "last.pt").exists():  # stopped: continue it
+        rnnl2("train", "--resume", str(folder), "--threads", "2", "-q")
+    elif not finished:
+        if folder.exists():  # started but nothing trained: nothing to keep
             import shutil
 
             shutil.rmtree(folder)

@@ -12,7 +12,8 @@ Rows (each trained to the end of its schedule; the selection metric is the task'
 - elastic net:    the best λ and the best λ₁ together;
 - final (ptb, `--final`): configs/ptb_awd_small.yaml as written (its full schedule).
 Each row reports its test metric, the median seconds per epoch and that over plain's. Run folders
-are kept under --out; a finished run is read back, not retrained, so a stopped benchmark continues.
+are kept under --out; a finished run is read back, not retrained, and a stopped one resumes from its
+last.pt, so a stopped benchmark continues.
 
     RNNL2_DATA=/work/shared/data python benchmarks/regularizers.py --task trec --task min_temperatures
     RNNL2_DATA=/work/shared/data python benchmarks/regularizers.py --task ptb --epochs 6 --final
@@ -105,10 +106,13 @@ def train(config: Path, overrides: list[str], run_dir: Path, threads: int) -> di
     """One `rnnl2 train` (or the summary of an earlier one); adds the median seconds per epoch."""
     summary_path = run_dir / "summary.json"
     if not (summary_path.exists() and json.loads(summary_path.read_text()).get("status") != "interrupted"):
-        if run_dir.exists():
-            subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # a stopped run: train it again
-        sets = [arg for item in overrides for arg in ("--set", item)]
-        command = [sys.executable, "-m", "rnnl2", "train", str(config), *sets, "--run-dir", str(run_dir), "-q"]
+        if (run_dir / "checkpoints" / "last.pt").exists():  # a stopped run continues where it stopped
+            command = [sys.executable, "-m", "rnnl2", "train", "--resume", str(run_dir), "-q"]
+        else:
+            if run_dir.exists():  # started but nothing trained: nothing to keep
+                subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+            sets = [arg for item in overrides for arg in ("--set", item)]
+            command = [sys.executable, "-m", "rnnl2", "train", str(config), *sets, "--run-dir", str(run_dir), "-q"]
         done = subprocess.run([*command, "--threads", str(threads)], capture_output=True, text=True)
         if done.returncode not in (0, 1):  # 1: diverged, still a row
             raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}")
