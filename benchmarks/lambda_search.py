@@ -11,7 +11,7 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
 The search methods run at two budgets: the grid's total epochs (8 × max-epochs) and one third of
 it; the number of trials is the largest whose planned epochs fit the budget (`tune --dry-run
 --json`). Regret = best grid test metric − the chosen config's test metric, in accuracy points
-(relative % for a loss). Every folder is kept under --out, so an interrupted benchmark continues
+(relative % for a loss: etth1_small's test MSE). Every folder is kept under --out, so an interrupted benchmark continues
 where it stopped (sweeps and tunes resume, finished runs are not retrained).
 
     RNNL2_DATA=../shared/data python benchmarks/lambda_search.py --tasks seed_overfit trec_small --seeds 0 1 2
@@ -34,10 +34,23 @@ CONFIGS = ROOT / "benchmarks" / "configs"
 GRID = [0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 SPACE = "l2.lambda=0|loguniform(1e-6,1e-1)"
 LAMBDA0 = [1e-7, 1e-5, 1e-3]
-TASKS = {  # config, max epochs, selection metric, test metric
-    "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy"),
-    "trec_small": ("trec_small.yaml", 9, "val_accuracy", "test_accuracy"),
+TASKS = {  # config, max epochs, selection metric, test metric, whether higher is better
+    "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy", True),
+    "trec_small": ("trec_small.yaml", 9, "val_accuracy", "test_accuracy", True),
+    "etth1_small": ("etth1_small.yaml", 9, "val_loss", "test_loss", False),
 }
+
+
+THREADS: list[int] = []  # --threads, when given: torch threads per run (else 2 cores ÷ jobs)
+
+
+def threads(jobs: int) -> str:
+    return str(THREADS[0] if THREADS else max(1, 2 // jobs))
+
+
+def regret(best: float, chosen: float, higher: bool) -> float:
+    """Accuracy: points behind the best (100 × difference); a loss: percent above the best."""
+    return 100 * (best - chosen) if higher else 100 * (chosen - best) / best
 
 
 def rnnl2(*args: str) -> subprocess.CompletedProcess:
@@ -70,12 +83,12 @@ def manifest_wall(sweep_dir: Path) -> float:
 
 
 def grid(task: str, seed: int, out: Path, jobs: int) -> dict:
-    config, epochs, val_metric, test_metric = TASKS[task]
+    config, epochs, val_metric, test_metric, higher = TASKS[task]
     folder = out / task / f"grid-seed{seed}"
     grid_values = ",".join(str(v) for v in GRID)
     rnnl2(
         "sweep", str(CONFIGS / config), "--grid", f"l2.lambda={grid_values}", "--set", f"seed={seed}",
-        "--jobs", str(jobs), "--threads", str(max(1, 2 // jobs)), "--sweep-dir", str(folder), "-q",
+        "--jobs", str(jobs), "--threads", threads(jobs), "--sweep-dir", str(folder), "-q",
     )  # fmt: skip
     runs = []
     for summary_path in sorted(folder.glob("*/summary.json")):
@@ -83,8 +96,9 @@ def grid(task: str, seed: int, out: Path, jobs: int) -> dict:
         runs.append(
             {"lambda": run_lambda(summary_path.parent), "val": summary[val_metric], "test": summary[test_metric]}
         )
-    by_val = max(runs, key=lambda r: r["val"])
-    by_test = max(runs, key=lambda r: r["test"])
+    pick = max if higher else min
+    by_val = pick(runs, key=lambda r: r["val"])
+    by_test = pick(runs, key=lambda r: r["test"])
     return {
         "runs": runs,
         "val_choice": by_val,
@@ -96,11 +110,11 @@ def grid(task: str, seed: int, out: Path, jobs: int) -> dict:
 
 
 def tune_args(task: str, seed: int, sampler: str, trials: int, folder: Path, jobs: int) -> list[str]:
-    config, epochs, _, _ = TASKS[task]
+    config, epochs, *_ = TASKS[task]
     return [
         "tune", str(CONFIGS / config), "--space", SPACE, "--sampler", sampler, "--trials", str(trials),
         "--seed", str(seed), "--set", f"seed={seed}", "--eta", "3",
-        "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(max(1, 2 // jobs)),
+        "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", threads(jobs),
         "--tune-dir", str(folder), "--json", "-q",
     ]  # fmt: skip
 
@@ -123,7 +137,7 @@ def trials_for(task: str, budget: int, sampler: str, jobs: int, scratch: Path) -
 
 
 def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int, label: str) -> dict:
-    _, _, _, test_metric = TASKS[task]
+    test_metric = TASKS[task][3]
     folder = out / task / f"{label}-seed{seed}"
     started = time.perf_counter()
     done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs))
@@ -144,14 +158,14 @@ def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int
 
 
 def adaptive(task: str, seed: int, lambda0: float, out: Path) -> dict:
-    config, _, _, test_metric = TASKS[task]
+    config, _, _, test_metric, _ = TASKS[task]
     folder = out / task / f"adaptive-{lambda0:g}-seed{seed}"
     finished = (folder / "summary.json").exists() and read_json(folder / "summary.json").get("status") not in (
         "interrupted",
         "paused",
     )
     if not finished and (folder / "checkpoints" / "last.pt").exists():  # stopped: continue it
-        rnnl2("train", "--resume", str(folder), "--threads", "2", "-q")
+        rnnl2("train", "--resume", str(folder), "--threads", threads(1), "-q")
     elif not finished:
         if folder.exists():  # started but nothing trained: nothing to keep
             import shutil
@@ -159,7 +173,7 @@ def adaptive(task: str, seed: int, lambda0: float, out: Path) -> dict:
             shutil.rmtree(folder)
         rnnl2(
             "train", str(CONFIGS / config), "--set", f"seed={seed}", "--set", f"l2.lambda={lambda0}",
-            "--set", "l2.adapt=hypergradient", "--run-dir", str(folder), "--threads", "2", "-q",
+            "--set", "l2.adapt=hypergradient", "--run-dir", str(folder), "--threads", threads(1), "-q",
         )  # fmt: skip
     summary = read_json(folder / "summary.json")
     return {
@@ -177,13 +191,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["grid", "sh-random", "sh-tpe", "adaptive"])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: 2 ÷ --jobs, at least 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "lambda_search")
     args = parser.parse_args()
+    if args.threads:
+        THREADS.append(args.threads)
     os.environ.setdefault("RNNL2_DATA", str(ROOT.parent / "shared" / "data"))
     results = args.out / "results.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
-        _, epochs, _, _ = TASKS[task]
+        _, epochs, _, _, higher = TASKS[task]
         budgets = {"full": len(GRID) * epochs, "third": len(GRID) * epochs // 3}
         counts = {}
         for seed in args.seeds:
@@ -212,7 +229,8 @@ def main() -> None:
                     seed=seed,
                     best_grid_lambda=reference["best"]["lambda"],
                     best_grid_test=reference["best"]["test"],
-                    regret_points=100 * (reference["best"]["test"] - row["test"]),
+                    regret=regret(reference["best"]["test"], row["test"], higher),
+                    regret_unit="points" if higher else "%",
                     grid_epochs=reference["epochs"],
                     grid_wall=reference["wall"],
                     run_seconds=reference["run_seconds"],
@@ -231,12 +249,12 @@ def print_table(results: Path) -> None:
     for (task, _, method), row in sorted(latest.items()):
         groups.setdefault((task, method), []).append(row)
     print(
-        "| task | method | seeds | regret (points), median [max] | chosen λ (median) | epochs (× grid) "
+        "| task | method | seeds | regret (accuracy points, or % for a loss), median [max] | chosen λ (median) | epochs (× grid) "
         "| wall (× grid) | wall (× one grid run) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for (task, method), group in groups.items():
-        regrets = [r["regret_points"] for r in group]
+        regrets = [r.get("regret", r.get("regret_points")) for r in group]  # older rows: regret_points
         lam = statistics.median(r.get("lambda", r.get("lambda_final")) or 0 for r in group)
         epochs = statistics.median(r["epochs"] / r["grid_epochs"] for r in group)
         wall = statistics.median(r["wall"] / r["grid_wall"] for r in group)
