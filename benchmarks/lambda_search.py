@@ -5,16 +5,19 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
                the reference every regret is measured from; `grid (val)` is what a user of the
                grid would pick;
 - sh-random:   `rnnl2 tune --sampler random` with successive halving (eta 3, the default first
-               rung: max-epochs ÷ 9, i.e. 3 of 27 epochs on seed_overfit and 1 of 9 on trec_small);
+               rung: max-epochs ÷ 9, i.e. 3 of 27 epochs on seed_overfit, 1 of 9 on trec_small and
+               etth1_small);
 - sh-tpe:      the same with `--sampler tpe` (Optuna);
 - adaptive:    one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}.
 The search methods run at two budgets: the grid's total epochs (8 × max-epochs) and one third of
 it; the number of trials is the largest whose planned epochs fit the budget (`tune --dry-run
---json`). Regret = best grid test metric − the chosen config's test metric, in accuracy points
-(relative % for a loss: etth1_small's test MSE). Every folder is kept under --out, so an interrupted benchmark continues
-where it stopped (sweeps and tunes resume, finished runs are not retrained).
+--json`). Regret = how far the chosen config's test metric is behind the best grid λ's: accuracy
+points, or percent of the best for a loss (etth1_small's test MSE). Every folder is kept under
+--out, so an interrupted benchmark continues where it stopped (sweeps and tunes resume, a stopped
+run resumes from its last.pt, finished runs are not retrained).
 
-    RNNL2_DATA=../shared/data python benchmarks/lambda_search.py --tasks seed_overfit trec_small --seeds 0 1 2
+    RNNL2_DATA=../shared/data python benchmarks/lambda_search.py --seeds 0 1 2
+    RNNL2_DATA=../shared/data python benchmarks/lambda_search.py --tasks etth1_small --jobs 1 --threads 1
 """
 
 from __future__ import annotations
