@@ -64,10 +64,11 @@ TASKS = {
         higher=False,
         lambdas=[0.0, 3e-6, 1e-5, 3e-5],
         l1_lambdas=[1e-7, 1e-6, 1e-5],
-        locked=["model.locked_dropout=true", "model.input_dropout=0.3", "model.dropout=0.3"],
-        weight_drop=["model.weight_drop=0.4"],
+        # the strengths of configs/ptb_awd_small.yaml (AWD's 0.3 / 0.4 / 0.1 over-regularize 2x200)
+        locked=["model.locked_dropout=true", "model.input_dropout=0.2", "model.dropout=0.2"],
+        weight_drop=["model.weight_drop=0.2"],
         ar_tar=["regularization.ar=2", "regularization.tar=1"],
-        embedding=["model.embedding_dropout=0.1"],
+        embedding=["model.embedding_dropout=0.05"],
     ),
     "trec": Task(
         ROOT / "configs" / "trec.yaml",
