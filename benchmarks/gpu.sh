@@ -4,10 +4,10 @@
 #   2. fp32 vs bf16 (and fp32 deterministic): samples/s and test accuracy of the seed model
 #   3. a λ sweep of 8 runs at --runs-per-gpu 1, 2, 4, 8: runs per hour      target: K=8 ≥ 4 × K=1
 #
-#   bash benchmarks/gpu.sh                 # RESULTS=gpu-results.json by default; GPU 0
+#   bash benchmarks/gpu.sh                 # RESULTS=cuda-results.json by default; GPU 0
 #   RESULTS=$OUT/gpu.json bash benchmarks/gpu.sh
 #
-# DEVICE=cpu gives the same figures on the CPU, where they stand in for a GPU (≈ 6 minutes on 2
+# DEVICE=cpu gives the same figures on the CPU, where they stand in for a GPU (≈ 4 minutes on 2
 # cores): part 1 is skipped (benchmarks/overhead.py measures it on the CPU), part 3 runs at --jobs
 # 1 and 2 (one torch thread per run) instead of --runs-per-gpu, and part 4 times one run on 2 gloo
 # ranks (--nproc 2, one thread each) against one process with 2 threads.
