@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from run_folder import train_args
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
 GRID = [0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
@@ -163,21 +165,10 @@ def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int
 def adaptive(task: str, seed: int, lambda0: float, out: Path) -> dict:
     config, _, _, test_metric, _ = TASKS[task]
     folder = out / task / f"adaptive-{lambda0:g}-seed{seed}"
-    finished = (folder / "summary.json").exists() and read_json(folder / "summary.json").get("status") not in (
-        "interrupted",
-        "paused",
-    )
-    if not finished and (folder / "checkpoints" / "last.pt").exists():  # stopped: continue it
-        rnnl2("train", "--resume", str(folder), "--threads", threads(1), "-q")
-    elif not finished:
-        if folder.exists():  # started but nothing trained: nothing to keep
-            import shutil
-
-            shutil.rmtree(folder)
-        rnnl2(
-            "train", str(CONFIGS / config), "--set", f"seed={seed}", "--set", f"l2.lambda={lambda0}",
-            "--set", "l2.adapt=hypergradient", "--run-dir", str(folder), "--threads", threads(1), "-q",
-        )  # fmt: skip
+    overrides = [f"seed={seed}", f"l2.lambda={lambda0}", "l2.adapt=hypergradient"]
+    args = train_args(CONFIGS / config, overrides, folder)
+    if args is not None:
+        rnnl2(*args, "--threads", threads(1), "-q")
     summary = read_json(folder / "summary.json")
     return {
         "lambda0": lambda0,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from run_folder import train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,19 +106,13 @@ def shortened_zaremba(epochs: int) -> list[str]:
 
 def train(config: Path, overrides: list[str], run_dir: Path, threads: int) -> dict:
     """One `rnnl2 train` (or the summary of an earlier one); adds the median seconds per epoch."""
-    summary_path = run_dir / "summary.json"
-    if not (summary_path.exists() and json.loads(summary_path.read_text()).get("status") != "interrupted"):
-        if (run_dir / "checkpoints" / "last.pt").exists():  # a stopped run continues where it stopped
-            command = [sys.executable, "-m", "rnnl2", "train", "--resume", str(run_dir), "-q"]
-        else:
-            if run_dir.exists():  # started but nothing trained: nothing to keep
-                subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-            sets = [arg for item in overrides for arg in ("--set", item)]
-            command = [sys.executable, "-m", "rnnl2", "train", str(config), *sets, "--run-dir", str(run_dir), "-q"]
-        done = subprocess.run([*command, "--threads", str(threads)], capture_output=True, text=True)
+    args = train_args(config, overrides, run_dir)
+    if args is not None:
+        command = [sys.executable, "-m", "rnnl2", *args, "-q", "--threads", str(threads)]
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode not in (0, 1):  # 1: diverged, still a row
             raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    summary = json.loads(summary_path.read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary["seconds_per_epoch"] = statistics.median(r["seconds"] for r in rows) if rows else math.nan
     return summary
