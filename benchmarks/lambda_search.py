@@ -46,13 +46,6 @@ TASKS = {  # config, max epochs, selection metric, test metric, whether higher i
 }
 
 
-THREADS: list[int] = []  # --threads, when given: torch threads per run (else 2 cores ÷ jobs)
-
-
-def threads(jobs: int) -> str:
-    return str(THREADS[0] if THREADS else max(1, 2 // jobs))
-
-
 def regret(best: float, chosen: float, higher: bool) -> float:
     """Accuracy: points behind the best (100 × difference); a loss: percent above the best."""
     return 100 * (best - chosen) if higher else 100 * (chosen - best) / best
@@ -87,13 +80,13 @@ def manifest_wall(sweep_dir: Path) -> float:
     return max(ends) - min(starts)
 
 
-def grid(task: str, seed: int, out: Path, jobs: int) -> dict:
+def grid(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
     config, epochs, val_metric, test_metric, higher = TASKS[task]
     folder = out / task / f"grid-seed{seed}"
     grid_values = ",".join(str(v) for v in GRID)
     rnnl2(
         "sweep", str(CONFIGS / config), "--grid", f"l2.lambda={grid_values}", "--set", f"seed={seed}",
-        "--jobs", str(jobs), "--threads", threads(jobs), "--sweep-dir", str(folder), "-q",
+        "--jobs", str(jobs), "--threads", str(threads), "--sweep-dir", str(folder), "-q",
     )  # fmt: skip
     runs = []
     for summary_path in sorted(folder.glob("*/summary.json")):
@@ -114,21 +107,21 @@ def grid(task: str, seed: int, out: Path, jobs: int) -> dict:
     }
 
 
-def tune_args(task: str, seed: int, sampler: str, trials: int, folder: Path, jobs: int) -> list[str]:
+def tune_args(task: str, seed: int, sampler: str, trials: int, folder: Path, jobs: int, threads: int) -> list[str]:
     config, epochs, *_ = TASKS[task]
     return [
         "tune", str(CONFIGS / config), "--space", SPACE, "--sampler", sampler, "--trials", str(trials),
         "--seed", str(seed), "--set", f"seed={seed}", "--eta", "3",
-        "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", threads(jobs),
+        "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(threads),
         "--tune-dir", str(folder), "--json", "-q",
     ]  # fmt: skip
 
 
-def trials_for(task: str, budget: int, sampler: str, jobs: int, scratch: Path) -> tuple[int, int]:
+def trials_for(task: str, budget: int, sampler: str, jobs: int, threads: int, scratch: Path) -> tuple[int, int]:
     """The largest trial count whose planned epochs fit `budget` (from `tune --dry-run --json`)."""
 
     def planned(trials: int) -> int:
-        done = rnnl2(*tune_args(task, 0, sampler, trials, scratch / "dry", jobs), "--dry-run")
+        done = rnnl2(*tune_args(task, 0, sampler, trials, scratch / "dry", jobs, threads), "--dry-run")
         return int(re.search(r"at most (\d+) epochs", done.stdout).group(1))
 
     low, high = 1, budget
@@ -141,11 +134,11 @@ def trials_for(task: str, budget: int, sampler: str, jobs: int, scratch: Path) -
     return low, planned(low)
 
 
-def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int, label: str) -> dict:
+def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int, threads: int, label: str) -> dict:
     test_metric = TASKS[task][3]
     folder = out / task / f"{label}-seed{seed}"
     started = time.perf_counter()
-    done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs))
+    done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs, threads))
     wall = time.perf_counter() - started
     result = json.loads(done.stdout.strip().splitlines()[-1])
     chosen = Path(result["selection"]["run_dir"])
@@ -162,13 +155,13 @@ def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int
     }
 
 
-def adaptive(task: str, seed: int, lambda0: float, out: Path) -> dict:
+def adaptive(task: str, seed: int, lambda0: float, out: Path, threads: int) -> dict:
     config, _, _, test_metric, _ = TASKS[task]
     folder = out / task / f"adaptive-{lambda0:g}-seed{seed}"
     overrides = [f"seed={seed}", f"l2.lambda={lambda0}", "l2.adapt=hypergradient"]
     args = train_args(CONFIGS / config, overrides, folder)
     if args is not None:
-        rnnl2(*args, "--threads", threads(1), "-q")
+        rnnl2(*args, "--threads", str(threads), "-q")
     summary = read_json(folder / "summary.json")
     return {
         "lambda0": lambda0,
@@ -185,11 +178,14 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["grid", "sh-random", "sh-tpe", "adaptive"])
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, help="torch threads per run (default: 2 ÷ --jobs, at least 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per run (default: 2 ÷ --jobs, at least 1; 2 for the adaptive runs, one at a time)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "lambda_search")
     args = parser.parse_args()
-    if args.threads:
-        THREADS.append(args.threads)
+    threads = args.threads or max(1, 2 // args.jobs)  # per run of a sweep or tune
     os.environ.setdefault("RNNL2_DATA", str(ROOT.parent / "shared" / "data"))
     results = args.out / "results.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +194,7 @@ def main() -> None:
         budgets = {"full": len(GRID) * epochs, "third": len(GRID) * epochs // 3}
         counts = {}
         for seed in args.seeds:
-            reference = grid(task, seed, args.out, args.jobs)
+            reference = grid(task, seed, args.out, args.jobs, threads)
             unregularized = next(r for r in reference["runs"] if r["lambda"] == 0)
             rows = [
                 {"method": "grid (val)", **reference["val_choice"], "epochs": reference["epochs"]},
@@ -210,13 +206,22 @@ def main() -> None:
                 sampler = method.removeprefix("sh-")
                 for budget_name, budget in budgets.items():
                     if (sampler, budget_name) not in counts:
-                        counts[sampler, budget_name] = trials_for(task, budget, sampler, args.jobs, args.out / task)
+                        counts[sampler, budget_name] = trials_for(
+                            task, budget, sampler, args.jobs, threads, args.out / task
+                        )
                     trials, _ = counts[sampler, budget_name]
                     label = f"{method}-{budget_name}"
-                    rows.append({"method": label, **search(task, seed, sampler, trials, args.out, args.jobs, label)})
+                    rows.append(
+                        {"method": label, **search(task, seed, sampler, trials, args.out, args.jobs, threads, label)}
+                    )
             if "adaptive" in args.methods:
                 for lambda0 in LAMBDA0:
-                    rows.append({"method": f"adaptive λ₀={lambda0:g}", **adaptive(task, seed, lambda0, args.out)})
+                    rows.append(
+                        {
+                            "method": f"adaptive λ₀={lambda0:g}",
+                            **adaptive(task, seed, lambda0, args.out, args.threads or 2),
+                        }
+                    )
             for row in rows:
                 row.update(
                     task=task,
