@@ -313,11 +313,8 @@ def write_report(
     by_seed = any(len(members) > 1 for _, members in groups)
     comparison = compare_runs(paths, sort=sort, by_seed=by_seed, runs=runs)
     add_train_at_best(comparison, runs)
-    if columns:
-        shown = compare_runs(paths, sort=sort, by_seed=by_seed, runs=runs, columns=columns)
-        tables = [shown] if shown.task else compare_by_task(paths, sort, by_seed, runs, columns)
-    else:
-        tables = [comparison] if comparison.task else compare_by_task(paths, sort=sort, by_seed=by_seed, runs=runs)
+    shown = compare_runs(paths, sort=sort, by_seed=by_seed, runs=runs, columns=columns) if columns else comparison
+    tables = [shown] if shown.task else compare_by_task(paths, sort=sort, by_seed=by_seed, runs=runs, columns=columns)
     figures = [
         figure_learning_curves(runs, keys, groups, palette, out),
         figure_lambda_curve(comparison, runs, out),
