@@ -16,7 +16,7 @@ are kept under --out; a finished run is read back, not retrained, and a stopped 
 last.pt, so a stopped benchmark continues.
 
     RNNL2_DATA=/work/shared/data python benchmarks/regularizers.py --task trec --task min_temperatures
-    RNNL2_DATA=/work/shared/data python benchmarks/regularizers.py --task ptb --epochs 6 --final
+    RNNL2_DATA=/work/shared/data python benchmarks/regularizers.py --task ptb --epochs 6 --jobs 2 --final
     python benchmarks/regularizers.py --smoke        # tiny made-up tasks: checks the driver in a minute
 
 PTB rows use Zaremba's small schedule shortened to --epochs (lr held for the first 4/13 of the
@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +64,11 @@ TASKS = {
         val="val_perplexity",
         test="test_perplexity",
         higher=False,
-        lambdas=[0.0, 3e-6, 1e-5, 3e-5],
-        l1_lambdas=[1e-7, 1e-6, 1e-5],
+        # grids cut to what 2 cores can train in one 3-hour session (10 runs of ≈ 23 minutes on one thread):
+        # λ = 1e-5 was the best of 13 epochs (ptb_word.yaml); λ₁ = 1e-5 at lr 35 shrinks every weight by
+        # ≈ 0.46 an epoch, so only 1e-7 and 1e-6 bracket the L1 that matches λ's pull on weights of ≈ 0.05
+        lambdas=[0.0, 3e-6, 1e-5],
+        l1_lambdas=[1e-7, 1e-6],
         # the strengths of configs/ptb_awd_small.yaml (AWD's 0.3 / 0.4 / 0.1 over-regularize 2x200)
         locked=["model.locked_dropout=true", "model.input_dropout=0.2", "model.dropout=0.2"],
         weight_drop=["model.weight_drop=0.2"],
@@ -129,74 +133,66 @@ def best(task: Task, runs: dict[float, dict]) -> float:
     return pick(runs, key=lambda lam: metric(runs[lam], task.val, task.higher))
 
 
-def ablate(name: str, task: Task, out: Path, threads: int, final: bool) -> list[dict]:
-    """Every row of one task, as dicts for the table and results.json."""
+def ablate(name: str, task: Task, out: Path, pool: Executor, threads: int, final: bool) -> list[dict]:
+    """Every row of one task, as dicts for the table and results.json.
+
+    Runs go to `pool` as soon as what they depend on is known (the grids at once; a row at the best λ
+    when the L2 grid has ended), so `--jobs 2` keeps both workers busy."""
     folder = out / name
     tag = lambda value: f"{value:g}"  # noqa: E731
 
-    def grid(prefix: str, key: str, values: list[float], extra: list[str]) -> dict[float, dict]:
-        return {
-            v: train(task.config, [*task.schedule, *extra, f"{key}={v}"], folder / f"{prefix}-{tag(v)}", threads)
-            for v in values
-        }
+    def run(config: Path, overrides: list[str], slug: str) -> Future:
+        return pool.submit(train, config, [*task.schedule, *overrides], folder / slug, threads)
 
-    alone = grid("l2", "l2.lambda", task.lambdas, [])
-    lam = best(task, alone)
+    def grid(prefix: str, key: str, values: list[float], extra: list[str]) -> dict[float, Future]:
+        return {v: run(task.config, [*extra, f"{key}={v}"], f"{prefix}-{tag(v)}") for v in values}
+
+    def ended(futures: dict[float, Future]) -> dict[float, dict]:
+        return {v: future.result() for v, future in futures.items()}
+
     everything = [*task.locked, *task.weight_drop, *task.ar_tar, *task.embedding]
-    retuned = grid("all", "l2.lambda", task.lambdas, everything)
-    l1_runs = grid("l1", "l1.lambda", task.l1_lambdas, ["l2.lambda=0"])
-    lam1 = best(task, l1_runs)
-    rows = [
-        (
-            "plain",
-            "λ = 0",
-            alone.get(0.0) or train(task.config, [*task.schedule, "l2.lambda=0"], folder / "l2-0", threads),
-        ),
-        ("L2 alone", f"λ = {tag(lam)} (best of {len(task.lambdas)})", alone[lam]),
-    ]
+    alone_futures = grid("l2", "l2.lambda", task.lambdas, [])
+    l1_futures = grid("l1", "l1.lambda", task.l1_lambdas, ["l2.lambda=0"])
+    retuned_futures = grid("all", "l2.lambda", task.lambdas, everything)
+    alone = ended(alone_futures)
+    lam = best(task, alone)
+    plain = alone_futures.get(0.0) or run(task.config, ["l2.lambda=0"], "l2-0")
+    added = {}
     for label, extra in [
         ("+ locked dropout", task.locked),
         ("+ weight-drop", task.weight_drop),
         ("+ AR/TAR", task.ar_tar),
     ]:
         slug = label.strip("+ ").replace(" ", "_").replace("/", "_").lower()
-        rows.append(
-            (
-                label,
-                f"λ = {tag(lam)}; {' '.join(extra)}",
-                train(
-                    task.config, [*task.schedule, *extra, f"l2.lambda={lam}"], folder / f"{slug}-{tag(lam)}", threads
-                ),
-            )
+        added[label] = (
+            f"λ = {tag(lam)}; {' '.join(extra)}",
+            run(task.config, [*extra, f"l2.lambda={lam}"], f"{slug}-{tag(lam)}"),
         )
-    rows.append(
-        (
-            "all together",
-            f"λ = {tag(lam)}",
-            retuned.get(lam)
-            or train(
-                task.config, [*task.schedule, *everything, f"l2.lambda={lam}"], folder / f"all-{tag(lam)}", threads
-            ),
-        )
-    )
-    lam_all = best(task, retuned)
-    rows.append(
-        ("all, λ re-tuned", f"best λ = {tag(lam_all)} ({'moved' if lam_all != lam else 'unchanged'})", retuned[lam_all])
-    )
-    rows.append(("L1 instead of L2", f"λ₁ = {tag(lam1)} (best of {len(task.l1_lambdas)})", l1_runs[lam1]))
-    elastic = [*task.schedule, f"l2.lambda={lam}", f"l1.lambda={lam1}"]
-    rows.append(
-        (
-            "elastic net",
-            f"λ = {tag(lam)}, λ₁ = {tag(lam1)}",
-            train(task.config, elastic, folder / f"elastic-{tag(lam)}-{tag(lam1)}", threads),
-        )
-    )
+    together = retuned_futures.get(lam) or run(task.config, [*everything, f"l2.lambda={lam}"], f"all-{tag(lam)}")
+    l1_runs = ended(l1_futures)
+    lam1 = best(task, l1_runs)
+    elastic = run(task.config, [f"l2.lambda={lam}", f"l1.lambda={lam1}"], f"elastic-{tag(lam)}-{tag(lam1)}")
+    final_run = None
     if final and name == "ptb":
         final_config = ROOT / "configs" / "ptb_awd_small.yaml"
-        rows.append(
-            ("final: ptb_awd_small.yaml", "its own schedule", train(final_config, [], folder / "final", threads))
-        )
+        final_run = pool.submit(train, final_config, [], folder / "final", threads)
+    retuned = ended(retuned_futures)
+    lam_all = best(task, retuned)
+    rows = [
+        ("plain", "λ = 0", plain.result()),
+        ("L2 alone", f"λ = {tag(lam)} (best of {len(task.lambdas)})", alone[lam]),
+        *[(label, setting, future.result()) for label, (setting, future) in added.items()],
+        ("all together", f"λ = {tag(lam)}", together.result()),
+        (
+            "all, λ re-tuned",
+            f"best λ = {tag(lam_all)} ({'moved' if lam_all != lam else 'unchanged'})",
+            retuned[lam_all],
+        ),
+        ("L1 instead of L2", f"λ₁ = {tag(lam1)} (best of {len(task.l1_lambdas)})", l1_runs[lam1]),
+        ("elastic net", f"λ = {tag(lam)}, λ₁ = {tag(lam1)}", elastic.result()),
+    ]
+    if final_run is not None:
+        rows.append(("final: ptb_awd_small.yaml", "its own schedule", final_run.result()))
     plain_seconds = rows[0][2]["seconds_per_epoch"]
     return [
         {
@@ -267,6 +263,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6, help="ptb ablation rows: Zaremba's schedule shortened to this")
     parser.add_argument("--final", action="store_true", help="ptb: also train configs/ptb_awd_small.yaml in full")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (each with --threads)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-regularizers")
     parser.add_argument("--smoke", action="store_true", help="tiny made-up tasks instead (checks the driver)")
     args = parser.parse_args()
@@ -279,10 +276,11 @@ def main() -> int:
             tasks["ptb"].schedule = shortened_zaremba(args.epochs)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for name, task in tasks.items():
-        rows = ablate(name, task, args.out, args.threads, args.final)
-        results += rows
-        print(markdown(name, task, rows) + "\n", flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for name, task in tasks.items():
+            rows = ablate(name, task, args.out, pool, args.threads, args.final)
+            results += rows
+            print(markdown(name, task, rows) + "\n", flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"results: {args.out / 'results.json'}")
     if scratch is not None:
