@@ -281,8 +281,11 @@ def main() -> int:
             rows = ablate(name, task, args.out, pool, args.threads, args.final)
             results += rows
             print(markdown(name, task, rows) + "\n", flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"results: {args.out / 'results.json'}")
+    saved = args.out / "results.json"
+    earlier = json.loads(saved.read_text()) if saved.exists() else []
+    kept = [row for row in earlier if row.get("task") not in tasks]  # the tasks not run this time
+    saved.write_text(json.dumps(kept + results, indent=2))
+    print(f"results: {saved}")
     if scratch is not None:
         scratch.cleanup()
     return 0
