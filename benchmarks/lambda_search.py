@@ -27,12 +27,10 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from run_folder import train_args
+from run_folder import rnnl2, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
@@ -49,14 +47,6 @@ TASKS = {  # config, max epochs, selection metric, test metric, whether higher i
 def regret(best: float, chosen: float, higher: bool) -> float:
     """Accuracy: points behind the best (100 × difference); a loss: percent above the best."""
     return 100 * (best - chosen) if higher else 100 * (chosen - best) / best
-
-
-def rnnl2(*args: str) -> subprocess.CompletedProcess:
-    """Exit 1 (a run or trial failed, e.g. diverged at a huge λ) still has a result to read."""
-    done = subprocess.run([sys.executable, "-m", "rnnl2", *args], capture_output=True, text=True)
-    if done.returncode not in (0, 1):
-        raise RuntimeError(f"rnnl2 {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return done
 
 
 def read_json(path: Path) -> dict:

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -37,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from run_folder import train_args
+from rnnl2.runs import read_metrics, read_summary
+from run_folder import rnnl2, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,12 +112,11 @@ def train(config: Path, overrides: list[str], run_dir: Path, threads: int) -> di
     """One `rnnl2 train` (or the summary of an earlier one); adds the median seconds per epoch."""
     args = train_args(config, overrides, run_dir)
     if args is not None:
-        command = [sys.executable, "-m", "rnnl2", *args, "-q", "--threads", str(threads)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode not in (0, 1):  # 1: diverged, still a row
-            raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rnnl2(*args, "-q", "--threads", str(threads))  # exit 1 (diverged) is still a row
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise RuntimeError(f"{run_dir}: no summary.json after `rnnl2 {' '.join(args or [])}`")
+    rows = read_metrics(run_dir)
     summary["seconds_per_epoch"] = statistics.median(r["seconds"] for r in rows) if rows else math.nan
     return summary
 
