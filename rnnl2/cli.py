@@ -265,7 +265,8 @@ class RichObserver:
 
     def on_epoch_start(self, epoch: int, steps: int) -> None:
         if self.progress is not None:
-            self.progress.reset(self.task, total=steps, epoch=epoch, loss="…")
+            # reset() replaces the task's fields, so every field the columns read is passed again
+            self.progress.reset(self.task, total=steps, epoch=epoch, epochs=self.epochs, loss="…")
 
     def on_step(self, step: int, loss: float | None) -> None:
         if self.progress is not None:
@@ -672,7 +673,7 @@ class TunePrinter:
         value = info.get("value")
         shown = f"{info['metric']} {value:.4g}" if isinstance(value, (int, float)) else ""
         at = f"epoch {info['epoch']}"
-        if kind in ("failed", "interrupted"):
+        if kind in ("failed", "interrupted", "killed"):
             err.print(f"[red]{kind}[/red] {info['name']} (→ {at}): {info.get('error')}", highlight=False)
             return
         lines = {
@@ -826,7 +827,15 @@ def tune(
         )
         if result.failed:
             err.print(f"[red]{len(result.failed)} trials failed:[/red] {', '.join(result.failed)}", highlight=False)
+        if result.killed:
+            err.print(
+                f"[red]{len(result.killed)} trials were killed twice:[/red] {', '.join(result.killed)}; "
+                "run the same command again to resume them",
+                highlight=False,
+            )
         print(result.tune_dir)
+    if result.killed:
+        raise typer.Exit(code=RUN_FAILED)
     if result.interrupted:
         raise typer.Exit(code=INTERRUPTED)
     if result.failed:

@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import secrets
+import shutil
 import struct
 import tempfile
 import time
@@ -29,6 +30,9 @@ FINISHED = ("completed", "early_stopped", "max_steps")
 """summary.json statuses of a run that ended by its own rules (the others: interrupted, diverged, paused)."""
 PAUSED = "paused"
 """A run stopped on purpose after an epoch (`train --pause-after`), to be continued with --resume."""
+FAILED = "failed"
+"""A run a crash stopped (a bug, the allocator); summary.json carries the error. With a last.pt
+it can be resumed; without one its folder is removed (nothing was trained to keep)."""
 # What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
 LOAD_ERRORS = (
     pickle.UnpicklingError,
@@ -135,6 +139,12 @@ def remove_unstarted(run_dir: Path) -> None:
         run_dir.rmdir()
     except OSError:  # something else is in it (not ours to delete)
         pass
+
+
+def remove_failed(run_dir: Path) -> None:
+    """Remove the folder of a run that crashed before its first checkpoint: it was made by this
+    run (a new folder, or an empty --run-dir) and holds nothing that could be resumed."""
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 FAILED_ATTEMPT = re.compile(r"\.failed-\d+$")

@@ -29,7 +29,16 @@ from .config import load_config, read_yaml, to_plain_dict
 from .config.loading import parse_yaml
 from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning, short_repr
 from .metrics import default_mode
-from .runs import FINISHED, check_unlocked, failed_attempt_name, read_jsonl, read_summary, write_json, write_text
+from .runs import (
+    FAILED,
+    FINISHED,
+    check_unlocked,
+    failed_attempt_name,
+    read_jsonl,
+    read_summary,
+    write_json,
+    write_text,
+)
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
 MAX_RUNS = 10_000
@@ -359,7 +368,7 @@ def folder_state(run: PlannedRun, record: dict[str, Any]) -> tuple[str, dict[str
     summary = read_summary(run.run_dir) or {}
     if summary.get("status") in FINISHED:
         return "done", summary
-    failed_by_itself = summary.get("status") == "diverged" or (
+    failed_by_itself = summary.get("status") in ("diverged", FAILED) or (
         record.get("status") == "failed"
         and (record.get("exit_code") or 0) > 0
         and record.get("exit_code") != INTERRUPTED

@@ -14,11 +14,11 @@ from typing import Any
 from .compare import flatten, summary_numbers
 from .config import RunConfig, to_plain_dict
 from .errors import Rnnl2Error
-from .runs import FINISHED, MetricsLog, open_metrics_log, write_json
+from .runs import FAILED, FINISHED, MetricsLog, open_metrics_log, write_json
 
 MLFLOW_FILE = "mlflow.json"
 """In the run folder: which MLflow run mirrors it, so a resumed run continues the same one."""
-MLFLOW_STATUS = {"diverged": "FAILED", "interrupted": "KILLED", "paused": "KILLED"}
+MLFLOW_STATUS = {"diverged": "FAILED", FAILED: "FAILED", "interrupted": "KILLED", "paused": "KILLED"}
 """rnnl2 status → MLflow run status (finished ones: FINISHED; a resume sets RUNNING again)."""
 
 

@@ -22,6 +22,7 @@ from .distributed import SINGLE, Ranks, SilentLog, check_distributed, current_ra
 from .errors import Interrupted, RunFailed
 from .baselines import build_baselines, data_season, fit_baselines
 from .evaluate import build_loss, evaluate, evaluate_baselines, prefixed
+from .memory import count_planned_parameters, is_allocation_error, out_of_memory
 from .metrics import reference_baseline
 from .models import build_model, count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
@@ -29,11 +30,14 @@ from .precision import Precision, build_precision
 from .regularization import L2Group, L2Penalty, select_l2_parameters
 from .regularizers import Terms, build_terms, describe_terms
 from .runs import (
+    FAILED,
     PAUSED,
     check_tensorboard,
     check_writable,
     create_run_dir,
     new_run_id,
+    read_summary,
+    remove_failed,
     remove_unstarted,
     write_config,
     write_json,
@@ -123,7 +127,13 @@ def build_setup(cfg: RunConfig) -> Setup:
     precision = build_precision(cfg.train.precision, device, cfg.model.cell)  # its probe draws before the seed
     seed_everything(cfg.seed)
     splits = build_splits(cfg.data)
-    model = build_model(cfg.model, splits.spec).to(device)
+    try:
+        model = build_model(cfg.model, splits.spec).to(device)
+    except (RuntimeError, MemoryError) as error:
+        if not is_allocation_error(error):
+            raise
+        count = count_planned_parameters(lambda: build_model(cfg.model, splits.spec))
+        raise out_of_memory(error, count, cfg.optimizer.name, str(device)) from None
     groups = select_l2_parameters(model, cfg.l2)
     train, holdout = splits.train.to(device), None
     seen = splits.counts()
@@ -193,7 +203,13 @@ def train_one_epoch(
             stop.signal = stop.signal or "a signal on another rank"  # every rank stops after this step
         precision.unscale_(optimizer)  # fp16: λ·θ and the clip bound apply to the true gradients
         if add_penalty:
-            penalty.add_gradient_()  # the gradient of (λ/2)·Σθ², exactly, before clipping
+            try:
+                penalty.add_gradient_()  # the gradient of (λ/2)·Σθ², exactly, before clipping
+            except RuntimeError as err:  # a λ beyond the float range (l2.lambda: 1e300)
+                if "overflow" not in str(err):
+                    raise
+                state.step += 1
+                raise diverged(state, "the L2 gradient λ·θ is") from None
         terms.add_gradient_()  # L1's λ₁·sign(θ), likewise
         if clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
@@ -308,6 +324,12 @@ def run(
                 remove_unstarted(run_dir)
                 raise KeyboardInterrupt from None
             raise
+        except Exception:  # a crash before the first checkpoint: nothing to resume, so no folder is left
+            if (read_summary(run_dir) or {}).get("status") == FAILED and not (
+                run_dir / "checkpoints" / "last.pt"
+            ).exists():
+                remove_failed(run_dir)
+            raise
 
 
 def train_epochs(
@@ -408,6 +430,17 @@ def train_epochs(
             status = "interrupted"
         except TrainingDiverged:
             log.finish(write_summary(run_dir, s, state, {}, started, "diverged"))
+            raise
+        except Exception as error:  # a crash (a bug, the allocator): close every record it leaves as failed
+            summary = write_summary(run_dir, s, state, {}, started, FAILED)
+            summary["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+            if state.saved_at is not None:
+                summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
+            if ranks.main:
+                write_json(run_dir / "summary.json", summary)
+            log.finish(summary)
+            if is_allocation_error(error):
+                raise out_of_memory(error, count_parameters(s.model), cfg.optimizer.name, str(s.device)) from None
             raise
     if status == "interrupted":
         log.finish(write_summary(run_dir, s, state, {}, started, status))

@@ -14,15 +14,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError, Rnnl2Warning
-from .halving import Trial, bracket_sizes, run_bracket
+from .halving import ACTIVE, Trial, bracket_sizes, run_bracket
 from .launch import Launch, execute
-from .runs import FINISHED, PAUSED, FolderLock, check_unlocked, read_summary
+from .runs import FAILED, FINISHED, PAUSED, FolderLock, check_unlocked, read_summary
 from .samplers import build_sampler
 from .sweep import Manifest, PlannedRun, folder_config_hash, set_aside
 from .tune_outputs import load_trials, select_best, write_figures, write_trials
 from .tune_plan import TunePlan, check_definition, trial_name, write_definition
 
 EventFn = Callable[[str, dict[str, Any]], None]
+KILLED_RETRIES = 1
+"""Times a trial killed from outside resumes at once, before the tune stops to wait for a rerun."""
+KILLED_EXIT_CODES = (128 + 9, 128 + 15)
+"""Exit codes a shell or launcher reports for SIGKILL and SIGTERM (a signal's own code is negative)."""
 
 
 @dataclass
@@ -37,6 +41,8 @@ class TuneResult:
     figures: list[Path] = field(default_factory=list)
     trained_now: int = 0
     """Training runs (a rung of one trial each) this call started: 0 when it only read a finished tune."""
+    killed: list[str] = field(default_factory=list)
+    """Trials killed from outside twice in this call: their rung waits for the next call to resume them."""
 
     @property
     def tune_dir(self) -> Path:
@@ -72,6 +78,7 @@ class TuneResult:
             "interrupted": self.interrupted,
             "trained_now": self.trained_now,
             "failed": self.failed,
+            "killed": self.killed,
             "figures": [str(f) for f in self.figures],
         }
 
@@ -97,7 +104,9 @@ def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, in
         selection = select_best(plan.tune_dir, tuner.trials, plan.metric, plan.mode)
         figures = write_figures(plan.tune_dir, tuner.trials, plan.spaces, plan.rungs, plan.metric)
         wall = time.perf_counter() - started
-        return TuneResult(plan, tuner.trials, selection, wall, interrupted, figures, tuner.started)
+        killed = [t.name for t in tuner.killed]
+        interrupted = interrupted and not killed
+        return TuneResult(plan, tuner.trials, selection, wall, interrupted, figures, tuner.started, killed)
 
 
 class Tuner:
@@ -111,6 +120,8 @@ class Tuner:
         self.manifest = Manifest(plan.tune_dir)
         self.manifest.merge(list(self.runs.values()))
         self.sampler.update(self.trials, plan.rungs)  # what a stopped driver had not told it yet
+        self.killed: list[Trial] = []  # trials killed from outside twice in this call: the rung waits
+        self.revive_killed()
 
     def run(self) -> bool:
         """Finish the brackets begun, then start new ones until there are `trials`; True when interrupted."""
@@ -133,6 +144,23 @@ class Tuner:
         finally:
             self.save()
         return False
+
+    def revive_killed(self) -> None:
+        """A trial an outside kill failed (SIGKILL of its worker, the OOM killer) by an earlier
+        driver goes back to training, as long as its rung was not decided without it: the run
+        below resumes it from its last.pt, or sets it aside and trains it again."""
+        for trial in self.trials:
+            if trial.state != "failed" or trial.error == "diverged":
+                continue
+            record = self.manifest.record(trial.name)
+            summary = read_summary(self.runs[trial.name].run_dir) or {}
+            if killed_from_outside(record, summary) and not rung_decided(self.trials, trial):
+                self.back_to_training(trial)
+
+    def back_to_training(self, trial: Trial) -> None:
+        """The state the trial had before its rung's run began; its value there is not known."""
+        trial.state = "promoted" if trial.rung else "pending"
+        trial.values.pop(self.target(trial), None)
 
     def halve(self, bracket: list[Trial]) -> bool:
         return run_bracket(bracket, self.plan.rungs, self.plan.spec.eta, self.plan.mode, self.train, self.decided)
@@ -170,7 +198,24 @@ class Tuner:
 
     def train(self, todo: list[Trial]) -> bool:
         """Train each trial to its rung (paused there, or to the end at the last rung); a trial
-        whose folder already got there is only read. Returns True when interrupted."""
+        whose folder already got there is only read. A trial killed from outside (its worker
+        SIGKILLed) resumes once more at once; killed again, it stays active and the rung is not
+        decided without it: this call stops (exit 1) and the next resumes it. Returns True when
+        interrupted or stopped so."""
+        for attempt in range(KILLED_RETRIES + 1):
+            if self.train_once(todo):
+                return True
+            killed = [t for t in todo if t.state in ACTIVE]
+            if not killed:
+                return False
+            if attempt < KILLED_RETRIES:
+                for trial in killed:
+                    warnings.warn(f"{trial.name}: {trial.error}; resuming it", Rnnl2Warning, stacklevel=2)
+            todo = killed
+        self.killed = todo
+        return True
+
+    def train_once(self, todo: list[Trial]) -> bool:
         batch = []
         for trial in todo:
             run = self.runs[trial.name]
@@ -217,12 +262,33 @@ class Tuner:
             return
         summary = read_summary(Path(record["run_dir"])) or {}
         if kind in ("done", "failed") and not settle(trial, summary, self.target(trial)):
-            trial.state, trial.error = "failed", record.get("error") or f"ended before epoch {self.target(trial)}"
-            trial.values[self.target(trial)] = None
+            trial.error = record.get("error") or f"ended before epoch {self.target(trial)}"
+            if killed_from_outside(record, summary):
+                self.back_to_training(trial)
+                kind = "killed"
+            else:
+                trial.state = "failed"
+                trial.values[self.target(trial)] = None
         self.save()
-        self.emit(
-            trial.state if kind != "interrupted" else "interrupted", trial, error=trial.error or record.get("error")
-        )
+        shown = kind if kind in ("interrupted", "killed") else trial.state
+        self.emit(shown, trial, error=trial.error or record.get("error"))
+
+
+def killed_from_outside(record: dict[str, Any], summary: dict[str, Any]) -> bool:
+    """Whether a run's failure came from outside it (a signal: SIGKILL, the OOM killer), so the
+    same run would not fail again: the sweep's rule (`sweep.folder_state`). A divergence, a
+    crash it recorded, or an exit code it chose itself are its own."""
+    if summary.get("status") in ("diverged", FAILED):
+        return False
+    code = record.get("exit_code")
+    return isinstance(code, int) and (code < 0 or code in KILLED_EXIT_CODES)
+
+
+def rung_decided(trials: list[Trial], trial: Trial) -> bool:
+    """Whether the trial's rung was already decided in its bracket (a trial went past it, or
+    stopped there): then reviving the trial would change decisions made without it."""
+    peers = [t for t in trials if t.bracket == trial.bracket and t is not trial]
+    return any(t.rung > trial.rung or (t.rung == trial.rung and t.state == "stopped") for t in peers)
 
 
 def settle(trial: Trial, summary: dict[str, Any], target: int) -> bool:
