@@ -67,7 +67,8 @@ class ErrorBoundary(TyperGroup):
         except usage_exceptions():
             raise
         except Rnnl2Error as error:
-            err.print(f"[red]{error.label}:[/red] {escape(str(error))}", highlight=False)
+            if not other_rank():  # under torchrun rank 0 speaks for all: one message, not one per rank
+                err.print(f"[red]{error.label}:[/red] {escape(str(error))}", highlight=False)
             raise typer.Exit(code=error.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]", highlight=False)
@@ -81,6 +82,11 @@ class ErrorBoundary(TyperGroup):
             raise typer.Exit(code=report_crash(error, debug=debug_requested(ctx))) from None
         finally:
             restore_sigterm(previous)
+
+
+def other_rank() -> bool:
+    """A torchrun rank other than 0 (read from the environment: no torch import here)."""
+    return os.environ.get("RANK", "0") not in ("", "0")
 
 
 def install_sigterm() -> Any:
@@ -380,7 +386,8 @@ def train(
     if nproc > 1:
         from .distributed import launch_processes, without_option
 
-        raise typer.Exit(code=launch_processes(nproc, without_option(sys.argv[1:], "--nproc")))
+        cfg = load_config(config, overrides or []) if config is not None else None
+        raise typer.Exit(code=launch_processes(nproc, without_option(sys.argv[1:], "--nproc"), cfg))
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues its own folder; leave out --run-dir")
     cfg = load_config(config, overrides or []) if config is not None else None

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .data import Batch
-from .errors import ConfigError
+from .errors import ConfigError, RunFailed
 from .evaluate import IGNORE_INDEX
 
 
@@ -222,12 +222,37 @@ class SilentLog:
     def finish(self, summary: dict[str, Any]) -> None: ...
 
 
-def launch_processes(nproc: int, argv: list[str]) -> int:
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "gloo", "NCCL")
+"""What a collective raises on the ranks left when another rank died."""
+
+
+class RankLost(RunFailed):
+    """Another rank of this run died (killed, crashed) in a collective: exit code 1, resumable."""
+
+
+def lost_a_rank(error: BaseException, ranks: Ranks) -> bool:
+    """Whether `error` is a collective failing because another rank went away."""
+    return ranks.world > 1 and isinstance(error, RuntimeError) and any(text in str(error) for text in PEER_LOST)
+
+
+def launch_processes(nproc: int, argv: list[str], cfg: Any = None) -> int:
     """`rnnl2 train ... --nproc N`: the same command on N local processes through torchrun's
-    launcher (a free port on localhost); the exit code of rank 0, else of the first rank that failed."""
+    launcher (a free port on localhost); the exit code of rank 0, else of the first rank that failed.
+    A config (`cfg`) is checked here first, so a refusal prints once, not once per rank; a rank
+    killed by a signal is named (exit 1), the run resumable from its last checkpoint."""
+    import logging
+    import signal
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if cfg is not None:
+        from .device import resolve_device
+
+        check_distributed(Ranks(0, nproc), cfg)
+        resolve_device(cfg.device)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # rnnl2 says what failed
 
     config = LaunchConfig(
         min_nodes=1,
@@ -242,6 +267,10 @@ def launch_processes(nproc: int, argv: list[str]) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", "rnnl2", *argv)
     except ChildFailedError as failed:
+        rank, first = failed.get_first_failure()
+        if first.exitcode < 0:  # a signal from outside (the launcher stops the others with SIGTERM after)
+            name = signal.Signals(-first.exitcode).name
+            raise RankLost(f"rank {rank} was killed by {name}; the launcher stopped the other ranks") from None
         codes = {rank: failure.exitcode for rank, failure in failed.failures.items()}
         code = codes.get(0, next(iter(codes.values())))
         return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says

@@ -4,13 +4,16 @@ Optuna is imported only here, and only for tpe."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, Rnnl2Warning
 from .halving import Trial
+from .runs import atomic_write
 from .space import Space, grid_params, optuna_params, params_key, random_params, suggest
 
 STARTUP = 10
@@ -62,6 +65,7 @@ class TpeSampler:
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
 
+            repair_journal(folder / STUDY_FILE)
             storage = JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
         try:
             self.study = optuna.create_study(
@@ -103,6 +107,35 @@ class TpeSampler:
                 self.study.tell(trial.optuna["number"], state=TrialState.PRUNED)
             elif trial.state in ("failed", "completed"):
                 self.study.tell(trial.optuna["number"], state=TrialState.FAIL)
+
+
+def repair_journal(path: Path) -> None:
+    """Check study.journal before Optuna reads it: a torn last line (a kill cut the write) is
+    dropped with a warning, as the JSONL readers skip one; damage anywhere else (garbage bytes,
+    a cut line in the middle) is an error naming the file and the line, not Optuna's traceback."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    kept = len(data)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if not isinstance(record, dict) or "op_code" not in record:
+                raise ValueError("not a journal record")
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            if number == len(lines):  # the last line, with no newline after it: a write cut short
+                kept = len(data) - len(line)
+                warnings.warn(f"{path}: line {number} is cut short (a write was interrupted); dropped it", Rnnl2Warning)
+                break
+            raise ConfigError(
+                f"{path}: line {number} is not an Optuna journal record; the file is damaged "
+                "(restore it, or start the tune in a new --tune-dir)"
+            ) from None
+    if kept < len(data):
+        atomic_write(path, lambda handle: handle.write(data[:kept]), binary=True)
 
 
 def final_value(trial: Trial, rungs: list[int]) -> float | None:

@@ -18,7 +18,7 @@ from .adapt import LambdaAdapter, build_adapter, hold_out, lambda_trajectory
 from .config import RunConfig
 from .data import DataSpec, Split, build_splits
 from .device import describe_device, resolve_device, use_deterministic
-from .distributed import SINGLE, Ranks, SilentLog, check_distributed, current_ranks
+from .distributed import SINGLE, RankLost, Ranks, SilentLog, check_distributed, current_ranks, lost_a_rank
 from .errors import Interrupted, RunFailed
 from .baselines import build_baselines, data_season, fit_baselines
 from .evaluate import build_loss, evaluate, evaluate_baselines, prefixed
@@ -432,6 +432,11 @@ def train_epochs(
             log.finish(write_summary(run_dir, s, state, {}, started, "diverged"))
             raise
         except Exception as error:  # a crash (a bug, the allocator): close every record it leaves as failed
+            if lost_a_rank(error, ranks):  # another rank died: this one stops, resumable from last.pt
+                log.finish(write_summary(run_dir, s, state, {}, started, "interrupted"))
+                raise RankLost(
+                    f"another rank of this run stopped; continue with: rnnl2 train --resume {run_dir}"
+                ) from None
             summary = write_summary(run_dir, s, state, {}, started, FAILED)
             summary["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
             if state.saved_at is not None:

@@ -4,7 +4,13 @@ workspace unchanged, byte for byte."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -12,7 +18,7 @@ from typing import Callable
 import pytest
 from typer.testing import CliRunner
 
-from helpers import TINY_TAGGING, write_config, write_fake_run
+from helpers import TINY_TAGGING, rnnl2_argv, write_config, write_fake_run
 from rnnl2.cli import app
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -344,3 +350,184 @@ def test_hostile_invocation(workspace, case):
     assert not (workspace.root / "nonempty" / ".lock").exists() and os.listdir(workspace.root / "nonempty") == [
         "keep.txt"
     ]
+
+
+# --------------------------------------------------------------------------- failures at run time
+# Each gets its documented exit code and a one-line reason (README, "Exit codes"), not exit 3.
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def one_line_error(output: str, start: str) -> str:
+    """The single `error: …` line of `output` (and no traceback), which must begin with `start`."""
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in output and "internal error" not in output, output
+    assert errors[0].startswith(f"error: {start}"), errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("adapt", [None, "hypergradient"])
+def test_lambda_beyond_the_float_range_is_a_divergence(tmp_path, adapt):
+    """(λ/2)·Σθ² with λ = 1e300 overflows float32 at the first step: diverged, exit 1."""
+    raw = TINY_TAGGING | {"l2": {"lambda": 1e300}}
+    if adapt:
+        raw["l2"] |= {"adapt": {"method": adapt, "max_lambda": 1e300}}
+    config = write_config(tmp_path, raw)
+    result = CliRunner().invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 1, result.output
+    one_line_error(result.output, "training diverged in epoch 1, step 1")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_model_too_big_to_allocate_exits_1_with_parameters_and_gigabytes(tmp_path):
+    """The allocator refuses (an address-space limit makes it refuse at once): exit 1 naming the
+    parameters and the memory they need, and no run folder left."""
+    import resource
+
+    raw = TINY_TAGGING | {"model": {"cell": "lstm", "hidden_size": 4096, "num_layers": 8}}
+    config = write_config(tmp_path, raw)
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+    done = subprocess.run(
+        rnnl2_argv("train", str(config), "--runs-dir", str(tmp_path / "runs")),
+        capture_output=True, text=True, env=ENV, timeout=120, preexec_fn=limit_memory,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    line = one_line_error(done.stderr, "out of memory: ")
+    found = re.search(r"out of memory: ([\d,]+) parameters need ([\d.]+) GB as float32 weights", line)
+    parameters = int(found.group(1).replace(",", ""))
+    assert parameters > 10**9 and float(found.group(2)) == pytest.approx(parameters * 4 / 1e9, rel=1e-2)
+    assert "lower model.hidden_size" in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_allocator_failure_mid_run_closes_the_run_and_keeps_it_resumable(tmp_path, monkeypatch):
+    """Out of memory in epoch 2 (after epoch 1's checkpoint): exit 1, summary `failed` with the
+    error, and --resume continues from last.pt."""
+    import rnnl2.train as train_module
+
+    real_epoch, calls = train_module.train_one_epoch, []
+
+    def fail_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1234 bytes")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", fail_in_epoch_2)
+    config = write_config(tmp_path, TINY_TAGGING)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(config), "--run-dir", str(run_dir), "-q"])
+    assert result.exit_code == 1, result.output
+    one_line_error(result.output, "out of memory:")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "can't allocate memory" in summary["error"]
+    assert summary["resume_with"] == f"rnnl2 train --resume {run_dir}"
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run_dir), "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def tpe_tune_argv(folder: Path, trials: int) -> list[str]:
+    return [
+        "tune", str(folder / "tiny.yaml"), "--space", "l2.lambda=loguniform(1e-6,1e-1)", "--trials", str(trials),
+        "--sampler", "tpe", "--max-epochs", "1", "--min-epochs", "1", "--tune-dir", str(folder / "T"), "-q",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tpe_tune(tmp_path_factory) -> Path:
+    pytest.importorskip("optuna")
+    folder = tmp_path_factory.mktemp("tpe")
+    write_config(folder, TINY_TAGGING)
+    result = CliRunner().invoke(app, tpe_tune_argv(folder, 2))
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def copy_tune(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_garbage_inside_study_journal_exits_2_naming_file_and_line(tpe_tune, tmp_path):
+    folder = copy_tune(tpe_tune, tmp_path / "copy")
+    journal = folder / "T" / "study.journal"
+    lines = journal.read_bytes().split(b"\n")
+    lines[2] = b"\x00\xff garbage {{{"
+    journal.write_bytes(b"\n".join(lines))
+    result = CliRunner().invoke(app, tpe_tune_argv(folder, 2))
+    assert result.exit_code == 2, result.output
+    one_line_error(result.output, f"{journal}: line 3 is not an Optuna journal record; the file is damaged")
+
+
+def test_torn_last_line_of_study_journal_is_dropped_with_a_warning(tpe_tune, tmp_path):
+    folder = copy_tune(tpe_tune, tmp_path / "copy")
+    journal = folder / "T" / "study.journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-30])  # the last record cut in its middle
+    result = CliRunner().invoke(app, tpe_tune_argv(folder, 2))
+    assert result.exit_code == 0, result.output
+    count = whole.count(b"\n")
+    assert f"warning: {journal}: line {count} is cut short (a write was interrupted); dropped it" in result.output
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # the cut `tell` was told again
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("l2.adapt=hypergradient", "l2.adapt does not run on several processes yet"),
+        ("device=cuda:1", "device: cuda:1 under torchrun"),
+    ],
+)
+def test_nproc_refusals_exit_2_printed_once(tmp_path, override, message):
+    config = write_config(tmp_path, TINY_TAGGING)
+    done = subprocess.run(
+        rnnl2_argv("train", str(config), "--nproc", "2", "--set", override, "--runs-dir", str(tmp_path / "runs")),
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    one_line_error(done.stderr, message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sigkilled_rank_exits_1_naming_it_and_the_run_resumes_exactly(tmp_path):
+    """Rank 1 SIGKILLed mid-epoch: the launcher exits 1 with "rank 1 was killed by SIGKILL", the
+    folder stays resumable, and `--resume --nproc 2` ends where one uninterrupted process does."""
+    raw = TINY_TAGGING | {
+        "data": {**TINY_TAGGING["data"], "num_train": 1600},
+        "train": {"epochs": 3, "batch_size": 16, "checkpoint_every_steps": 5},
+    }
+    config = write_config(tmp_path, raw)
+    run_dir = tmp_path / "ranks"
+    launcher = subprocess.Popen(
+        rnnl2_argv("train", str(config), "--nproc", "2", "--run-dir", str(run_dir), "-q"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.jsonl").exists() or not (run_dir / "checkpoints" / "last.pt").exists():
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+        time.sleep(0.02)
+    ranks = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    rank_1 = next(pid for pid in ranks if "RANK=1\0" in Path(f"/proc/{pid}/environ").read_text())
+    os.kill(int(rank_1), signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1, stderr
+    assert "error: rank 1 was killed by SIGKILL" in stderr and "internal error" not in stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    resumed = subprocess.run(
+        rnnl2_argv("train", "--resume", str(run_dir), "--nproc", "2", "-q"),
+        capture_output=True, text=True, env=ENV, timeout=240,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    single = CliRunner().invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "single"), "-q", "--json"])
+    got, expected = json.loads((run_dir / "summary.json").read_text()), json.loads(single.output)
+    assert got["resumed_from"] and got["epochs_run"] == expected["epochs_run"] == 3
+    for key in ("best_value", "test_loss", "test_accuracy"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-5), key
