@@ -193,6 +193,10 @@ def finish(manifest: Manifest, run: PlannedRun, outcome: dict[str, Any], on_even
     return record
 
 
+def ignore_event(kind: str, record: dict[str, Any]) -> None:
+    """The event sink while a crash unwinds: the records are written, the printer may be the crash."""
+
+
 def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
     """Exit code, summary.json (if written) and the last error line of the child's log."""
     summary = read_summary(run_dir)
@@ -334,9 +338,9 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
     slots = IsolatedSlots(threads, launch.gpus) if launch.isolate else launch.warm_slots(threads, logs)
     queue, running = list(todo), {}  # slot → run
 
-    def ended(slot: int, code: int) -> dict[str, Any]:
+    def ended(slot: int, code: int, report: EventFn = on_event) -> dict[str, Any]:
         run = running.pop(slot)
-        return finish(manifest, run, read_outcome(code, run.run_dir, logs / f"{run.name}.log"), on_event)
+        return finish(manifest, run, read_outcome(code, run.run_dir, logs / f"{run.name}.log"), report)
 
     try:
         while queue or running:
@@ -352,12 +356,15 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
                 if ended(slot, code)["status"] != "done" and launch.fail_fast:
                     queue.clear()
                     slots.stop()
-    except KeyboardInterrupt:
+    except BaseException as error:  # Ctrl-C, SIGTERM, or a crash of this driver: stop the runs resumably
         slots.stop()
+        crashed = not isinstance(error, KeyboardInterrupt)
         raise
+    else:
+        crashed = False
     finally:
-        for slot, code in slots.drain():
-            ended(slot, code)
+        for slot, code in slots.drain():  # every record closes: none is left "running"
+            ended(slot, code, ignore_event if crashed else on_event)
         if launch.isolate or queue or sys.exc_info()[0] is not None:  # stopped: no worker stays
             slots.close()
             launch.close()

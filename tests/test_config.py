@@ -490,6 +490,17 @@ def test_expand_path_expands_variables_and_home(tmp_path, monkeypatch):
     assert expand("~/c.txt", Path("/elsewhere")) == str(tmp_path / "home" / "c.txt")
 
 
+def test_expand_path_resolves_a_relative_variable_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RNNL2_TEST_DATA", "../shared/data")
+    resolved = expand("${RNNL2_TEST_DATA}/etth1/ETTh1.csv", Path("/configs/folder"))
+    assert resolved == str(tmp_path / ".." / "shared" / "data" / "etth1" / "ETTh1.csv")
+    monkeypatch.setenv("RNNL2_TEST_DATA", "/abs/data")
+    assert expand("$RNNL2_TEST_DATA/a.csv", Path("/configs/folder")) == "/abs/data/a.csv"
+    monkeypatch.setenv("RNNL2_TEST_SUB", "sub")
+    assert expand("data/$RNNL2_TEST_SUB/a.csv", Path("/configs/folder")) == "/configs/folder/data/sub/a.csv"
+
+
 def test_expand_path_unset_variable_is_named(monkeypatch):
     monkeypatch.delenv("RNNL2_SURELY_UNSET", raising=False)
     with pytest.raises(ValidationError, match=r"\$RNNL2_SURELY_UNSET is not set"):

@@ -305,3 +305,21 @@ def test_counts_name_the_rows_and_windows_of_each_split(tmp_path):
     }
     assert "floor" in counts["rows"]["rule"]
     assert (counts["unit"], counts["train"], counts["val"], counts["test"]) == ("windows", 100 - 11, 15 - 3, 29 - 3)
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_a_data_variable_resolves_as_the_shell_typed_it(tmp_path, monkeypatch, relative):
+    """`RNNL2_DATA=data rnnl2 train configs/x.yaml`, the README's form: a relative value is read
+    from the working directory, not from the config's folder; an absolute value as it is."""
+    (tmp_path / "data").mkdir()
+    counting_csv(tmp_path / "data" / "series.csv", rows=80)
+    (tmp_path / "configs").mkdir()
+    data = {"kind": "timeseries_forecast", "path": "${RNNL2_TEST_DATA}/series.csv", "time_column": "time"}
+    data |= {"lookback": 4, "horizon": 2, "rows": [40, 20, 20]}
+    config = write_config(tmp_path / "configs", TINY | {"data": data})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RNNL2_TEST_DATA", "data" if relative else str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["train", str(config.relative_to(tmp_path)), "--runs-dir", "runs", "-q"])
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "fc").iterdir()
+    assert (run / "summary.json").is_file()

@@ -374,3 +374,26 @@ def test_a_grid_too_large_is_refused_at_once(tiny_config, tmp_path):
         assert result.exit_code == 2 and "at most 10,000" in result.output, result.output
     assert time.perf_counter() - started < 30
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_crash_of_the_driver_closes_every_running_record(tiny_config, tmp_path):
+    """A bug in the driver (here: its event printer) while runs are out stops them resumably and
+    closes their manifest lines; none is left `running`, and the same sweep then finishes."""
+    from rnnl2.launch import Launch, run_sweep
+
+    spec = build_spec(tiny_config, ["l2.lambda=0,1e-3"], None, ["train.epochs=3"])
+    sweep_dir, runs = plan_sweep(spec, tmp_path / "runs")
+
+    started = []
+
+    def broken_printer(kind, record):  # fails once both runs are out, and on every event after
+        started.append(kind)
+        if len(started) >= 2:
+            raise RuntimeError("printer bug")
+
+    with pytest.raises(RuntimeError, match="printer bug"):
+        run_sweep(spec, runs, sweep_dir, Launch(jobs=2, threads=1), broken_printer)
+    statuses = [r["status"] for r in read_manifest(sweep_dir)]
+    assert statuses == ["interrupted", "interrupted"], statuses  # stopped at once, resumable
+    again = run_sweep(spec, runs, sweep_dir, Launch(jobs=2, threads=1))
+    assert [r["status"] for r in again.records] == ["done", "done"] and not again.failed

@@ -37,6 +37,9 @@ Seed = Annotated[int, AfterValidator(check_seed), Field(json_schema_extra={"mini
 def expand_path(value: str, info: ValidationInfo) -> str:
     """Expand `~`, `$VAR` and `${VAR}`; resolve a relative path against the config file's folder.
 
+    A path that starts with a variable whose value is relative (`RNNL2_DATA=../shared/data`)
+    resolves against the working directory instead: the user typed that value in a shell,
+    where relative means "from here", as it does for every other command they type.
     An unset variable is an error that names it, rather than a path with a literal `$` in it.
     """
     for match in re.finditer(r"\$(?:\{(\w+)\}|(\w+))", value):
@@ -45,9 +48,15 @@ def expand_path(value: str, info: ValidationInfo) -> str:
             raise ValueError(f"environment variable ${name} is not set")
     path = Path(os.path.expanduser(os.path.expandvars(value)))
     base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
+    if not path.is_absolute() and starts_with_variable(value):
+        path = Path.cwd() / path
+    elif not path.is_absolute() and base is not None:
         path = Path(base) / path
     return str(path)
+
+
+def starts_with_variable(value: str) -> bool:
+    return re.match(r"\$(?:\{\w+\}|\w+)", value) is not None
 
 
 FilePath = Annotated[str, AfterValidator(expand_path)]
