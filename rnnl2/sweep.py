@@ -70,6 +70,8 @@ class PlannedRun:
     overrides: list[str]
     config_hash: str
     run_dir: Path
+    epochs: int = 0
+    """`train.epochs` of its config: what the live progress plans for it."""
 
 
 # ------------------------------------------------------------------------ parsing
@@ -219,7 +221,7 @@ def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -
         raise ConfigError(f"the sweep plans {total:,} runs (grid × runs × seeds); at most {MAX_RUNS:,} are allowed")
     combos = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in spec.grid))]
     seeds = spec.seeds or [None]
-    planned: list[tuple[dict[str, Any], list[str], str]] = []
+    planned: list[tuple[dict[str, Any], list[str], str, int]] = []
     for variant, combo, seed in itertools.product(spec.variants or [{}], combos, seeds):
         varying = {**variant, **combo, **({"seed": seed} if seed is not None else {})}
         overrides = spec.fixed + [f"{k}={format_value(v)}" for k, v in varying.items()]
@@ -227,15 +229,15 @@ def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -
             cfg = load_config(spec.config, overrides)
         except ConfigError as error:
             raise ConfigError(f"sweep run {slug(varying)}: {error}") from None
-        planned.append((varying, overrides, config_hash(to_plain_dict(cfg))))
+        planned.append((varying, overrides, config_hash(to_plain_dict(cfg)), cfg.train.epochs))
     if not planned:
         raise ConfigError("the sweep has no runs: a --grid axis has no values")
     base_name = load_config(spec.config, spec.fixed).name
-    digest = hashlib.sha256(" ".join(h for *_, h in planned).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(" ".join(h for _, _, h, _ in planned).encode()).hexdigest()[:8]
     sweep_dir = sweep_dir or runs_dir / base_name / f"sweep-{digest}"
     runs = [
-        PlannedRun(i, f"{i:03d}-{slug(v)}", v, o, h, sweep_dir / f"{i:03d}-{slug(v)}")
-        for i, (v, o, h) in enumerate(planned)
+        PlannedRun(i, f"{i:03d}-{slug(v)}", v, o, h, sweep_dir / f"{i:03d}-{slug(v)}", epochs)
+        for i, (v, o, h, epochs) in enumerate(planned)
     ]
     return sweep_dir, runs
 

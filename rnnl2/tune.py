@@ -122,6 +122,8 @@ class Tuner:
         self.sampler.update(self.trials, plan.rungs)  # what a stopped driver had not told it yet
         self.killed: list[Trial] = []  # trials killed from outside twice in this call: the rung waits
         self.revive_killed()
+        for trial in self.trials:  # what earlier calls trained, for the live progress
+            self.emit("known", trial)
 
     def run(self) -> bool:
         """Finish the brackets begun, then start new ones until there are `trials`; True when interrupted."""
@@ -230,6 +232,10 @@ class Tuner:
             )
             batch.append((run, record))
         self.save()
+        if batch:
+            first = next(t for t in todo if t.name == batch[0][0].name)
+            where = {"bracket": first.bracket, "rung": first.rung, "rungs": len(self.plan.rungs)}
+            self.on_event("rung", {**where, "epoch": self.target(first), "names": [run.name for run, _ in batch]})
         interrupted = bool(batch) and execute(self.plan.sweep_spec(), batch, self.manifest, self.launch, self.relay)
         self.save()
         self.sampler.update(todo, self.plan.rungs)

@@ -92,6 +92,7 @@ class TunePlan:
             sets,
             config_hash(to_plain_dict(cfg)),
             self.tune_dir / trial.name,
+            self.max_epochs,
         )
 
 
@@ -196,11 +197,17 @@ def write_definition(plan: TunePlan) -> None:
     write_json(plan.tune_dir / "tune.json", {**plan.definition, "study": plan.study_name})
 
 
+def epoch_budget(plan: TunePlan, jobs: int = 1) -> int:
+    """Epochs the whole tune trains when no trial stops early or fails."""
+    sizes = bracket_sizes(plan.trials, plan.spec.sampler, plan.rungs, plan.spec.eta, jobs)
+    return sum(bracket_budget(n, plan.rungs, plan.spec.eta) for n in sizes)
+
+
 def plan_lines(plan: TunePlan, jobs: int = 1) -> list[str]:
     """The rung plan as shell comments: rungs, brackets and the epoch budget against training every
     trial to the end; then the first bracket's `rnnl2 train` commands (tpe: its random start only)."""
     sizes = bracket_sizes(plan.trials, plan.spec.sampler, plan.rungs, plan.spec.eta, jobs)
-    budget = sum(bracket_budget(n, plan.rungs, plan.spec.eta) for n in sizes)
+    budget = epoch_budget(plan, jobs)
     lines = [
         f"tune {plan.tune_dir}: {plan.trials} trials ({plan.spec.sampler}), {plan.metric} ({plan.mode})",
         f"rungs at epochs {', '.join(map(str, plan.rungs))} (first: {plan.min_epochs_reason}), eta {plan.spec.eta}",

@@ -23,12 +23,12 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .config import RunConfig, load_config, to_plain_dict
-from .config.base import MAX_SEED
-from .errors import BAD_INPUT, INTERNAL_ERROR, INTERRUPTED, RUN_FAILED, ConfigError, Rnnl2Error, Rnnl2Warning
+from ..config import RunConfig, load_config, to_plain_dict
+from ..config.base import MAX_SEED
+from .console import err, out
+from .printers import SweepPrinter, TunePrinter
+from ..errors import BAD_INPUT, INTERNAL_ERROR, INTERRUPTED, RUN_FAILED, ConfigError, Rnnl2Error, Rnnl2Warning
 
-out = Console(soft_wrap=True)  # results: the run folder, tables, JSON
-err = Console(stderr=True, soft_wrap=True)  # progress, logs and errors
 
 DEBUG_ENV = "RNNL2_DEBUG"
 RUNTIME_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM}  # the machine failed, not the input
@@ -306,7 +306,7 @@ def describe_data(seen: dict[str, Any]) -> str:
 
 def baseline_verdict(result: dict[str, Any], metric: str | None = None) -> str:
     """`vs naive repeat_last (test_loss 0.0811): worse by 4.3%`, or "" without a baseline."""
-    from .metrics import versus_baseline
+    from ..metrics import versus_baseline
 
     vs = versus_baseline(result, metric)
     if vs is None:
@@ -319,7 +319,7 @@ def baseline_verdict(result: dict[str, Any], metric: str | None = None) -> str:
 
 def selection_table(columns: list[str], rows: list[tuple[str, tuple[int, ...], list[float | None]]]) -> Table:
     """One row per parameter: its λ, and its λ₁, max-norm c and weight-drop p when those are on."""
-    from .compare import short_number
+    from ..compare import short_number
 
     table = Table(title="L2 selection: (λ/2)·Σθ² over the marked parameters")
     for column in ("parameter", "shape", *columns):
@@ -384,27 +384,27 @@ def train(
     if config is None and resume is None:
         raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR to continue a run")
     if nproc > 1:
-        from .distributed import launch_processes, without_option
+        from ..distributed import launch_processes, without_option
 
         cfg = load_config(config, overrides or []) if config is not None else None
         raise typer.Exit(code=launch_processes(nproc, without_option(sys.argv[1:], "--nproc"), cfg))
     if resume is not None and run_dir is not None:
         raise ConfigError("--resume continues its own folder; leave out --run-dir")
     cfg = load_config(config, overrides or []) if config is not None else None
-    from .train import run, use_threads
+    from ..train import run, use_threads
 
     use_threads(threads)
     observer = RichObserver(quiet=quiet or as_json, verbose=verbose)
     try:
         if resume is not None:
-            from .resume import resume as resume_run
+            from ..resume import resume as resume_run
 
             result = resume_run(resume, cfg, overrides or [], force, observer, pause_after)
         else:
             result = run(cfg, runs_dir, run_dir, observer, pause_after=pause_after)
     finally:
         observer.close()
-        from .distributed import close_ranks, is_main_process
+        from ..distributed import close_ranks, is_main_process
 
         close_ranks()
     if not is_main_process():  # under torchrun, rank 0 alone reports
@@ -437,8 +437,8 @@ def eval_command(
     ] = None,
 ) -> None:
     """Evaluate a trained model on one split (writes eval-<split>.json into the run folder) or on a new file."""
-    from .evaluate import evaluate_checkpoint
-    from .runs import record_eval
+    from ..evaluate import evaluate_checkpoint
+    from ..runs import record_eval
 
     result = evaluate_checkpoint(path, split.value, device, data=data)
     if data is None:
@@ -465,8 +465,8 @@ def predict(
 ) -> None:
     """Write predictions as CSV: forecasts per window, step and target (file units), label and
     probabilities, or a language model's next token, probability and surprisal at every position."""
-    from .predict import predict_file, to_csv_text
-    from .runs import write_text
+    from ..predict import predict_file, to_csv_text
+    from ..runs import write_text
 
     if output is not None:
         check_output_file(output)
@@ -490,7 +490,7 @@ def sample(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Generate text from a language model: prints the prompt and its continuation."""
-    from .sample import sample_text
+    from ..sample import sample_text
 
     print(sample_text(path, prompt, length, temperature, seed, device))
 
@@ -511,8 +511,8 @@ def config_show(
     if not params:
         out.print(yaml.safe_dump(to_plain_dict(cfg), sort_keys=False), end="", highlight=False, markup=False)
         return
-    from .regularizers import describe_terms
-    from .train import build_setup
+    from ..regularizers import describe_terms
+    from ..train import build_setup
 
     setup = build_setup(cfg)
     print_table(selection_table(*describe_terms(setup.model, setup.groups, setup.terms)))
@@ -525,32 +525,6 @@ def config_schema() -> None:
 
 
 # ------------------------------------------------------------------ sweep, compare, report
-
-
-class SweepPrinter:
-    """Sweep events as plain stderr lines: each start, finish and failure as it happens."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet, self.finished = total, quiet, 0
-
-    def __call__(self, kind: str, record: dict[str, Any]) -> None:
-        name = record["name"]
-        if kind in ("done", "failed", "interrupted", "skip"):
-            self.finished += 1
-        where = f"[{self.finished}/{self.total}]"
-        if kind in ("failed", "interrupted"):
-            err.print(f"{where} [red]{kind}[/red] {name}: {record.get('error')}", highlight=False)
-        elif self.quiet:
-            return
-        elif kind == "done":
-            m = record.get("metrics") or {}
-            value = m.get("best_value")
-            shown = f"{m.get('best_metric')} {value:.4g}" if isinstance(value, (int, float)) else ""
-            err.print(f"{where} done {name}  {shown}  {m.get('wall_seconds', 0):.1f}s", highlight=False)
-        elif kind == "skip":
-            err.print(f"{where} already done {name}", highlight=False)
-        elif kind == "start":
-            err.print(f"{where} {'resume' if record.get('resume') else 'start'} {name}", highlight=False)
 
 
 def comparison_table(comparison: Any, title: str = "runs") -> Table:
@@ -567,7 +541,7 @@ def comparison_table(comparison: Any, title: str = "runs") -> Table:
 
 def settings_text(overrides: Any) -> str:
     """`l2.lambda=1e-5, model.hidden_size=32`: λ and every number as `compare` prints them."""
-    from .compare import format_setting
+    from ..compare import format_setting
 
     if not isinstance(overrides, dict):
         return str(overrides)
@@ -619,7 +593,7 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
     """Run a grid of configurations × seeds; the same command again resumes it. Last stdout line: the sweep folder."""
-    from .sweep import build_spec, dry_run_lines, parse_select, plan_sweep
+    from ..sweep import build_spec, dry_run_lines, parse_select, plan_sweep
 
     spec = build_spec(path, grid or [], seeds, overrides or [])
     folder, runs = plan_sweep(spec, runs_dir, sweep_dir)
@@ -627,8 +601,8 @@ def sweep(
         print("\n".join(dry_run_lines(spec, runs)))
         return
     metric, mode = parse_select(select)
-    from .launch import Launch, gpu_ids, jobs_for, run_sweep
-    from .sweep import sweep_outcome
+    from ..launch import Launch, gpu_ids, jobs_for, run_sweep
+    from ..sweep import sweep_outcome
 
     gpus = gpu_ids() if backend is Backend.local else []
     jobs = jobs_for(jobs, gpus, runs_per_gpu, backend.value)
@@ -637,7 +611,8 @@ def sweep(
     at_once = "as SLURM schedules them" if backend is Backend.slurm else f"{jobs} at a time"
     if not quiet:
         err.print(f"sweep {folder}: {len(runs)} runs, {at_once} ({backend.value})", highlight=False)
-    result = run_sweep(spec, runs, folder, launch, SweepPrinter(len(runs), quiet or as_json))
+    with SweepPrinter(runs, quiet or as_json) as printer:
+        result = run_sweep(spec, runs, folder, launch, printer)
     outcome = sweep_outcome(folder, spec, result, metric, mode)
     if as_json:
         print(json.dumps(outcome.to_json()))
@@ -670,34 +645,9 @@ class Sampler(str, enum.Enum):
     tpe = "tpe"
 
 
-class TunePrinter:
-    """Tune events as plain stderr lines: each start, rung reached, promotion, stop and end."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-
-    def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        value = info.get("value")
-        shown = f"{info['metric']} {value:.4g}" if isinstance(value, (int, float)) else ""
-        at = f"epoch {info['epoch']}"
-        if kind in ("failed", "interrupted", "killed"):
-            err.print(f"[red]{kind}[/red] {info['name']} (→ {at}): {info.get('error')}", highlight=False)
-            return
-        lines = {
-            "start": f"{'resume' if info.get('resume') else 'start'} {info['name']} → {at}",
-            "paused": f"paused {info['name']} at {at}  {shown}",
-            "completed": f"completed {info['name']}  {shown}  ({info['epochs']} epochs)",
-            "promoted": f"promoted {info['name']}  {shown} at {at}",
-            "stopped": f"stopped {info['name']}  {shown} at {at}",
-            "skip": f"already at {at}: {info['name']}",
-        }
-        if not self.quiet and kind in lines:
-            err.print(lines[kind], highlight=False)
-
-
 def tune_table(result: Any) -> Table:
     """One row per trial: its parameters, the metric at each rung, its end; completed trials first, best first."""
-    from .compare import format_setting
+    from ..compare import format_setting
 
     plan, metric = result.plan, result.plan.metric
     sign = 1 if plan.mode == "min" else -1
@@ -794,26 +744,27 @@ def tune(
 ) -> None:
     """Search hyperparameters with successive halving (synchronous, per bracket): trials pause at
     rung epochs and the best 1/eta resume exactly. The same command continues it. Last stdout line: the tune folder."""
-    from .tune_plan import TuneSpec, plan_lines, plan_tune
+    from ..tune_plan import TuneSpec, epoch_budget, plan_lines, plan_tune
 
     spec = TuneSpec(
         config, space, overrides or [], sampler.value, trials, seed, eta, min_epochs, max_epochs, grid_points, storage
     )
     plan = plan_tune(spec, runs_dir, tune_dir)
-    from .launch import Launch, gpu_ids, jobs_for
+    from ..launch import Launch, gpu_ids, jobs_for
 
     gpus = gpu_ids() if backend is Backend.local else []
     jobs = jobs_for(jobs, gpus, runs_per_gpu, backend.value)
     if dry_run:
         print("\n".join(plan_lines(plan, jobs)))
         return
-    from .tune import run_tune
+    from ..tune import run_tune
 
     launch = Launch(jobs, backend.value, ray_address, False, gpus, threads, isolate, runs_per_gpu=runs_per_gpu or 1)
     launch.slurm = slurm or []
     if not quiet and not as_json:
         err.print("\n".join(line.removeprefix("# ") for line in plan_lines(plan, jobs) if line.startswith("# ")))
-    result = run_tune(plan, launch, TunePrinter(quiet or as_json))
+    with TunePrinter(quiet or as_json, plan.trials, epoch_budget(plan, jobs), plan.tune_dir) as printer:
+        result = run_tune(plan, launch, printer)
     if as_json:
         print(json.dumps(result.to_json()))
     else:
@@ -870,8 +821,8 @@ def compare(
 ) -> None:
     """One row per run: the config keys that differ, best and test metrics, vs the naive baseline, gap,
     weight norm, epochs, time. Runs of different tasks get one table each."""
-    from .compare import compare_by_task, tables_to_csv, tables_to_json
-    from .runs import write_text
+    from ..compare import compare_by_task, tables_to_csv, tables_to_json
+    from ..runs import write_text
 
     if csv_path is not None and str(csv_path) != "-":
         check_output_file(csv_path)
@@ -899,7 +850,7 @@ def report(
     columns: Columns = None,
 ) -> None:
     """Plot learning curves, the λ curve, weight and gradient norms; write report.md. Last stdout line: report.md."""
-    from .report import write_report
+    from ..report import write_report
 
     written = write_report(paths, output, sort=sort, columns=column_list(columns))
     for path in [*written.figures, written.html]:
