@@ -8,7 +8,10 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
                rung: max-epochs ÷ 9, i.e. 3 of 27 epochs on seed_overfit, 1 of 9 on trec_small and
                etth1_small);
 - sh-tpe:      the same with `--sampler tpe` (Optuna);
-- adaptive:    one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}.
+- adaptive-*:  one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}: the
+               hyper-loss on a held-out 10 % of the training split (`-train`) or on the validation
+               split (`-val`), from the first step or once validation stops improving (`-plateau`),
+               through the last step or at the stationary point (`-implicit`); see ADAPTIVE.
 The search methods run at two budgets: the grid's total epochs (8 × max-epochs) and one third of
 it; the number of trials is the largest whose planned epochs fit the budget (`tune --dry-run
 --json`). Regret = how far the chosen config's test metric is behind the best grid λ's: accuracy
@@ -37,6 +40,12 @@ CONFIGS = ROOT / "benchmarks" / "configs"
 GRID = [0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 SPACE = "l2.lambda=0|loguniform(1e-6,1e-1)"
 LAMBDA0 = [1e-7, 1e-5, 1e-3]
+ADAPTIVE = {  # method → the l2.adapt settings beside method=hypergradient (defaults otherwise)
+    "adaptive-train": ["l2.adapt.holdout=train"],  # 10 % of the training split held out (the first form)
+    "adaptive-val": ["l2.adapt.holdout=val"],  # the validation split: the grid's own footing
+    "adaptive-val-plateau": ["l2.adapt.holdout=val", "l2.adapt.start=plateau", "l2.adapt.every=2", "l2.adapt.lr=0.1"],
+    "adaptive-val-implicit": ["l2.adapt.holdout=val", "l2.adapt.horizon=implicit"],
+}
 TASKS = {  # config, max epochs, selection metric, test metric, whether higher is better
     "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy", True),
     "trec_small": ("trec_small.yaml", 9, "val_accuracy", "test_accuracy", True),
@@ -145,10 +154,10 @@ def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int
     }
 
 
-def adaptive(task: str, seed: int, lambda0: float, out: Path, threads: int) -> dict:
+def adaptive(task: str, seed: int, method: str, lambda0: float, out: Path, threads: int) -> dict:
     config, _, _, test_metric, _ = TASKS[task]
-    folder = out / task / f"adaptive-{lambda0:g}-seed{seed}"
-    overrides = [f"seed={seed}", f"l2.lambda={lambda0}", "l2.adapt=hypergradient"]
+    folder = out / task / f"{method}-{lambda0:g}-seed{seed}"
+    overrides = [f"seed={seed}", f"l2.lambda={lambda0}", "l2.adapt.method=hypergradient", *ADAPTIVE[method]]
     args = train_args(CONFIGS / config, overrides, folder)
     if args is not None:
         rnnl2(*args, "--threads", str(threads), "-q")
@@ -166,7 +175,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["grid", "sh-random", "sh-tpe", "adaptive"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["grid", "sh-random", "sh-tpe", *ADAPTIVE],
+        choices=["grid", "sh-random", "sh-tpe", *ADAPTIVE],
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--threads",
@@ -204,12 +218,12 @@ def main() -> None:
                     rows.append(
                         {"method": label, **search(task, seed, sampler, trials, args.out, args.jobs, threads, label)}
                     )
-            if "adaptive" in args.methods:
+            for method in [m for m in args.methods if m in ADAPTIVE]:
                 for lambda0 in LAMBDA0:
                     rows.append(
                         {
-                            "method": f"adaptive λ₀={lambda0:g}",
-                            **adaptive(task, seed, lambda0, args.out, args.threads or 2),
+                            "method": f"{method} λ₀={lambda0:g}",
+                            **adaptive(task, seed, method, lambda0, args.out, args.threads or 2),
                         }
                     )
             for row in rows:

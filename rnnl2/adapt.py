@@ -48,6 +48,7 @@ from .runs import CheckpointError
 
 BETAS = (0.9, 0.99)  # Adam's moment decays, for the step in log λ
 TINY = 1e-30  # keeps the normalisation finite when every hypergradient so far was 0
+FD_STEP = 1e-3  # the implicit horizon's finite-difference step, relative to ‖θ‖ (float32-safe)
 
 
 def hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
@@ -70,7 +71,7 @@ class LambdaAdapter:
         batch_size: int,
     ):
         adapt = l2.adapt
-        self.every, self.lr = adapt.every, adapt.lr
+        self.every, self.lr, self.horizon, self.terms = adapt.every, adapt.lr, adapt.horizon, adapt.terms
         self.bounds = (math.log(adapt.min_lambda), math.log(adapt.max_lambda))
         self.groups, self.penalty, self.optimizer = groups, penalty, optimizer
         self.holdout, self.batch_size, self.loss_fn = holdout, min(batch_size, len(holdout)), build_loss(task)
@@ -88,10 +89,17 @@ class LambdaAdapter:
         self.moments = [[0.0, 0.0] for _ in start]
         self.updates = 0
         self.params = [p for g in groups for p in g.params]
+        self.started = adapt.start == "begin"
 
     def due(self, step: int) -> bool:
         """Whether optimizer step `step` (counted from 1) is followed by an update."""
-        return step % self.every == 0
+        return self.started and step % self.every == 0
+
+    def observe(self, history: list[dict[str, Any]]) -> None:
+        """`start: plateau`: λ moves once an epoch's validation loss did not beat the best before
+        it. Read from the epochs logged so far, so a resumed run decides as the unbroken one did."""
+        losses = [row["val_loss"] for row in history]
+        self.started = self.started or any(v >= min(losses[:i]) for i, v in enumerate(losses) if i)
 
     @torch.no_grad()
     def snapshot(self) -> list[torch.Tensor]:
@@ -140,9 +148,70 @@ class LambdaAdapter:
                 out.append(theta / (state[key].sqrt() + group["eps"]))
         return out
 
-    def update(self, model: torch.nn.Module, before: list[torch.Tensor]) -> dict[str, Any]:
-        """One λ update after a step (the only host read on the way); returns the new state."""
-        per_group = self.hypergradients(model, before, self.updates).tolist()
+    def implicit_hypergradients(self, model: torch.nn.Module, batch: Any, index: int) -> torch.Tensor:
+        """dL_held/dλ_g at the training loss's stationary point (the implicit function theorem,
+        Lorraine et al. 2020): θ*(λ) solves ∇L_data + λθ = 0, so dθ*/dλ_g = −H⁻¹θ_g, and
+
+            dL_held/dλ_g = −⟨H⁻¹ ∇L_held, θ_g⟩,    H = ∇²L_data + diag(λ)
+
+        with H⁻¹v from `terms` Neumann terms, α·Σ_j (I − αH)^j v. H·v is a finite difference of
+        two data-loss gradients on this step's training minibatch (no double backward, so it runs
+        under cuDNN too); α is 1/(2ρ), ρ = ‖H·v₀‖/‖v₀‖, and the series stops where a term grows.
+        Where one step sees only λ's immediate cost (shrinking weights the next batch wants), this
+        sees where training settles: the short-horizon bias toward λ = 0 goes."""
+        with torch.enable_grad():
+            held = self.held_out_gradient(model, index)
+        theta = [p.detach().clone() for p in self.params]
+        lams = [g.lam for g in self.groups for _ in g.params]
+        with torch.enable_grad():
+            base = self.data_gradient(model, batch)
+
+        def hessian_times(v: list[torch.Tensor]) -> list[torch.Tensor]:
+            norm = torch.sqrt(sum((x * x).sum() for x in v)).item()
+            scale = max(1.0, torch.sqrt(sum((t * t).sum() for t in theta)).item())
+            eps = FD_STEP * scale / max(norm, TINY)
+            with torch.no_grad():
+                for p, t, x in zip(self.params, theta, v):
+                    p.copy_(t + eps * x)
+            with torch.enable_grad():
+                moved = self.data_gradient(model, batch)
+            with torch.no_grad():
+                for p, t in zip(self.params, theta):
+                    p.copy_(t)  # exactly the weights the step left
+            return [(m - b) / eps + lam * x for m, b, x, lam in zip(moved, base, v, lams)]
+
+        def norm(v: list[torch.Tensor]) -> float:
+            return math.sqrt(sum(float((x * x).sum()) for x in v))
+
+        v, total = held, [x.clone() for x in held]
+        hv = hessian_times(v)
+        rho = norm(hv) / max(norm(v), TINY)
+        alpha = 1.0 / (2.0 * max(rho, TINY))
+        for _ in range(self.terms):
+            nxt = [x - alpha * h for x, h in zip(v, hv)]
+            if norm(nxt) > norm(v):  # a direction the series would blow up along: stop here
+                break
+            v = nxt
+            total = [t + x for t, x in zip(total, v)]
+            hv = hessian_times(v)
+        dots = torch.stack([-alpha * torch.vdot(p.flatten(), t.flatten()) for p, t in zip(total, theta)])
+        sizes = [len(group.params) for group in self.groups]
+        return torch.stack([part.sum() for part in dots.split(sizes)])
+
+    def data_gradient(self, model: torch.nn.Module, batch: Any) -> list[torch.Tensor]:
+        """∇_θ of the data loss on `batch`, for the penalized parameters (zeros where unused)."""
+        outputs, _ = model(batch.inputs, batch.lengths, None)
+        loss = self.loss_fn(outputs, batch.targets)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)]
+
+    def update(self, model: torch.nn.Module, before: list[torch.Tensor], batch: Any = None) -> dict[str, Any]:
+        """One λ update after a step (the only host read on the way); returns the new state.
+        `batch`: the step's training minibatch (the implicit horizon's Hessian is taken on it)."""
+        if self.horizon == "implicit":
+            per_group = self.implicit_hypergradients(model, batch, self.updates).tolist()
+        else:
+            per_group = self.hypergradients(model, before, self.updates).tolist()
         self.updates += 1
         lams = self.lambdas()
         h = [0.0] * len(self.log_lambda)

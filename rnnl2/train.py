@@ -135,17 +135,19 @@ def build_setup(cfg: RunConfig) -> Setup:
         count = count_planned_parameters(lambda: build_model(cfg.model, splits.spec))
         raise out_of_memory(error, count, cfg.optimizer.name, str(device)) from None
     groups = select_l2_parameters(model, cfg.l2)
-    train, holdout = splits.train.to(device), None
+    train, val, holdout = splits.train.to(device), splits.val.to(device), None
     seen = splits.counts()
-    if cfg.l2.adapt.on:  # its own generator: the global RNG (init, dropout) draws as without adapt
-        train, holdout = hold_out(train, cfg.l2.adapt.holdout, cfg.seed)
+    if cfg.l2.adapt.on and cfg.l2.adapt.holdout == "val":
+        holdout = val
+    elif cfg.l2.adapt.on:  # its own generator: the global RNG (init, dropout) draws as without adapt
+        train, holdout = hold_out(train, cfg.l2.adapt.holdout_fraction, cfg.seed)
         seen |= {"train": len(train), "holdout": len(holdout)}
     return Setup(
         cfg,
         device,
         splits.spec,
         train,
-        splits.val.to(device),
+        val,
         splits.test.to(device),
         model,
         groups,
@@ -233,7 +235,7 @@ def train_one_epoch(
         state.grad_sum += grad_norm.detach() if kept is None else torch.where(kept, grad_norm.detach(), 0.0)
         state.samples, state.step, state.step_in_epoch = state.samples + size, state.step + 1, state.step_in_epoch + 1
         if before is not None:
-            state.adapt = adapter.update(model, before)
+            state.adapt = adapter.update(model, before, batch)
         synced = read_running_loss(state, params, ranks) if state.step_in_epoch % SYNC_EVERY == 0 else None
         observer.on_step(state.step_in_epoch, synced)
         if state.step_in_epoch >= step_budget or (stop is not None and stop.signal):
@@ -361,6 +363,8 @@ def train_epochs(
     )
     if adapter is not None and state.adapt is not None:
         adapter.load_state_dict(state.adapt)
+    if adapter is not None:
+        adapter.observe(state.history)
     steps_per_epoch = s.train.num_batches(cfg.train.batch_size)
     params = list(s.model.parameters())
 
@@ -421,6 +425,8 @@ def train_epochs(
                 if scheduler is not None:
                     scheduler.step(row["val_loss"]) if cfg.optimizer.scheduler.name == "plateau" else scheduler.step()
                 improved = update_best(state, row, s)
+                if adapter is not None:
+                    adapter.observe(state.history)
                 state.end_epoch(generator)
                 save(improved)
                 status = stop_reason(cfg, state, stop, pause_after)

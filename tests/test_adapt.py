@@ -111,7 +111,9 @@ def in_double(s):
     """The setup in float64, so a finite difference resolves the derivative to many digits."""
     s.model.double()
     as_double = lambda split: replace(split, inputs=split.inputs.double())  # noqa: E731
-    return replace(s, train=as_double(s.train), holdout=as_double(s.holdout))
+    val = as_double(s.val)
+    holdout = val if s.holdout is s.val else as_double(s.holdout)
+    return replace(s, train=as_double(s.train), val=val, holdout=holdout)
 
 
 def one_step(cfg):
@@ -135,8 +137,9 @@ def one_step(cfg):
         ["optimizer.name=sgd", "l2.mode=decoupled"],
         ["optimizer.name=sgd", "optimizer.momentum=0.9", "l2.mode=weight_decay"],
         ["optimizer.name=adamw", "optimizer.lr=0.01", "l2.mode=decoupled"],
+        ["optimizer.name=sgd", "l2.mode=penalty", "l2.adapt.holdout=val"],
     ],
-    ids=["sgd-penalty", "sgd-decoupled", "sgd-momentum-weight_decay", "adamw-decoupled"],
+    ids=["sgd-penalty", "sgd-decoupled", "sgd-momentum-weight_decay", "adamw-decoupled", "sgd-penalty-val"],
 )
 def test_hypergradient_matches_a_finite_difference(overrides):
     """θ₊ is linear in λ in these modes, so −η·⟨∇L_held(θ₊), d⟩ is the exact derivative of the
@@ -151,6 +154,56 @@ def test_hypergradient_matches_a_finite_difference(overrides):
     assert abs(hypergradient) > 1e-5  # a real signal, not two zeros agreeing
     assert hypergradient == pytest.approx(finite_difference, rel=1e-6, abs=1e-9)
     assert below > loss > above or below < loss < above  # the loss moves monotonically through λ
+
+
+def test_implicit_hypergradient_is_the_implicit_function_theorem_solved_exactly():
+    """With H positive definite (λ = 0.5 dominates the data Hessian here), 50 Neumann terms of
+    finite-difference H·v give −θᵀ(∇²L_data + λI)⁻¹∇L_held as a dense solve does, to 1e-3."""
+    from torch.func import functional_call
+
+    lam = 0.5
+    cfg = config(
+        copy.deepcopy(TINY_TAGGING) | {"optimizer": {"name": "sgd", "lr": 0.1}},
+        f"l2.lambda={lam}",
+        "l2.adapt.method=hypergradient",
+        "l2.adapt.horizon=implicit",
+        "l2.adapt.terms=50",
+    )
+    s = in_double(build_setup(cfg))
+    optimizer = build_optimizer(s.model, cfg.optimizer, cfg.l2, s.groups)
+    adapter = build_adapter(cfg.l2, cfg.optimizer, s.groups, L2Penalty(s.groups), optimizer, s.holdout, s.spec.task, 16)
+    assert adapter.holdout is s.holdout and s.holdout is s.val  # the validation split, by default
+    batch = next(iter(s.train.batches(16)))
+    got = adapter.implicit_hypergradients(s.model, batch, 0).item()
+
+    names = {id(p): n for n, p in s.model.named_parameters()}
+    keys, shapes = [names[id(p)] for p in adapter.params], [p.shape for p in adapter.params]
+    theta = torch.cat([p.detach().flatten() for p in adapter.params])
+    loss_fn = build_loss(s.spec.task)
+
+    def loss(flat, b):
+        weights = {
+            k: x.view(shape) for k, x, shape in zip(keys, flat.split([p.numel() for p in adapter.params]), shapes)
+        }
+        return loss_fn(functional_call(s.model, weights, (b.inputs, b.lengths, None))[0], b.targets)
+
+    hessian = torch.autograd.functional.hessian(lambda f: loss(f, batch), theta)
+    hessian += lam * torch.eye(len(theta), dtype=theta.dtype)
+    assert torch.linalg.eigvalsh(hessian)[0] > 0
+    held = torch.autograd.functional.jacobian(lambda f: loss(f, adapter.held_out_batch(0)), theta)
+    exact = -(theta @ torch.linalg.solve(hessian, held)).item()
+    assert abs(exact) > 1e-3 and got == pytest.approx(exact, rel=1e-3)
+
+
+def test_start_at_plateau_keeps_lambda_until_validation_stops_improving(tmp_path):
+    """λ stays at l2.lambda while every epoch's validation loss beats the ones before, and moves
+    from the first that does not."""
+    cfg = config(OVERFITTING, "l2.adapt.start=plateau", "l2.adapt.holdout=val", "train.epochs=25")
+    result = run(cfg, runs_dir=tmp_path)
+    losses, trajectory = [r["val_loss"] for r in result.history], lambdas(result.history)
+    first = next(i for i in range(1, len(losses)) if losses[i] >= min(losses[:i]))
+    assert trajectory[: first + 1] == pytest.approx([1e-4] * (first + 1), rel=1e-12)  # that epoch ran at λ₀
+    assert trajectory[-1] != pytest.approx(1e-4) and first < len(losses) - 2
 
 
 # ----------------------------------------------------------------------- resume
@@ -181,6 +234,27 @@ class StopAt(Observer):
     def on_step(self, step: int, loss: float | None) -> None:
         if (self.current, step) == (self.epoch, self.step):
             raise KeyboardInterrupt
+
+
+def test_a_resumed_implicit_plateau_run_on_validation_adapts_exactly_like_an_unbroken_run(tmp_path):
+    """The validation hyper-loss, the implicit horizon and the plateau start, paused after epoch
+    4 and resumed: the same λ, metrics and weights as the run that never paused."""
+    raw = copy.deepcopy(RESUMABLE)
+    raw["l2"]["adapt"] = {"method": "hypergradient", "every": 2, "lr": 0.2, "holdout": "val"}
+    raw["l2"]["adapt"] |= {"horizon": "implicit", "terms": 2, "start": "plateau"}
+    raw["data"] |= {"num_train": 48, "num_val": 8}
+    raw["optimizer"] |= {"lr": 0.1}
+    raw["train"] |= {"epochs": 8}  # epoch 3 does not beat epoch 2: λ moves from then on
+    cfg = config(raw)
+    reference = run(cfg, run_dir=tmp_path / "reference")
+    assert len(set(lambdas(reference.history))) > 1  # λ moved after a plateau
+    paused = run(cfg, run_dir=tmp_path / "paused", pause_after=4)  # the resume must know λ started
+    assert paused.summary["status"] == "paused"
+    resume(paused.run_dir)
+    assert without_timing(read_metrics(paused.run_dir)) == without_timing(read_metrics(reference.run_dir))
+    weights = torch.load(reference.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    got = torch.load(paused.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(weights[name], got[name]) for name in weights)
 
 
 def test_resumed_runs_adapt_exactly_like_an_unbroken_run(tmp_path):
@@ -253,9 +327,19 @@ def test_hold_out_of_forecast_windows_shares_no_row():
     assert max(trained) + 1 == min(held_rows)  # and drops no more than it must
 
 
-def test_the_held_out_part_comes_from_the_training_split():
-    """Training sees fewer sequences; validation and test are the same as without adapt."""
+def test_the_hyper_loss_reads_the_validation_split_by_default_and_trains_on_everything():
     plain, adapted = build_setup(config(TINY_TAGGING)), build_setup(config(TINY_TAGGING, "l2.adapt=hypergradient"))
+    assert adapted.cfg.l2.adapt.holdout == "val" and adapted.holdout is adapted.val
+    assert torch.equal(plain.train.inputs, adapted.train.inputs) and torch.equal(plain.val.inputs, adapted.val.inputs)
+
+
+@pytest.mark.parametrize("holdout", [["l2.adapt.holdout=train"], ["l2.adapt.holdout=0.1"]], ids=["train", "number"])
+def test_the_held_out_part_comes_from_the_training_split(holdout):
+    """Training sees fewer sequences; validation and test are the same as without adapt (a bare
+    number, the older form, is `train` with that fraction)."""
+    plain = build_setup(config(TINY_TAGGING))
+    adapted = build_setup(config(TINY_TAGGING, "l2.adapt.method=hypergradient", *holdout))
+    assert adapted.cfg.l2.adapt.holdout == "train" and adapted.cfg.l2.adapt.holdout_fraction == 0.1
     assert (len(plain.train), len(adapted.train), len(adapted.holdout)) == (64, 58, 6)
     assert torch.equal(plain.val.inputs, adapted.val.inputs) and torch.equal(plain.test.inputs, adapted.test.inputs)
     whole = {tuple(x.flatten().tolist()) for x in plain.train.inputs}
@@ -284,10 +368,14 @@ def test_shorthand_and_per_group_selection(tiny_config):
         (["l2.apply_to=[]"], "l2: adapt needs penalized parameters"),
         (["l2.adapt.method=hyper"], "l2.adapt.method: input should be 'none' or 'hypergradient'"),
         (["l2.adapt.min_lambda=1", "l2.adapt.max_lambda=0.5"], "l2.adapt: min_lambda (1) must be below max_lambda"),
-        (["l2.adapt.holdout=1"], "l2.adapt.holdout: input should be less than 1"),
+        (["l2.adapt.holdout=1"], "l2.adapt.holdout_fraction: input should be less than 1"),
+        (["l2.adapt.holdout=test"], "l2.adapt.holdout: input should be 'val' or 'train'"),
         (["l2.adapt.every=0"], "l2.adapt.every: input should be greater than or equal to 1"),
         (["l2.adapt.evry=3"], "l2.adapt.evry: unknown key; did you mean 'every'?"),
-        (["data.num_train=1"], "l2.adapt.holdout: the training split has 1 sequence; nothing to hold out"),
+        (
+            ["data.num_train=1", "l2.adapt.holdout=train"],
+            "l2.adapt.holdout_fraction: the training split has 1 sequence; nothing to hold out",
+        ),
     ],
 )
 def test_bad_adapt_settings_exit_2(tmp_path, overrides, message):

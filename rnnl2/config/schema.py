@@ -108,15 +108,43 @@ class AdaptConfig(Section):
     lr: float = Field(0.05, gt=0.0, le=10.0)
     """Step size in log λ: an update moves log λ by about `lr` while the hypergradient keeps its sign,
     less when it is noise (an Adam step on dL/d log λ)."""
-    holdout: float = Field(0.1, gt=0.0, lt=1.0)
-    """Fraction of the training split held out for the hyper-loss, chosen by the run seed and never
-    trained on; the validation split stays untouched for early stopping and selection."""
+    start: Literal["begin", "plateau"] = "begin"
+    """When λ starts to move. begin: from the first step. plateau: from the first epoch whose
+    validation loss does not beat the best so far, i.e. once the model stops merely fitting.
+    While it still fits, every hypergradient (one step or implicit) says "less λ": shrinking
+    weights the data still wants costs now, and the benefit comes only once it overfits; so
+    from the start λ first falls by decades, then has to climb back (BENCHMARKS.md)."""
+    horizon: Literal["step", "implicit"] = "step"
+    """step: the hypergradient through the last update only (Luketina et al. 2016), one extra
+    forward and backward per update; it sees λ's immediate cost, so it drifts toward small λ.
+    implicit: at the training loss's stationary point (Lorraine et al. 2020), −⟨H⁻¹∇L_held, θ⟩
+    with H⁻¹ from `terms` Neumann terms; 2 + terms forward-backward passes per update."""
+    terms: int = Field(5, ge=1, le=100)
+    """With `horizon: implicit`: Neumann terms for H⁻¹ (each one finite-difference H·v)."""
+    holdout: Literal["val", "train"] = "val"
+    """Where the hyper-loss's minibatches come from. val: the validation split, in turn, as in
+    Luketina et al. 2016 (T1–T2): λ is then chosen on the same data a grid chooses it on, and no
+    training data is lost; the validation metric early stopping and selection read is then
+    slightly optimistic (the selection bias BENCHMARKS.md measures). train: `holdout_fraction` of
+    the training split, chosen by the run seed and never trained on; validation stays untouched.
+    (A number here, the older form, means `train` with that fraction.)"""
+    holdout_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """With `holdout: train`: the part of the training split held out for the hyper-loss."""
     per_group: bool = False
     """One λ per `apply_to` entry (weight_ih, weight_hh, ...) instead of one shared λ."""
     min_lambda: float = Field(1e-8, gt=0.0)
     """λ is clamped to at least this."""
     max_lambda: float = Field(1.0, gt=0.0)
     """λ is clamped to at most this."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fraction_as_train(cls, data: Any) -> Any:
+        """`holdout: 0.2` (a fraction, the form before `val` existed) is `train` with that fraction."""
+        value = data.get("holdout") if isinstance(data, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {**data, "holdout": "train", "holdout_fraction": value}
+        return data
 
     @model_validator(mode="after")
     def _check_bounds(self) -> "AdaptConfig":

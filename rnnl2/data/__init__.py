@@ -127,7 +127,7 @@ class Split:
         count = len(self)
         held = min(max(round(fraction * count), 1), count - 1)
         if count < 2:
-            raise DataError(f"l2.adapt.holdout: the training split has {count} sequence; nothing to hold out")
+            raise DataError(f"l2.adapt.holdout_fraction: the training split has {count} sequence; nothing to hold out")
         order = torch.randperm(count, generator=generator)
         rest_index, held_index = order[held:].sort().values, order[:held]
 

@@ -42,7 +42,7 @@ class WindowSplit(Split):
         kept = count - held - -(-(lookback + horizon) // stride) + 1  # window i ends at row i·stride + L + H
         if kept < 1:
             raise DataError(
-                f"l2.adapt.holdout: the training split has {count} windows; holding out {held} leaves "
+                f"l2.adapt.holdout_fraction: the training split has {count} windows; holding out {held} leaves "
                 "none that does not overlap them"
             )
         rest = Split(self.inputs[:kept], self.targets[:kept], unscale=self.unscale)
