@@ -223,7 +223,9 @@ class StreamSplit(Split):
         tokens = self.inputs.shape[0]
         held = min(max(round(fraction * tokens), 2), tokens - 2)
         if tokens < 4:
-            raise DataError(f"l2.adapt.holdout_fraction: the training stream has {tokens} tokens; too few to hold some out")
+            raise DataError(
+                f"l2.adapt.holdout_fraction: the training stream has {tokens} tokens; too few to hold some out"
+            )
         head, tail = self.inputs[: tokens - held], self.inputs[tokens - held :]
         return replace(self, inputs=head, targets=head), replace(self, inputs=tail, targets=tail)
 
