@@ -18,7 +18,16 @@ from typing import Any, Callable
 from .errors import ConfigError, Rnnl2Error
 from .runs import FolderLock, read_summary
 from .workers import RESUMED, WarmWorker, die_with_parent, open_run_log, wait_readable
-from .sweep import Manifest, PlannedRun, SweepSpec, reconcile, summary_metrics, train_command, write_definition
+from .sweep import (
+    Manifest,
+    PlannedRun,
+    SweepSpec,
+    mirror_done_runs,
+    reconcile,
+    summary_metrics,
+    train_command,
+    write_definition,
+)
 
 EventFn = Callable[[str, dict[str, Any]], None]
 POLL_SECONDS = 0.2
@@ -88,6 +97,7 @@ def run_sweep(
         manifest = Manifest(sweep_dir)
         manifest.merge(runs)
         done, todo = reconcile(manifest, runs)
+        mirror_done_runs(spec, done)
         for run in done:
             on_event("skip", manifest.record(run.name))
         todo_records = [(run, manifest.record(run.name)) for run, _ in todo]

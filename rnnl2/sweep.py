@@ -27,6 +27,7 @@ import yaml
 
 from .config import load_config, read_yaml, to_plain_dict
 from .config.loading import parse_yaml
+from .config.schema import OutputConfig
 from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning, short_repr
 from .metrics import default_mode
 from .runs import (
@@ -203,8 +204,22 @@ def format_value(value: Any) -> str:
 
 
 def config_hash(cfg_dict: dict[str, Any]) -> str:
-    """12 hex digits of the resolved config: two runs with the same hash train the same model."""
-    return hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:12]
+    """12 hex digits of the resolved config: two runs with the same hash train the same model.
+    What only says where results also go (`output.*`: tracking, checkpoints; the mid-epoch
+    checkpoint cadence) is hashed at its default, so turning MLflow or TensorBoard on for a
+    finished sweep finds its runs done instead of planning new ones (and the hashes of folders
+    written with the defaults stay what they were)."""
+    return hashlib.sha256(json.dumps(run_identity(cfg_dict), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config as far as it decides what is trained: output.* and train.checkpoint_every_steps at their defaults."""
+    plain = dict(cfg_dict)
+    if "output" in plain:
+        plain["output"] = OutputConfig().model_dump(mode="json", by_alias=True)
+    if isinstance(plain.get("train"), dict) and "checkpoint_every_steps" in plain["train"]:
+        plain["train"] = {**plain["train"], "checkpoint_every_steps": None}
+    return plain
 
 
 def slug(varying: dict[str, Any]) -> str:
@@ -405,6 +420,18 @@ def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedR
         todo.append((run, resume))
         manifest.update(run.name, status="pending", exit_code=None, error=None, resume=resume)
     return done, todo
+
+
+def mirror_done_runs(spec: SweepSpec, done: list[PlannedRun]) -> int:
+    """Runs that finished before tracking was asked for (`output.mlflow`/`output.tensorboard`
+    turned on for a finished sweep: the same hash, so nothing retrains) are logged now from
+    their folders; returns how many were."""
+    from .tracking import mirror_finished
+
+    count = 0
+    for run in done:
+        count += mirror_finished(run.run_dir, load_config(spec.config, run.overrides))
+    return count
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:

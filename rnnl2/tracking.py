@@ -158,3 +158,34 @@ class MLflowMirror:
                 self.client.log_artifact(self.run_id, str(self.files / name))
         self.client.set_tag(self.run_id, "rnnl2.status", summary["status"])
         self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(summary["status"], "FINISHED"))
+
+
+def mirror_finished(run_dir: Path, cfg: RunConfig) -> bool:
+    """Log a finished run folder to the trackers `cfg` asks for and it has not been logged to
+    (no mlflow.json; no tensorboard/), from its metrics.jsonl and summary.json, as if it had
+    been tracked while it trained. Returns whether anything was logged."""
+    from .runs import read_metrics, read_summary
+
+    summary = read_summary(run_dir) or {}
+    wants_mlflow = cfg.output.mlflow and not (run_dir / MLFLOW_FILE).is_file()
+    wants_tensorboard = cfg.output.tensorboard and not (run_dir / "tensorboard").exists()
+    if summary.get("status") not in FINISHED or not (wants_mlflow or wants_tensorboard):
+        return False
+    rows = read_metrics(run_dir)
+    if wants_tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        for row in rows:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(key, value, row["epoch"])
+        metrics = {f"final/{k}": v for k, v in final_metrics(summary, set()).items() if "." not in k}
+        writer.add_hparams(hparams(cfg), metrics, run_name=".")
+        writer.close()
+    if wants_mlflow:
+        mirror = MLflowMirror(run_dir, cfg)
+        for row in rows:
+            mirror.log_epoch(row)
+        mirror.finish(summary, final_metrics(summary, {k for row in rows for k in row}))
+    return True

@@ -112,3 +112,45 @@ def test_tensorboard_hparams_line_up_the_config_and_final_metrics(tiny_config, t
     assert {"final/test_loss", "final/val_loss"} <= {m.name.tag for m in experiment.metric_infos}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert events.Scalars("final/test_loss")[0].value == pytest.approx(summary["test_loss"])
+
+
+def test_tracking_turned_on_for_a_finished_sweep_logs_it_without_retraining(tmp_path, mlflow_store):
+    """output.* is not part of a run's identity: the same sweep with MLflow and TensorBoard on
+    finds its runs done (same folder, nothing retrained) and logs them from their folders."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 2, "batch_size": 16}})
+    args = ["sweep", config, "--grid", "l2.lambda=0,1e-3", "--runs-dir", tmp_path / "runs", "-q"]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    sweep_dir = first.stdout.strip().splitlines()[-1]
+    summaries = sorted((tmp_path / "runs").glob("tiny/sweep-*/*/summary.json"))
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    tracked = [
+        "--set",
+        "output.mlflow=true",
+        "--set",
+        "output.tensorboard=true",
+        "--set",
+        "train.checkpoint_every_steps=2",
+    ]
+    again = invoke(*args, *tracked)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip().splitlines()[-1] == sweep_dir  # the same sweep
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps  # nothing retrained
+    experiment = mlflow_store.get_experiment_by_name(f"tiny/{sweep_dir.rsplit('/', 1)[-1]}")
+    runs = mlflow_store.search_runs([experiment.experiment_id])
+    assert sorted(r.data.params["l2.lambda"] for r in runs) == ["0.0", "0.001"]
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        record = json.loads((path.parent / "mlflow.json").read_text())
+        run = mlflow_store.get_run(record["run_id"])
+        assert run.info.status == "FINISHED" and run.data.metrics["test_loss"] == pytest.approx(summary["test_loss"])
+        assert len(mlflow_store.get_metric_history(record["run_id"], "val_loss")) == 2
+        events = EventAccumulator(str(path.parent / "tensorboard"))
+        events.Reload()
+        assert [s.step for s in events.Scalars("val_loss")] == [1, 2]
+        assert events.Scalars("final/test_loss")[0].value == pytest.approx(summary["test_loss"])
+    third = invoke(*args, *tracked)  # logged once: a rerun adds no MLflow run
+    assert third.exit_code == 0 and len(mlflow_store.search_runs([experiment.experiment_id])) == 2
