@@ -8,6 +8,9 @@ thread count, and its metrics are bit-identical to `rnnl2 train` alone at the sa
 before each run the worker puts back the process-wide state it started with (torch's global
 flags and RNGs, environment, signal handlers, warning filters, working folder).
 
+This module is the driver's side; the worker's own loop, which runs the CLI in-process, is
+`rnnl2.cli.worker` (so nothing below the CLI imports it).
+
 Protocol: the driver writes one JSON line per run to the worker's stdin (`argv`, `log`,
 `resume`, `env`); the worker runs the CLI in-process with stdout and stderr pointed at the run's
 log and answers one JSON line, `{"exit_code": N}`, on the pipe that was its stdout. A run that
@@ -16,7 +19,6 @@ kills its worker (a segfault, the OOM killer) shows up as end-of-file and the wo
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import random
@@ -64,11 +66,11 @@ class WarmWorker:
 
     @classmethod
     def start(cls, env_extra: dict[str, str], log_path: Path) -> "WarmWorker":
-        """Start `python -m rnnl2.workers`; what it prints outside runs goes to `log_path`."""
+        """Start `python -m rnnl2.cli.worker`; what it prints outside runs goes to `log_path`."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "rnnl2.workers"],
+                [sys.executable, "-m", "rnnl2.cli.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -208,77 +210,3 @@ def set_torch_flags(flags: dict[str, Any]) -> None:
     torch.backends.cudnn.deterministic = flags["cudnn_deterministic"]
     torch.backends.cuda.matmul.allow_tf32 = flags["cuda_matmul_tf32"]
     torch.backends.cudnn.allow_tf32 = flags["cudnn_tf32"]
-
-
-def warm_up() -> None:
-    """Import what every run needs, and build one optimizer (its first construction imports
-    torch._dynamo, ~2–3 s), so that no run pays for it."""
-    import torch
-
-    from . import cli, resume, train  # noqa: F401
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    gc.collect()
-    gc.freeze()  # the imported modules never die: keep them out of every later collection (0.14 s a run)
-
-
-def run_task(argv: list[str], log_path: Path, resume: bool, baseline: GlobalState) -> int:
-    """One `rnnl2 <argv>` in this process, its stdout and stderr in `log_path`; its exit code."""
-    from .cli import app
-
-    baseline.restore()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
-    log = open_run_log(log_path, resume)
-    os.dup2(log.fileno(), 1)  # what C code and child processes write
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log  # what Python writes, whatever sys.stdout was
-    try:
-        app(args=argv, prog_name="rnnl2", standalone_mode=True)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except KeyboardInterrupt:  # a signal outside the CLI's error boundary
-        code = 130
-    finally:
-        log.flush()
-        sys.stdout, sys.stderr = streams
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        log.close()
-        baseline.restore()
-        gc.collect()
-    return code
-
-
-def serve(requests, replies) -> None:
-    """Run requests until end-of-file; a run stopped by a signal (exit 130) ends the worker too:
-    the driver is stopping the sweep."""
-    baseline = GlobalState.capture()
-    for line in requests:
-        task = json.loads(line)
-        code = run_task(task["argv"], Path(task["log"]), bool(task.get("resume")), baseline)
-        replies.write(json.dumps({"exit_code": code}) + "\n")
-        replies.flush()
-        if code == 130:
-            break
-
-
-def main() -> None:
-    """`python -m rnnl2.workers`: keep the pipe to the driver on a private descriptor, send
-    anything else printed outside a run to stderr (the workers' log), warm up, serve."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(130))  # idle: just leave
-    replies = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    try:
-        warm_up()
-        serve(sys.stdin, replies)
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; an idle worker just leaves
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

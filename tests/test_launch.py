@@ -1,4 +1,4 @@
-"""launch.py: how many CPU threads each sweep run gets, and that the runs really get them."""
+"""rnnl2.launch: how many CPU threads each sweep run gets, and that the runs really get them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 from helpers import run_rnnl2
 
-from rnnl2.launch import threads_per_run
+from rnnl2.launch import jobs_for, threads_per_run
 
 
 def test_threads_flag_wins_then_an_explicit_omp_num_threads_then_the_split(monkeypatch):
@@ -41,7 +41,7 @@ def test_sweep_runs_record_the_thread_count_they_ran_with(tiny_config, tmp_path,
 def test_runs_per_gpu_gives_every_gpu_k_slots(gpus, k, tmp_path, monkeypatch):
     """With K runs per GPU the jobs are K × GPUs, and the warm worker of each slot starts with its
     CUDA_VISIBLE_DEVICES: every visible GPU exactly K times (no GPU needed: the list is made up)."""
-    from rnnl2 import launch
+    from rnnl2.launch import local as launch
 
     started = []
 
@@ -50,7 +50,7 @@ def test_runs_per_gpu_gives_every_gpu_k_slots(gpus, k, tmp_path, monkeypatch):
         return object()
 
     monkeypatch.setattr(launch.WarmWorker, "start", classmethod(start))
-    jobs = launch.jobs_for(None, gpus, k)
+    jobs = jobs_for(None, gpus, k)
     slots = launch.WarmSlots(threads=1, gpus=gpus, logs=tmp_path)
     for slot in range(jobs):
         slots.worker(slot)
@@ -60,7 +60,7 @@ def test_runs_per_gpu_gives_every_gpu_k_slots(gpus, k, tmp_path, monkeypatch):
 
 
 def test_isolated_runs_get_the_same_gpu_per_slot(tmp_path, monkeypatch):
-    from rnnl2 import launch
+    from rnnl2.launch import local as launch
 
     envs = []
 
@@ -76,7 +76,6 @@ def test_isolated_runs_get_the_same_gpu_per_slot(tmp_path, monkeypatch):
 
 def test_runs_per_gpu_refuses_more_jobs_than_k_per_gpu_and_no_gpu():
     from rnnl2.errors import ConfigError
-    from rnnl2.launch import jobs_for
 
     assert jobs_for(None, [], None) == 1 and jobs_for(3, [], None) == 3
     assert jobs_for(5, ["0", "1"], 4) == 5

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import listing, short_repr
-from . import DataError
+from .base import DataError
 
 MANY_CLASSES = 1000  # more classes than this usually means the label was read from the wrong place
 

@@ -14,7 +14,7 @@ import torch
 
 from ..config import ForecastData
 from ..errors import listing, short_repr
-from . import DataError, DataSpec, Split, Splits, check_file, check_header, register, register_loader
+from .base import DataError, DataSpec, Split, Splits, check_file, check_header, register, register_loader
 
 
 @dataclass(frozen=True)

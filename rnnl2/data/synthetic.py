@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..config import AddingData, SeedTaggingData, SineData
-from . import DataSpec, Split, Splits, register
+from .base import DataSpec, Split, Splits, register
 
 
 def split_sizes(cfg) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ import torch
 
 from ..config import TextLMData
 from ..errors import listing
-from . import Batch, DataError, DataSpec, Split, Splits, check_file, register, register_loader
+from .base import Batch, DataError, DataSpec, Split, Splits, check_file, register, register_loader
 
 CHUNK_BYTES = 1 << 22  # read 4 MiB at a time (then to the end of that line): memory stays flat
 UNK, PAD, EOS = "<unk>", "<pad>", "<eos>"  # the special tokens of every vocabulary, defined here only

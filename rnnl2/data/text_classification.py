@@ -15,7 +15,7 @@ import torch
 
 from ..config import TextClassificationData
 from ..errors import listing, short_repr
-from . import DataError, DataSpec, Split, Splits, check_header, register, register_loader
+from .base import DataError, DataSpec, Split, Splits, check_header, register, register_loader
 from .labels import fit_label_map, label_ids, stratified_split
 from .text import PAD, UNK, choose_vocab, read_chunks
 

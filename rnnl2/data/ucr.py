@@ -12,7 +12,7 @@ import torch
 
 from ..config import SequenceClassificationData
 from ..errors import short_repr
-from . import DataError, DataSpec, Split, Splits, check_file, register, register_loader
+from .base import DataError, DataSpec, Split, Splits, check_file, register, register_loader
 from .labels import fit_label_map, label_ids, stratified_split
 
 

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 
 import yaml
 
-from .errors import INTERRUPTED, ConfigError, Rnnl2Error
-from .launch import EventFn, Launch, finish, read_outcome, start_child, thread_env
-from .runs import FINISHED, PAUSED, read_summary
-from .sweep import Manifest, PlannedRun, SweepSpec, set_aside, train_command
-from .workers import die_with_parent
+from ..errors import INTERRUPTED, ConfigError, Rnnl2Error
+from .common import EventFn, Launch, finish, read_outcome, start_child, thread_env
+from ..runs import FINISHED, PAUSED, read_summary
+from ..sweep import Manifest, PlannedRun, SweepSpec, set_aside, train_command
+from ..workers import die_with_parent
 
 CLUSTER_ENV = "RNNL2_SLURM_CLUSTER"
 """`local`: submitit's local executor runs the jobs on this machine, to try the backend without SLURM."""
