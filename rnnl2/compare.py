@@ -69,6 +69,31 @@ class Comparison:
         """The columns a person reads: no paths, std folded into `mean ± std`."""
         return [c for c in self.columns if c not in ("run_dir", "run_dirs", "seeds") and not c.endswith("_std")]
 
+    def fitting_columns(self, width: int) -> tuple[list[str], list[str]]:
+        """(the columns that fit in `width` terminal columns, the ones left out). The varying
+        keys, the sort metric, the first test metric and vs_baseline come first, whatever the
+        width; the rest follow in order while they fit."""
+        shown = self.shown_columns()
+        tests = [c for c in shown if c.startswith("test_")][:1]
+        first = [c for c in shown if c in self.keys or c in (self.sort, *tests, VS_BASELINE)]
+        first = (["run"] if "run" in shown and not self.keys else []) + first
+        cost = {c: 3 + max([len(c)] + [len(self.cell(r, c)) for r in self.rows]) for c in shown}
+        used = 1 + sum(cost[c] for c in first)
+        kept = set(first)
+        for column in shown:
+            if column not in kept and used + cost[column] <= width:
+                kept.add(column)
+                used += cost[column]
+        return [c for c in shown if c in kept], [c for c in shown if c not in kept]
+
+    def to_markdown(self) -> str:
+        """A GitHub-flavoured Markdown table of every shown column (pipes in cells escaped)."""
+        columns = self.shown_columns()
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        for row in self.rows:
+            lines.append("| " + " | ".join(self.cell(row, c).replace("|", "\\|") for c in columns) + " |")
+        return "\n".join(lines) + "\n"
+
     def cell(self, row: dict[str, Any], column: str) -> str:
         value = row.get(column)
         if column in self.keys:

@@ -257,3 +257,63 @@ def test_lambda_prints_alike_in_every_row(lambda_runs):
     table = compare_runs([lambda_runs], by_seed=True)
     shown = sorted(table.cell(row, "l2.lambda") for row in table.rows)
     assert shown == ["0", "1e-2", "1e-3", "1e-4"]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_narrow_terminal_keeps_the_keys_the_metrics_and_vs_baseline(lambda_runs, width):
+    """At 80 (or 120) columns: the varying key, the selection metric, the first test metric and
+    vs_baseline always; the rest only while they fit, and the caption names those left out."""
+    from rnnl2.compare import compare_by_task
+
+    (comparison,) = compare_by_task([str(lambda_runs)], by_seed=True)
+    shown, hidden = comparison.fitting_columns(width)
+    assert {"l2.lambda", comparison.sort} | ({"vs_baseline"} & set(comparison.shown_columns())) <= set(shown)
+    assert any(c.startswith("test_") for c in shown)
+    assert hidden and set(shown) | set(hidden) == set(comparison.shown_columns())
+    from rich.console import Console
+
+    from rnnl2.cli import comparison_table
+
+    console = Console(width=width, record=True)
+    console.print(comparison_table(comparison, "runs", width))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert any("…" not in line and "l2.lambda" in line for line in lines)  # headers whole, not elided
+    assert f"{len(hidden)} more: {', '.join(hidden)}" in " ".join(lines).replace("  ", " ")
+    wide = comparison.fitting_columns(1000)
+    assert wide == (comparison.shown_columns(), [])
+
+
+def test_format_csv_json_markdown_print_every_column(lambda_runs):
+    runner = CliRunner()
+    as_csv = runner.invoke(app, ["compare", str(lambda_runs), "--format", "csv"])
+    as_json = runner.invoke(app, ["compare", str(lambda_runs), "--format", "json"])
+    as_markdown = runner.invoke(app, ["compare", str(lambda_runs), "--format", "markdown"])
+    assert as_csv.exit_code == as_json.exit_code == as_markdown.exit_code == 0, as_markdown.output
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    data = json.loads(as_json.stdout)
+    table = [line for line in as_markdown.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) == len(data["rows"]) == len(table) - 2 == 8
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert {"l2.lambda", "val_loss", "test_loss", "epochs"} <= set(header) and "run_dir" not in header
+    assert table[1].count("---") == len(header)
+    bad = runner.invoke(app, ["compare", str(lambda_runs), "--format", "xml"])
+    assert bad.exit_code == 2
+
+
+def test_diff_shows_the_differing_config_and_every_final_number(lambda_runs, tmp_path):
+    a, b = sorted(p for p in lambda_runs.iterdir() if p.is_dir())[:2]
+    result = CliRunner().invoke(app, ["diff", str(a), str(b), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    keys = {row["key"] for row in data["config"]}
+    assert keys and all(row["a"] != row["b"] for row in data["config"])
+    summary_a = json.loads((a / "summary.json").read_text())
+    summary_b = json.loads((b / "summary.json").read_text())
+    val = next(row for row in data["metrics"] if row["key"] == "val_loss")
+    assert (val["a"], val["b"]) == (summary_a["val_loss"], summary_b["val_loss"])
+    assert val["change"] == pytest.approx(summary_b["val_loss"] - summary_a["val_loss"])
+    shown = CliRunner().invoke(app, ["diff", str(a), str(b)])
+    assert shown.exit_code == 0 and "val_loss" in shown.stdout and "B − A" in shown.stdout
+    missing = CliRunner().invoke(app, ["diff", str(a), str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "not a run folder" in missing.output and "Traceback" not in missing.output

@@ -527,11 +527,15 @@ def config_schema() -> None:
 # ------------------------------------------------------------------ sweep, compare, report
 
 
-def comparison_table(comparison: Any, title: str = "runs") -> Table:
-    """The Rich form of a `compare.Comparison`: best row (first after sorting) in bold green."""
+def comparison_table(comparison: Any, title: str = "runs", width: int | None = None) -> Table:
+    """The Rich form of a `compare.Comparison`: best row (first after sorting) in bold green.
+    With `width` (a terminal's), only the columns that fit, the varying keys and the metrics
+    first; a caption names the rest."""
     direction = "lower" if comparison.mode == "min" else "higher"
     table = Table(title=f"{title} — sorted by {comparison.sort} ({direction} is better)")
-    columns = comparison.shown_columns()
+    columns, hidden = comparison.fitting_columns(width) if width else (comparison.shown_columns(), [])
+    if hidden:
+        table.caption = f"{len(hidden)} more: {', '.join(hidden)} (--format csv|json|markdown shows every column)"
     for column in columns:
         table.add_column(column, justify="right" if column in comparison.numeric or column == "n" else "left")
     for index, row in enumerate(comparison.rows):
@@ -551,6 +555,11 @@ def settings_text(overrides: Any) -> str:
 def print_table(table: Table) -> None:
     """To stdout; whole when stdout is a file or a pipe (Rich would cut it to 80 columns)."""
     (out if out.is_terminal else Console(width=250, soft_wrap=True)).print(table)
+
+
+def print_comparison(comparison: Any, title: str) -> None:
+    """A comparison on stdout: on a terminal the columns that fit its width, whole when piped."""
+    print_table(comparison_table(comparison, title, out.width if out.is_terminal else None))
 
 
 @app.command()
@@ -618,7 +627,7 @@ def sweep(
         print(json.dumps(outcome.to_json()))
     else:
         if outcome.comparison is not None:
-            print_table(comparison_table(outcome.comparison, title=str(folder)))
+            print_comparison(outcome.comparison, str(folder))
         if outcome.selection:
             sel = outcome.selection
             err.print(
@@ -637,6 +646,16 @@ def sweep(
         raise typer.Exit(code=INTERRUPTED)
     if outcome.failed:
         raise typer.Exit(code=RUN_FAILED)
+
+
+class TableFormatChoice(str, enum.Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+TableFormat = Optional[TableFormatChoice]
 
 
 class Sampler(str, enum.Enum):
@@ -818,6 +837,13 @@ def compare(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object on stdout.")] = False,
     columns: Columns = None,
+    output_format: Annotated[
+        TableFormat,
+        typer.Option(
+            "--format",
+            help="table (on a terminal: the columns that fit), csv, json or markdown (every column) on stdout.",
+        ),
+    ] = None,
 ) -> None:
     """One row per run: the config keys that differ, best and test metrics, vs the naive baseline, gap,
     weight norm, epochs, time. Runs of different tasks get one table each."""
@@ -827,6 +853,14 @@ def compare(
     if csv_path is not None and str(csv_path) != "-":
         check_output_file(csv_path)
     tables = compare_by_task(paths, sort=sort, by_seed=by_seed, columns=column_list(columns))
+    if output_format is not None and output_format is not TableFormatChoice.table:
+        if output_format is TableFormatChoice.csv:
+            print(tables_to_csv(tables), end="")
+        elif output_format is TableFormatChoice.json:
+            print(json.dumps(tables_to_json(tables)))
+        else:
+            print("\n".join(f"### {c.task or 'runs'} runs\n\n{c.to_markdown()}" for c in tables), end="")
+        return
     if csv_path is not None:
         if str(csv_path) == "-":
             print(tables_to_csv(tables), end="")
@@ -837,7 +871,34 @@ def compare(
         print(json.dumps(tables_to_json(tables)))
     else:
         for comparison in tables:
-            print_table(comparison_table(comparison, title=f"{comparison.task or 'runs'} runs"))
+            print_comparison(comparison, f"{comparison.task or 'runs'} runs")
+
+
+@app.command()
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="A run folder.")],
+    run_b: Annotated[Path, typer.Argument(help="Another run folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the difference as one JSON object on stdout.")] = False,
+) -> None:
+    """Two runs side by side: the config keys that differ, then every final number with its change."""
+    from ..compare import format_setting, short_number
+    from ..run_diff import change, diff_runs
+
+    result = diff_runs(run_a, run_b)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    table = Table(title=f"A {run_a} ({result.status[0]})  vs  B {run_b} ({result.status[1]})")
+    for name in ("", "A", "B", "B − A"):
+        table.add_column(name, justify="left" if not name else "right")
+    for key, a, b in result.config or [("(configs are the same)", None, None)]:
+        table.add_row(key, "" if a is None else format_setting(a), "" if b is None else format_setting(b), "")
+    table.add_section()
+    for key, a, b in result.metrics:
+        delta = change(a, b)
+        shown = lambda v: "—" if v is None else short_number(v)  # noqa: E731
+        table.add_row(key, shown(a), shown(b), "" if delta is None else f"{delta:+.4g}")
+    print_table(table)
 
 
 @app.command()
