@@ -8,6 +8,7 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
                rung: max-epochs ÷ 9, i.e. 3 of 27 epochs on seed_overfit, 1 of 9 on trec_small and
                etth1_small);
 - sh-tpe:      the same with `--sampler tpe` (Optuna);
+- hb-random:   `--scheduler hyperband`: bracket j starts at rung j, the last trains every trial to the end;
 - adaptive-*:  one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}: the
                hyper-loss on a held-out 10 % of the training split (`-train`) or on the validation
                split (`-val`), from the first step or once validation stops improving (`-plateau`),
@@ -106,21 +107,26 @@ def grid(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
     }
 
 
-def tune_args(task: str, seed: int, sampler: str, trials: int, folder: Path, jobs: int, threads: int) -> list[str]:
+def tune_args(
+    task: str, seed: int, sampler: str, trials: int, folder: Path, jobs: int, threads: int, scheduler: str = "halving"
+) -> list[str]:
     config, epochs, *_ = TASKS[task]
     return [
         "tune", str(CONFIGS / config), "--space", SPACE, "--sampler", sampler, "--trials", str(trials),
+        "--scheduler", scheduler,
         "--seed", str(seed), "--set", f"seed={seed}", "--eta", "3",
         "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(threads),
         "--tune-dir", str(folder), "--json", "-q",
     ]  # fmt: skip
 
 
-def trials_for(task: str, budget: int, sampler: str, jobs: int, threads: int, scratch: Path) -> tuple[int, int]:
+def trials_for(
+    task: str, budget: int, sampler: str, jobs: int, threads: int, scratch: Path, scheduler: str = "halving"
+) -> tuple[int, int]:
     """The largest trial count whose planned epochs fit `budget` (from `tune --dry-run --json`)."""
 
     def planned(trials: int) -> int:
-        done = rnnl2(*tune_args(task, 0, sampler, trials, scratch / "dry", jobs, threads), "--dry-run")
+        done = rnnl2(*tune_args(task, 0, sampler, trials, scratch / "dry", jobs, threads, scheduler), "--dry-run")
         return int(re.search(r"at most (\d+) epochs", done.stdout).group(1))
 
     low, high = 1, budget
@@ -133,11 +139,21 @@ def trials_for(task: str, budget: int, sampler: str, jobs: int, threads: int, sc
     return low, planned(low)
 
 
-def search(task: str, seed: int, sampler: str, trials: int, out: Path, jobs: int, threads: int, label: str) -> dict:
+def search(
+    task: str,
+    seed: int,
+    sampler: str,
+    trials: int,
+    out: Path,
+    jobs: int,
+    threads: int,
+    label: str,
+    scheduler: str = "halving",
+) -> dict:
     test_metric = TASKS[task][3]
     folder = out / task / f"{label}-seed{seed}"
     started = time.perf_counter()
-    done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs, threads))
+    done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs, threads, scheduler))
     wall = time.perf_counter() - started
     result = json.loads(done.stdout.strip().splitlines()[-1])
     chosen = Path(result["selection"]["run_dir"])
@@ -178,9 +194,10 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["grid", "sh-random", "sh-tpe", *ADAPTIVE],
-        choices=["grid", "sh-random", "sh-tpe", *ADAPTIVE],
+        default=["grid", "sh-random", "sh-tpe", "hb-random", *ADAPTIVE],
+        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", *ADAPTIVE],
     )
+    parser.add_argument("--budgets", nargs="+", default=["full", "third"], choices=["full", "third"])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--threads",
@@ -196,6 +213,7 @@ def main() -> None:
     for task in args.tasks:
         _, epochs, _, _, higher = TASKS[task]
         budgets = {"full": len(GRID) * epochs, "third": len(GRID) * epochs // 3}
+        budgets = {name: budget for name, budget in budgets.items() if name in args.budgets}
         counts = {}
         for seed in args.seeds:
             reference = grid(task, seed, args.out, args.jobs, threads)
@@ -206,18 +224,18 @@ def main() -> None:
             ]
             rows[0]["wall"] = reference["wall"]
             rows[1]["wall"] = reference["run_seconds"]
-            for method in [m for m in args.methods if m.startswith("sh-")]:
-                sampler = method.removeprefix("sh-")
+            for method in [m for m in args.methods if m.startswith(("sh-", "hb-"))]:
+                sampler = method[3:]
+                scheduler = "hyperband" if method.startswith("hb-") else "halving"
                 for budget_name, budget in budgets.items():
-                    if (sampler, budget_name) not in counts:
-                        counts[sampler, budget_name] = trials_for(
-                            task, budget, sampler, args.jobs, threads, args.out / task
+                    if (method, budget_name) not in counts:
+                        counts[method, budget_name] = trials_for(
+                            task, budget, sampler, args.jobs, threads, args.out / task, scheduler
                         )
-                    trials, _ = counts[sampler, budget_name]
+                    trials, _ = counts[method, budget_name]
                     label = f"{method}-{budget_name}"
-                    rows.append(
-                        {"method": label, **search(task, seed, sampler, trials, args.out, args.jobs, threads, label)}
-                    )
+                    found = search(task, seed, sampler, trials, args.out, args.jobs, threads, label, scheduler)
+                    rows.append({"method": label, **found})
             for method in [m for m in args.methods if m in ADAPTIVE]:
                 for lambda0 in LAMBDA0:
                     rows.append(

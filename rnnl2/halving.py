@@ -169,3 +169,22 @@ def bracket_sizes(total: int, sampler: str, rungs: list[int], eta: int, jobs: in
         return [total]
     wave = max(eta ** (len(rungs) - 1), jobs, 1)
     return [min(wave, total - start) for start in range(0, total, wave)]
+
+
+def hyperband_sizes(total: int, rungs: list[int], eta: int) -> list[int]:
+    """Hyperband's brackets (Li et al. 2018) for `total` trials: bracket j starts at rung j, so
+    bracket 0 halves from the first rung and the last one trains every trial to the end: a
+    bracket that never trusts an early rung. Sizes follow ⌈(S+1)/(S−j+1)·eta^(S−j)⌉ (S: the
+    last rung's index; each bracket then costs about the same), scaled to `total`, at least one."""
+    last = len(rungs) - 1
+    weights = [math.ceil((last + 1) / (last - j + 1) * eta ** (last - j)) for j in range(last + 1)]
+    if total <= len(weights):
+        return [1] * total
+    shares = [total * w / sum(weights) for w in weights]
+    sizes = [max(1, math.floor(x)) for x in shares]
+    by_remainder = sorted(range(len(sizes)), key=lambda j: (sizes[j] - shares[j], j))
+    for j in by_remainder[: total - sum(sizes)]:
+        sizes[j] += 1
+    while sum(sizes) > total:  # the floors of one (max) overshot: take from the largest
+        sizes[sizes.index(max(sizes))] -= 1
+    return sizes

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError, Rnnl2Warning
-from .halving import ACTIVE, Trial, bracket_sizes, run_bracket
+from .halving import ACTIVE, Trial, run_bracket
 from .launch import Launch, execute
 from .runs import FAILED, FINISHED, PAUSED, FolderLock, check_unlocked, read_summary
 from .samplers import build_sampler
@@ -132,11 +132,9 @@ class Tuner:
                 if self.halve([t for t in self.trials if t.bracket == bracket]):
                     return True
             while len(self.trials) < self.plan.trials:
-                remaining = self.plan.trials - len(self.trials)
-                size = bracket_sizes(
-                    remaining, self.plan.spec.sampler, self.plan.rungs, self.plan.spec.eta, self.launch.jobs
-                )[0]
-                if self.halve(self.new_bracket(size)):
+                number = max((t.bracket for t in self.trials), default=-1) + 1
+                size, start = self.plan.bracket(number, self.plan.trials - len(self.trials), self.launch.jobs)
+                if self.halve(self.new_bracket(size, start)):
                     return True
                 if len(self.trials) < self.plan.trials:  # the figures and best.yaml so far
                     write_figures(self.plan.tune_dir, self.trials, self.plan.spaces, self.plan.rungs, self.plan.metric)
@@ -167,13 +165,16 @@ class Tuner:
     def halve(self, bracket: list[Trial]) -> bool:
         return run_bracket(bracket, self.plan.rungs, self.plan.spec.eta, self.plan.mode, self.train, self.decided)
 
-    def new_bracket(self, size: int) -> list[Trial]:
-        """`size` new trials, each saved as soon as the sampler gives it (a tpe trial is asked once)."""
+    def new_bracket(self, size: int, start: int = 0) -> list[Trial]:
+        """`size` new trials admitted to rung `start`, each saved as soon as the sampler gives it
+        (a tpe trial is asked once)."""
         number = max((t.bracket for t in self.trials), default=-1) + 1
         bracket = []
         for _ in range(size):
             params, ref = self.sampler.propose(len(self.trials), self.trials)
-            trial = Trial(len(self.trials), trial_name(len(self.trials), params), params, number, optuna=ref)
+            trial = Trial(
+                len(self.trials), trial_name(len(self.trials), params), params, number, rung=start, optuna=ref
+            )
             self.trials.append(trial)
             self.runs[trial.name] = self.plan.planned_run(trial)
             bracket.append(trial)

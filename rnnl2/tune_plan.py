@@ -20,13 +20,22 @@ from typing import Any
 
 from .config import load_config, to_plain_dict
 from .errors import ConfigError, Rnnl2Error
-from .halving import Trial, bracket_budget, bracket_sizes, default_min_epochs, keep_count, rung_epochs
+from .halving import (
+    Trial,
+    bracket_budget,
+    bracket_sizes,
+    default_min_epochs,
+    hyperband_sizes,
+    keep_count,
+    rung_epochs,
+)
 from .runs import read_json, write_json
 from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
 from .sweep import MAX_RUNS, PlannedRun, SweepSpec, config_hash, format_value, slug, train_command
 
 SAMPLERS = ("random", "grid", "tpe")
-COMPARED = ("config_hash", "set", "spaces", "sampler", "seed", "eta", "rungs", "grid_points")
+SCHEDULERS = ("halving", "hyperband")
+COMPARED = ("config_hash", "set", "spaces", "sampler", "seed", "eta", "rungs", "grid_points", "scheduler")
 """Definition entries that must match for a tune folder to continue (`trials` may grow)."""
 
 
@@ -51,6 +60,9 @@ class TuneSpec:
     grid_points: int = 5
     storage: str | None = None
     """An Optuna storage URL shared by several machines; None: study.journal in the tune folder."""
+    scheduler: str = "halving"
+    """halving: every bracket starts at the first rung; hyperband: bracket j starts at rung j
+    (`halving.hyperband_sizes`), so one bracket always runs its trials to the end."""
 
 
 @dataclass
@@ -81,6 +93,23 @@ class TunePlan:
         """What `launch.execute` and `train_command` read: the config file and the fixed overrides."""
         return SweepSpec(self.spec.config, list(self.spec.fixed))
 
+    def bracket(self, number: int, remaining: int, jobs: int = 1) -> tuple[int, int]:
+        """(size, first rung) of bracket `number` when `remaining` trials are still to start."""
+        if self.spec.scheduler == "hyperband":
+            sizes = hyperband_sizes(self.trials, self.rungs, self.spec.eta)
+            size = sizes[number] if number < len(sizes) else remaining
+            return min(size, remaining), number % len(self.rungs)
+        return bracket_sizes(remaining, self.spec.sampler, self.rungs, self.spec.eta, jobs)[0], 0
+
+    def brackets(self, jobs: int = 1) -> list[tuple[int, int]]:
+        """Every bracket's (size, first rung), as the tune will start them."""
+        out, remaining = [], self.trials
+        while remaining > 0:
+            size, start = self.bracket(len(out), remaining, jobs)
+            out.append((size, start))
+            remaining -= size
+        return out
+
     def planned_run(self, trial: Trial) -> PlannedRun:
         """A trial as a sweep run: its overrides (sampled values, then train.epochs = max-epochs)."""
         sets = [*self.spec.fixed, *overrides(trial.params), f"train.epochs={self.max_epochs}"]
@@ -101,7 +130,8 @@ def trial_name(number: int, params: dict[str, Any]) -> str:
 
 
 def definition_digest(definition: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps({k: definition[k] for k in COMPARED}, sort_keys=True).encode()).hexdigest()[:8]
+    compared = {k: definition[k] for k in COMPARED if k in definition}  # scheduler: only when not halving
+    return hashlib.sha256(json.dumps(compared, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def check_spaces(spec: TuneSpec, spaces: list[Space], max_epochs: int) -> None:
@@ -127,6 +157,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         raise ConfigError("--storage holds an Optuna study: it goes with --sampler tpe")
     if not 2 <= spec.grid_points <= MAX_RUNS:
         raise ConfigError(f"--grid-points {spec.grid_points}: give 2 to {MAX_RUNS:,}")
+    if spec.scheduler not in SCHEDULERS:
+        raise ConfigError(f"--scheduler {spec.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
     if spec.eta < 2:
         raise ConfigError(f"--eta {spec.eta}: keep at least 2 (the best 1/eta of a rung go on)")
     base = load_config(spec.config, spec.fixed)
@@ -155,6 +187,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         "metric": stop.metric,
         "mode": stop.mode,
     }
+    if spec.scheduler != "halving":  # left out for halving, so older tune folders keep their hash
+        definition["scheduler"] = spec.scheduler
     folder = tune_dir or runs_dir / base.name / f"tune-{definition_digest(definition)}"
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--tune-dir {folder}: is a file; give a folder")
@@ -185,9 +219,9 @@ def check_definition(plan: TunePlan) -> None:
             raise Rnnl2Error(f"{plan.tune_dir} holds trials.json but no tune.json; use another --tune-dir")
         return
     saved = read_json(path)
-    differs = [k for k in COMPARED if saved.get(k) != plan.definition[k]]
+    differs = [k for k in COMPARED if saved.get(k) != plan.definition.get(k)]
     if differs:
-        what = "; ".join(f"{k}: {saved.get(k)!r} there, {plan.definition[k]!r} now" for k in differs)
+        what = "; ".join(f"{k}: {saved.get(k)!r} there, {plan.definition.get(k)!r} now" for k in differs)
         raise ConfigError(
             f"{plan.tune_dir} holds a different tune ({what}); use another --tune-dir or the same options"
         )
@@ -199,25 +233,26 @@ def write_definition(plan: TunePlan) -> None:
 
 def epoch_budget(plan: TunePlan, jobs: int = 1) -> int:
     """Epochs the whole tune trains when no trial stops early or fails."""
-    sizes = bracket_sizes(plan.trials, plan.spec.sampler, plan.rungs, plan.spec.eta, jobs)
-    return sum(bracket_budget(n, plan.rungs, plan.spec.eta) for n in sizes)
+    return sum(bracket_budget(n, plan.rungs[start:], plan.spec.eta) for n, start in plan.brackets(jobs))
 
 
 def plan_lines(plan: TunePlan, jobs: int = 1) -> list[str]:
     """The rung plan as shell comments: rungs, brackets and the epoch budget against training every
     trial to the end; then the first bracket's `rnnl2 train` commands (tpe: its random start only)."""
-    sizes = bracket_sizes(plan.trials, plan.spec.sampler, plan.rungs, plan.spec.eta, jobs)
+    brackets = plan.brackets(jobs)
     budget = epoch_budget(plan, jobs)
+    scheduler = f", {plan.spec.scheduler}" if plan.spec.scheduler != "halving" else ""
     lines = [
-        f"tune {plan.tune_dir}: {plan.trials} trials ({plan.spec.sampler}), {plan.metric} ({plan.mode})",
+        f"tune {plan.tune_dir}: {plan.trials} trials ({plan.spec.sampler}{scheduler}), {plan.metric} ({plan.mode})",
         f"rungs at epochs {', '.join(map(str, plan.rungs))} (first: {plan.min_epochs_reason}), eta {plan.spec.eta}",
     ]
     flows = []
-    for size in sizes:
+    for size, start in brackets:
         flow = [size]
-        for _ in plan.rungs[1:]:
+        for _ in plan.rungs[start + 1 :]:
             flow.append(keep_count(flow[-1], plan.spec.eta))
-        flows.append(" → ".join(map(str, flow)))
+        prefix = f"from epoch {plan.rungs[start]}: " if start else ""
+        flows.append(prefix + " → ".join(map(str, flow)))
     start = 0
     for end in range(1, len(flows) + 1):  # runs of equal brackets on one line
         if end == len(flows) or flows[end] != flows[start]:
@@ -226,7 +261,7 @@ def plan_lines(plan: TunePlan, jobs: int = 1) -> list[str]:
             start = end
     grid = plan.trials * plan.max_epochs
     lines.append(f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every trial to the end)")
-    return [f"# {line}" for line in lines] + first_commands(plan, sizes[:1])
+    return [f"# {line}" for line in lines] + first_commands(plan, [size for size, _ in brackets[:1]])
 
 
 def first_commands(plan: TunePlan, sizes: list[int]) -> list[str]:

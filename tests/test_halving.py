@@ -15,6 +15,7 @@ from rnnl2.halving import (
     bracket_sizes,
     decide,
     default_min_epochs,
+    hyperband_sizes,
     keep_count,
     rank,
     run_bracket,
@@ -129,3 +130,30 @@ def test_trial_records_round_trip_through_json():
     )
     again = Trial.from_json({**trial.to_json(), "run_dir": "/somewhere"})
     assert again == trial and again.values == {1: 0.5}
+
+
+@pytest.mark.parametrize("total", [1, 3, 7, 12, 40, 1000])
+def test_hyperband_brackets_cost_alike_and_add_up_to_the_trials(total):
+    rungs = [1, 3, 9]
+    sizes = hyperband_sizes(total, rungs, 3)
+    assert sum(sizes) == total and min(sizes) >= 1 and len(sizes) == min(total, len(rungs))
+    if total >= 40:  # weights 9, 5, 3 (Li et al.): each bracket's epochs within a factor 2 of the others
+        costs = [bracket_budget(n, rungs[j:], 3) for j, n in enumerate(sizes)]
+        assert max(costs) <= 2 * min(costs)
+
+
+def test_a_hyperband_bracket_admitted_at_a_later_rung_skips_the_earlier_ones():
+    """Bracket j's trials start at rung j: they train from scratch straight to rungs[j], and the
+    last bracket trains every trial to the end, trusting no early rung."""
+    rungs = [1, 3, 9]
+    late = [Trial(i, f"t{i}", {"l2.lambda": lam}, 1, rung=1) for i, lam in enumerate([1e-5, 1e-3, 1e-1])]
+    train = StubTraining(rungs)
+    assert not run_bracket(late, rungs, 3, "min", train)
+    assert [sorted(n for n, _ in call) for call in train.calls] == [[0, 1, 2], [1]]
+    assert all(epoch == 3 for _, epoch in train.calls[0]) and sum(t.epochs for t in late) == bracket_budget(
+        3, rungs[1:], 3
+    )
+    last = [Trial(i, f"t{i}", {"l2.lambda": lam}, 2, rung=2) for i, lam in enumerate([1e-5, 1e-3])]
+    train = StubTraining(rungs)
+    run_bracket(last, rungs, 3, "min", train)
+    assert train.calls == [[(0, 9), (1, 9)]] and [t.state for t in last] == ["completed", "completed"]

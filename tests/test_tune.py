@@ -268,3 +268,20 @@ def test_tpe_keeps_its_study_in_the_tune_folder_and_hears_every_rung(tmp_path):
     assert states == {"COMPLETE": "completed", "PRUNED": "stopped"}
     again = CliRunner().invoke(app, args)  # finished: no trial is asked again
     assert again.exit_code == 0 and len(optuna.load_study(study_name=study.study_name, storage=storage).trials) == 2
+
+
+def test_hyperband_runs_one_bracket_of_trials_to_the_end(tmp_path):
+    config = write_config(tmp_path, TUNABLE)
+    args = tune_args(config, tmp_path / "tune", "--trials", "5", "--scheduler", "hyperband", "--json")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    trials = load_trials(tmp_path / "tune")
+    brackets = {b: [t for t in trials if t.bracket == b] for b in {t.bracket for t in trials}}
+    assert sorted(brackets) == [0, 1] and sum(map(len, brackets.values())) == 5
+    assert all(t.state == "completed" and t.epochs == 2 and set(t.values) == {2} for t in brackets[1])
+    assert sorted(t.state for t in brackets[0]).count("completed") == 1  # halved at epoch 1
+    data = json.loads(result.stdout)
+    planned = CliRunner().invoke(app, [*args[:-1], "--dry-run"])
+    assert f"at most {data['epochs_used']} epochs" in planned.stdout and "from epoch 2" in planned.stdout
+    other = CliRunner().invoke(app, tune_args(config, tmp_path / "tune", "--trials", "5"))
+    assert other.exit_code == 2 and "scheduler: 'hyperband' there, None now" in other.output.replace("\n", " ")

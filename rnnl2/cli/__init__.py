@@ -658,6 +658,14 @@ class TableFormatChoice(str, enum.Enum):
 TableFormat = Optional[TableFormatChoice]
 
 
+class Scheduler(str, enum.Enum):
+    halving = "halving"
+    hyperband = "hyperband"
+
+
+SchedulerChoice = Optional[Scheduler]
+
+
 class Sampler(str, enum.Enum):
     random = "random"
     grid = "grid"
@@ -709,6 +717,13 @@ def tune(
     sampler: Annotated[
         Sampler, typer.Option(help="random (seeded), grid, or tpe (Optuna: pip install 'rnnl2\\[tune]').")
     ] = Sampler.random,
+    scheduler: Annotated[
+        SchedulerChoice,
+        typer.Option(
+            help="halving: every bracket starts at the first rung; hyperband: bracket j starts at rung j, "
+            "so one bracket trains every trial to the end."
+        ),
+    ] = None,
     trials: Annotated[
         Optional[int], typer.Option(min=1, help="Trials in all (grid: every grid point, the default).")
     ] = None,
@@ -766,7 +781,18 @@ def tune(
     from ..tune_plan import TuneSpec, epoch_budget, plan_lines, plan_tune
 
     spec = TuneSpec(
-        config, space, overrides or [], sampler.value, trials, seed, eta, min_epochs, max_epochs, grid_points, storage
+        config,
+        space,
+        overrides or [],
+        sampler.value,
+        trials,
+        seed,
+        eta,
+        min_epochs,
+        max_epochs,
+        grid_points,
+        storage,
+        scheduler=(scheduler or Scheduler.halving).value,
     )
     plan = plan_tune(spec, runs_dir, tune_dir)
     from ..launch import Launch, gpu_ids, jobs_for
