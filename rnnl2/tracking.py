@@ -36,6 +36,38 @@ def hparams(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+ALWAYS_HPARAMS = ("l2.lambda", "l2.mode")
+"""TensorBoard HParams columns every run of a sweep or tune keeps, varying or not."""
+
+
+def varying_keys(run_dir: Path) -> set[str] | None:
+    """The keys a run's sweep or tune varies (grid axes, `runs` entries and seed; the tune's
+    spaces), read from the definition in the folder above; None for a run of its own."""
+    from .runs import read_json
+
+    parent = run_dir.parent
+    try:
+        if (parent / "sweep.json").is_file():
+            sweep = read_json(parent / "sweep.json")
+            keys = {k for k, _ in sweep.get("grid") or []} | {k for v in sweep.get("runs") or [] for k in v}
+            return keys | ({"seed"} if sweep.get("seeds") else set())
+        if (parent / "tune.json").is_file():
+            return {text.partition("=")[0] for text in read_json(parent / "tune.json").get("spaces") or []}
+    except (Rnnl2Error, AttributeError, TypeError, ValueError):  # a damaged definition: all keys
+        return None
+    return None
+
+
+def tensorboard_hparams(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """What TensorBoard's HParams table shows: for a run of a sweep or tune, the keys it varies
+    plus λ and the L2 mode (not ~50 config keys that are the same in every row); else all."""
+    every = hparams(cfg)
+    keys = varying_keys(run_dir)
+    if keys is None:
+        return every
+    return {k: v for k, v in every.items() if k in keys or k in ALWAYS_HPARAMS}
+
+
 def final_metrics(summary: dict[str, Any], logged: set[str]) -> dict[str, float]:
     """The summary's numbers; those that are also per-epoch metric names get a `best.` prefix."""
     numbers = summary_numbers({k: v for k, v in summary.items() if k not in ("versions", "resumed_from")})
@@ -65,7 +97,7 @@ class TrackedLog:
         writer = getattr(self.log, "writer", None)
         if writer is not None and summary["status"] in FINISHED:
             metrics = {f"final/{k}": v for k, v in final_metrics(summary, set()).items() if "." not in k}
-            writer.add_hparams(hparams(self.cfg), metrics, run_name=".")
+            writer.add_hparams(tensorboard_hparams(self.cfg, self.run_dir), metrics, run_name=".")
             writer.flush()
         if self.mlflow is not None:
             self.mlflow.finish(summary, final_metrics(summary, self.logged))
@@ -181,7 +213,7 @@ def mirror_finished(run_dir: Path, cfg: RunConfig) -> bool:
                 if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     writer.add_scalar(key, value, row["epoch"])
         metrics = {f"final/{k}": v for k, v in final_metrics(summary, set()).items() if "." not in k}
-        writer.add_hparams(hparams(cfg), metrics, run_name=".")
+        writer.add_hparams(tensorboard_hparams(cfg, run_dir), metrics, run_name=".")
         writer.close()
     if wants_mlflow:
         mirror = MLflowMirror(run_dir, cfg)

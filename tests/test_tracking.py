@@ -119,6 +119,7 @@ def test_tracking_turned_on_for_a_finished_sweep_logs_it_without_retraining(tmp_
     finds its runs done (same folder, nothing retrained) and logs them from their folders."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 2, "batch_size": 16}})
     args = ["sweep", config, "--grid", "l2.lambda=0,1e-3", "--runs-dir", tmp_path / "runs", "-q"]
@@ -152,5 +153,8 @@ def test_tracking_turned_on_for_a_finished_sweep_logs_it_without_retraining(tmp_
         events.Reload()
         assert [s.step for s in events.Scalars("val_loss")] == [1, 2]
         assert events.Scalars("final/test_loss")[0].value == pytest.approx(summary["test_loss"])
+        content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        assert set(hparams) == {"l2.lambda", "l2.mode"}  # what the sweep varies, plus λ and the mode
     third = invoke(*args, *tracked)  # logged once: a rerun adds no MLflow run
     assert third.exit_code == 0 and len(mlflow_store.search_runs([experiment.experiment_id])) == 2
