@@ -18,7 +18,7 @@ def fresh(board: Board) -> tuple[int, int, float | None]:
 
 
 def test_counts_follow_the_folders_and_each_run_counts_once(tmp_path):
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    a, b = tmp_path / "a", tmp_path / "b"
     board = Board("runs", 3, 12, plan={"a": 4, "b": 4, "c": 4})
     board.known("c", 4, done=True)  # finished before this call: not part of its pace
     log_epochs(a, 1)  # a resumes after one epoch
