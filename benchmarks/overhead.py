@@ -181,7 +181,8 @@ def penalty_blocks(args) -> dict:
     one process (slow drifts of a shared machine hit both sides alike); median block times."""
     from rnnl2.optim import build_optimizer
     from rnnl2.regularization import L2Penalty
-    from rnnl2.train import Observer, build_setup, train_one_epoch
+    from rnnl2.train import Observer, train_one_epoch
+    from rnnl2.setup import build_setup
 
     sides = {}
     for name, extra in (("penalty", []), ("lambda0", ["l2.lambda=0"])):
@@ -204,7 +205,8 @@ def overhead_blocks(args) -> dict:
     with a fresh shuffle), alternating in one process; median block times."""
     from rnnl2.optim import build_optimizer
     from rnnl2.regularization import L2Penalty
-    from rnnl2.train import Observer, build_setup, train_one_epoch
+    from rnnl2.train import Observer, train_one_epoch
+    from rnnl2.setup import build_setup
 
     cfg = load([*args.set], args.device)
     s = build_setup(cfg)
@@ -322,7 +324,9 @@ def profile_loop(args) -> dict:
     """torch.profiler over 40 steps of rnnl2's loop: the ops that cost time, and rnnl2's own share."""
     from torch.profiler import ProfilerActivity, profile
 
-    from rnnl2.train import Observer, build_setup, train_one_epoch
+    from rnnl2.train import Observer, train_one_epoch
+
+    from rnnl2.setup import build_setup
     from rnnl2.optim import build_optimizer
     from rnnl2.regularization import L2Penalty
 

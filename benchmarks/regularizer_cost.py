@@ -22,7 +22,8 @@ import torch
 from rnnl2.config import apply_overrides, validate_config
 from rnnl2.optim import build_optimizer
 from rnnl2.regularization import L2Penalty
-from rnnl2.train import Observer, build_setup, train_one_epoch
+from rnnl2.train import Observer, train_one_epoch
+from rnnl2.setup import build_setup
 
 VARIANTS = {
     "plain": [],

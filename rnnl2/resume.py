@@ -27,7 +27,8 @@ from .runs import (
     write_config,
 )
 from .state import check_resume_payload, config_differences, restore_state
-from .train import Observer, RunResult, build_setup, train_epochs
+from .train import Observer, RunResult, train_epochs
+from .setup import build_setup
 
 
 def resume(

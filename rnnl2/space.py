@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .errors import ConfigError, short_repr
-from .sweep import MAX_RUNS, format_value, parse_value, split_outside, split_top_level
+from .grid import MAX_RUNS, format_value, parse_value, split_outside, split_top_level
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 RULES = (

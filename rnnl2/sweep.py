@@ -23,29 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
 from .config import load_config, read_yaml, to_plain_dict
-from .config.loading import parse_yaml
 from .config.schema import OutputConfig
-from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning, short_repr
+from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning
 from .metrics import default_mode
+from .grid import MAX_RUNS, expand_values, format_value, parse_axis, parse_seeds, split_top_level
+from .manifest import Manifest, PlannedRun, read_manifest
 from .runs import (
     FAILED,
     FINISHED,
     check_unlocked,
     failed_attempt_name,
-    read_jsonl,
     read_summary,
     write_json,
     write_text,
 )
-
-STATUSES = ("pending", "running", "done", "failed", "interrupted")
-MAX_RUNS = 10_000
-"""The most runs one sweep plans (all axes × variants × seeds): more is almost surely a typo in a
-logspace count, and planning validates every run's config."""
-SPACING = re.compile(r"^(logspace|linspace)\(([^)]*)\)$")
 
 
 @dataclass
@@ -62,95 +55,7 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=list)
 
 
-@dataclass
-class PlannedRun:
-    index: int
-    name: str
-    """Folder name inside the sweep folder: index and the varying overrides."""
-    varying: dict[str, Any]
-    overrides: list[str]
-    config_hash: str
-    run_dir: Path
-    epochs: int = 0
-    """`train.epochs` of its config: what the live progress plans for it."""
-
-
 # ------------------------------------------------------------------------ parsing
-
-
-def split_outside(text: str, separator: str) -> list[str]:
-    """Split on `separator` outside brackets, parentheses and quotes; every part as written."""
-    parts, depth, quote, current = [], 0, "", ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == separator and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        current += char
-    return [*parts, current]
-
-
-def split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets, parentheses and quotes: `0,[a,b],logspace(-6,-2,5)`."""
-    return [part.strip() for part in split_outside(text, ",") if part.strip()]
-
-
-def parse_value(text: str) -> Any:
-    """A YAML value, read as config values are (aliases bounded); `1e-5` is a float here (PyYAML
-    alone reads it as a string)."""
-    try:
-        value = parse_yaml(text)
-    except (yaml.YAMLError, RecursionError) as err:
-        reason = getattr(err, "problem", None) or "lists or mappings nested too deeply"
-        raise ConfigError(f"--grid value {short_repr(text)}: not valid YAML ({reason})") from None
-    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value):
-        return float(value)
-    return value
-
-
-def expand_values(items: Sequence[Any]) -> list[Any]:
-    """Values of one axis; `logspace(a,b,n)` → n values 10^a … 10^b, `linspace(a,b,n)` likewise."""
-    values: list[Any] = []
-    for item in items:
-        match = SPACING.match(item.strip()) if isinstance(item, str) else None
-        if not match:
-            values.append(parse_value(item) if isinstance(item, str) else item)
-            continue
-        try:
-            start, stop, count = (float(x) for x in match.group(2).split(","))
-        except ValueError:
-            raise ConfigError(f"{item!r}: expected {match.group(1)}(start,stop,count)") from None
-        if count < 1 or count != int(count):
-            raise ConfigError(f"{item!r}: count must be a positive whole number")
-        if count > MAX_RUNS:
-            raise ConfigError(f"{item!r}: {count:,.0f} values; a sweep holds at most {MAX_RUNS:,} runs")
-        steps = [start + (stop - start) * i / max(int(count) - 1, 1) for i in range(int(count))]
-        values += [float(f"{10**x if match.group(1) == 'logspace' else x:.12g}") for x in steps]
-    return values
-
-
-def parse_axis(text: str) -> tuple[str, list[Any]]:
-    """`--grid l2.lambda=0,1e-5,logspace(-4,-2,3)` → ("l2.lambda", [0, 1e-05, 0.0001, 0.001, 0.01])."""
-    key, sep, rest = text.partition("=")
-    if not sep or not key.strip() or not rest.strip():
-        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,… e.g. --grid l2.lambda=0,1e-4,1e-3")
-    return key.strip(), expand_values(split_top_level(rest))
-
-
-def parse_seeds(text: str) -> list[int]:
-    """`--seeds 0,1,2` → [0, 1, 2]."""
-    try:
-        return [int(item) for item in split_top_level(text)]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: expected whole numbers such as 0,1,2") from None
 
 
 def read_sweep_file(path: Path) -> SweepSpec:
@@ -189,15 +94,6 @@ def build_spec(
     spec.seeds = parse_seeds(seeds) if seeds else spec.seeds
     spec.fixed = [*spec.fixed, *overrides]
     return spec
-
-
-def format_value(value: Any) -> str:
-    """A value as YAML that reads back to the same value (`1.0e-05`, not PyYAML's string `1e-05`)."""
-    if isinstance(value, float):
-        text = repr(value)
-        mantissa, e, exponent = text.partition("e")
-        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
 
 
 # ----------------------------------------------------------------------- planning
@@ -251,7 +147,15 @@ def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -
     digest = hashlib.sha256(" ".join(h for _, _, h, _ in planned).encode()).hexdigest()[:8]
     sweep_dir = sweep_dir or runs_dir / base_name / f"sweep-{digest}"
     runs = [
-        PlannedRun(i, f"{i:03d}-{slug(v)}", v, o, h, sweep_dir / f"{i:03d}-{slug(v)}", epochs)
+        PlannedRun(
+            index=i,
+            name=f"{i:03d}-{slug(v)}",
+            varying=v,
+            overrides=o,
+            config_hash=h,
+            run_dir=sweep_dir / f"{i:03d}-{slug(v)}",
+            epochs=epochs,
+        )
         for i, (v, o, h, epochs) in enumerate(planned)
     ]
     return sweep_dir, runs
@@ -279,72 +183,6 @@ def train_command(
 def dry_run_lines(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
     """One shell-quoted `rnnl2 train` line per run."""
     return [shlex.join(train_command(spec, run)) for run in runs]
-
-
-# ----------------------------------------------------------------------- manifest
-
-
-class Manifest:
-    """`sweep.jsonl`: one JSON object per run, rewritten atomically whenever a status changes.
-
-    It is a cache of the run folders, which are the truth: `reconcile` rebuilds what it says
-    from them on every start, so a lost, torn or stale manifest never costs a finished run."""
-
-    def __init__(self, sweep_dir: Path):
-        self.path = sweep_dir / "sweep.jsonl"
-        self.records: list[dict[str, Any]] = []
-        if self.path.exists():
-            try:
-                self.records = read_manifest(sweep_dir)
-            except Rnnl2Error as error:
-                warnings.warn(f"{error}; rebuilding it from the run folders", Rnnl2Warning, stacklevel=2)
-        elif any(sweep_dir.glob("[0-9][0-9][0-9]-*/config.yaml")):
-            warnings.warn(f"{self.path} is missing; rebuilding it from the run folders", Rnnl2Warning, stacklevel=2)
-
-    def save(self) -> None:
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
-
-    def merge(self, runs: list[PlannedRun]) -> None:
-        """Add the planned runs; keep the records of the same run (same folder and hash)."""
-        old = {r.get("name"): r for r in self.records if isinstance(r.get("name"), str)}
-        for name, record in old.items():
-            match = next((r for r in runs if r.name == name), None)
-            if match is None or record.get("config_hash") != match.config_hash:
-                raise Rnnl2Error(
-                    f"{self.path} belongs to a different sweep (run {name} differs); use another --sweep-dir"
-                )
-        self.records = [
-            old.get(r.name)
-            or {
-                "index": r.index,
-                "name": r.name,
-                "overrides": r.varying,
-                "set": r.overrides,
-                "config_hash": r.config_hash,
-                "run_dir": str(r.run_dir.absolute()),
-                "status": "pending",
-            }
-            for r in runs
-        ]
-        self.save()
-
-    def record(self, name: str) -> dict[str, Any]:
-        return next(r for r in self.records if r["name"] == name)
-
-    def update(self, name: str, **fields: Any) -> dict[str, Any]:
-        record = self.record(name)
-        record.update(fields)
-        self.save()
-        return record
-
-
-def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The records of `sweep.jsonl`, in run order (a torn last line is skipped with a warning)."""
-    records = read_jsonl(sweep_dir / "sweep.jsonl")
-    for number, record in enumerate(records, 1):
-        if not isinstance(record.get("name"), str) or record.get("status") not in STATUSES:
-            raise Rnnl2Error(f"{sweep_dir / 'sweep.jsonl'}: record {number} is not a sweep record; the file is damaged")
-    return records
 
 
 # ------------------------------------------------------------------- reconciling

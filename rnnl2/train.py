@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -13,22 +12,17 @@ from typing import Any, Callable
 
 import torch
 
-from . import __version__
-from .adapt import LambdaAdapter, build_adapter, hold_out, lambda_trajectory
+from .adapt import LambdaAdapter, build_adapter
 from .config import RunConfig
-from .data import DataSpec, Split, build_splits
-from .device import describe_device, resolve_device, use_deterministic
-from .distributed import SINGLE, RankLost, Ranks, SilentLog, check_distributed, current_ranks, lost_a_rank
+from .device import describe_device
+from .distributed import SINGLE, RankLost, Ranks, SilentLog, lost_a_rank
 from .errors import Interrupted, RunFailed
-from .baselines import build_baselines, data_season, fit_baselines
-from .evaluate import build_loss, evaluate, evaluate_baselines, prefixed
-from .memory import count_planned_parameters, is_allocation_error, out_of_memory
-from .metrics import reference_baseline
-from .models import build_model, count_parameters
+from .evaluate import build_loss, evaluate, prefixed
+from .memory import is_allocation_error, out_of_memory
+from .models import count_parameters
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
-from .precision import Precision, build_precision
-from .regularization import L2Group, L2Penalty, select_l2_parameters
-from .regularizers import Terms, build_terms, describe_terms
+from .regularization import L2Penalty
+from .regularizers import describe_terms
 from .runs import (
     FAILED,
     PAUSED,
@@ -42,6 +36,8 @@ from .runs import (
     write_config,
     write_json,
 )
+from .run_records import epoch_row, naive_baselines, write_summary
+from .setup import Setup, build_setup
 from .state import StopRequest, TrainState, detach_hidden, restore_training, save_checkpoints
 from .tracking import check_mlflow, open_run_log
 
@@ -76,88 +72,6 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Setup:
-    """Everything built from a config before the run folder exists (so bad input leaves none)."""
-
-    cfg: RunConfig
-    device: torch.device
-    spec: DataSpec
-    train: Split
-    val: Split
-    test: Split
-    model: torch.nn.Module
-    groups: list[L2Group]
-    holdout: Split | None = None
-    """With `l2.adapt` on: the part of the training split held out for the hyper-loss (not in `train`)."""
-    seen: dict[str, Any] = field(default_factory=dict)
-    """Items per split and their unit (rows and the split rule for row data): summary.json `data`."""
-    baseline_fit: dict[str, Any] = field(default_factory=dict)
-    """What the naive baselines took from the training split (`baselines.fit_baselines`)."""
-    terms: Terms = field(default_factory=Terms)
-    """L1, AR/TAR and max-norm (`regularizers`): the terms besides L2, off unless configured."""
-    precision: Precision = field(default_factory=Precision)
-    """`train.precision`: autocast (and fp16's gradient scaler, saved in last.pt)."""
-    ranks: Ranks = SINGLE
-    """This process's rank and the world size (several under torchrun)."""
-
-
-def use_threads(threads: int | None) -> None:
-    """`--threads N`: torch's intra-op CPU threads for this process (None keeps torch's choice,
-    which follows OMP_NUM_THREADS). Results are bit-identical only at the same thread count."""
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_setup(cfg: RunConfig) -> Setup:
-    """Seed, then build data, model and the L2 selection on the run's device."""
-    use_deterministic(cfg.train.deterministic)  # before anything starts cuBLAS
-    device = resolve_device(cfg.device)
-    ranks = current_ranks(device.type)
-    check_distributed(ranks, cfg)
-    precision = build_precision(cfg.train.precision, device, cfg.model.cell)  # its probe draws before the seed
-    seed_everything(cfg.seed)
-    splits = build_splits(cfg.data)
-    try:
-        model = build_model(cfg.model, splits.spec).to(device)
-    except (RuntimeError, MemoryError) as error:
-        if not is_allocation_error(error):
-            raise
-        count = count_planned_parameters(lambda: build_model(cfg.model, splits.spec))
-        raise out_of_memory(error, count, cfg.optimizer.name, str(device)) from None
-    groups = select_l2_parameters(model, cfg.l2)
-    train, val, holdout = splits.train.to(device), splits.val.to(device), None
-    seen = splits.counts()
-    if cfg.l2.adapt.on and cfg.l2.adapt.holdout == "val":
-        holdout = val
-    elif cfg.l2.adapt.on:  # its own generator: the global RNG (init, dropout) draws as without adapt
-        train, holdout = hold_out(train, cfg.l2.adapt.holdout_fraction, cfg.seed)
-        seen |= {"train": len(train), "holdout": len(holdout)}
-    return Setup(
-        cfg,
-        device,
-        splits.spec,
-        train,
-        val,
-        splits.test.to(device),
-        model,
-        groups,
-        holdout,
-        seen,
-        fit_baselines(splits.spec, splits.train),
-        build_terms(model, cfg.l1, cfg.regularization),
-        precision=precision,
-        ranks=ranks,
-    )
 
 
 def train_one_epoch(
@@ -472,46 +386,6 @@ def train_epochs(
     return RunResult(run_dir, summary, state.history)
 
 
-def naive_baselines(s: Setup) -> dict[str, Any]:
-    """`baselines`: every naive baseline of the task on val and test, and `baseline`: the one to
-    beat (lowest val loss). Evaluated after the model, with no random draws: training is untouched."""
-    models = build_baselines(s.spec, s.baseline_fit, data_season(s.cfg.data))
-    scores = evaluate_baselines(models, {"val": s.val, "test": s.test}, s.spec.task, s.cfg.train.eval_batch_size)
-    return {"baseline": reference_baseline(scores, "val"), "baselines": scores}
-
-
-def epoch_row(
-    s: Setup,
-    state: TrainState,
-    stats: dict[str, Any],
-    penalty: L2Penalty,
-    optimizer,
-    epoch_start: float,
-    adapter: LambdaAdapter | None = None,
-) -> dict[str, Any]:
-    """Evaluate on the validation split and build the epoch's metrics row (with the current λ when it adapts)."""
-    train_seconds = time.perf_counter() - epoch_start
-    val = prefixed("val", evaluate(s.model, s.val, s.spec.task, s.cfg.train.eval_batch_size))
-    with torch.no_grad():
-        pen, norm = penalty().item(), penalty.weight_norm().item()
-    others = s.terms.row(state.activity_sum, state.samples)  # penalty_l1, ar, tar: those that are on
-    return {
-        "epoch": state.epoch + 1,
-        "step": state.step,
-        "train_data_loss": stats["train_data_loss"],
-        "penalty": pen,
-        **others,
-        "train_loss": stats["train_data_loss"] + pen + sum(others.values()),
-        **(adapter.row() if adapter is not None else {}),
-        **val,
-        "lr": optimizer.param_groups[0]["lr"],
-        "weight_norm": norm,
-        "grad_norm": stats["grad_norm"],
-        "seconds": time.perf_counter() - epoch_start,
-        "samples_per_s": stats["samples"] / max(train_seconds, 1e-9),
-    }
-
-
 def update_best(state: TrainState, row: dict[str, Any], s: Setup) -> bool:
     """Record the row; keep a copy of the weights when it is the best so far."""
     stop = s.cfg.train.early_stopping
@@ -536,44 +410,3 @@ def stop_reason(cfg: RunConfig, state: TrainState, stop: StopRequest, pause_afte
     if pause_after is not None and pause_after <= state.epoch < cfg.train.epochs:
         return PAUSED
     return "completed"
-
-
-def write_summary(
-    run_dir: Path, s: Setup, state: TrainState, final: dict[str, float], started: float, status: str
-) -> dict[str, Any]:
-    """summary.json: how the run ended, its best epoch and the best checkpoint's val/test metrics."""
-    cfg, history = s.cfg, state.history
-    last = history[-1] if history else {}
-    elapsed = time.perf_counter() - started
-    summary = {
-        "status": status,
-        "name": cfg.name,
-        "run_dir": str(run_dir),
-        "best_epoch": state.best_epoch,
-        "best_metric": cfg.train.early_stopping.metric,
-        "best_value": state.best_value,
-        "epochs_run": len(history),
-        "steps": state.step,
-        **lambda_trajectory(history),
-        "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))}
-        | {"penalty": last.get("penalty")}
-        | {k: last[k] for k in ("penalty_l1", "ar", "tar") if k in last},
-        **final,
-        "data": s.seen,
-        "wall_seconds": state.wall_before + elapsed,
-        "device": describe_device(s.device),
-        "threads": torch.get_num_threads(),
-        "precision": cfg.train.precision,
-        "deterministic": cfg.train.deterministic,
-        "processes": s.ranks.world,
-        "parameters": count_parameters(s.model),
-        "penalized_parameters": sum(p.numel() for g in s.groups for p in g.params),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "rnnl2": __version__},
-    }
-    if state.resumed_from:  # wall_seconds counts every segment up to its last checkpoint; this one alone:
-        summary |= {"resumed_from": state.resumed_from, "wall_seconds_segment": elapsed}
-    if status in ("interrupted", PAUSED):
-        summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
-    if s.ranks.main:
-        write_json(run_dir / "summary.json", summary)
-    return summary

@@ -18,7 +18,8 @@ from .halving import ACTIVE, Trial, run_bracket
 from .launch import Launch, execute
 from .runs import FAILED, FINISHED, PAUSED, FolderLock, check_unlocked, read_summary
 from .samplers import build_sampler
-from .sweep import Manifest, PlannedRun, folder_config_hash, set_aside
+from .sweep import folder_config_hash, set_aside
+from .manifest import Manifest, PlannedRun
 from .tune_outputs import load_trials, select_best, write_figures, write_trials
 from .tune_plan import TunePlan, check_definition, trial_name, write_definition
 

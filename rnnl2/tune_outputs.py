@@ -15,7 +15,7 @@ from .errors import Rnnl2Error
 from .halving import STATES, Trial
 from .runs import read_json, write_json, write_text
 from .space import Space
-from .sweep import format_value
+from .grid import format_value
 
 TRIALS_FILE = "trials.json"
 

@@ -14,7 +14,7 @@ import hashlib
 import importlib.util
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ from .halving import (
 )
 from .runs import read_json, write_json
 from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
-from .sweep import MAX_RUNS, PlannedRun, SweepSpec, config_hash, format_value, slug, train_command
+from .sweep import SweepSpec, config_hash, slug, train_command
+from .grid import MAX_RUNS, format_value
+from .manifest import PlannedRun
 
 SAMPLERS = ("random", "grid", "tpe")
 SCHEDULERS = ("halving", "hyperband")
@@ -46,6 +48,7 @@ class TuneSpec:
     config: Path
     spaces: list[str]
     """`KEY=SPEC` texts, as `--space` takes them."""
+    _: KW_ONLY
     fixed: list[str] = field(default_factory=list)
     """`--set` overrides applied to every trial, before its sampled ones."""
     sampler: str = "random"
@@ -65,7 +68,7 @@ class TuneSpec:
     (`halving.hyperband_sizes`), so one bracket always runs its trials to the end."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TunePlan:
     """A checked TuneSpec with everything it implies."""
 
@@ -115,13 +118,13 @@ class TunePlan:
         sets = [*self.spec.fixed, *overrides(trial.params), f"train.epochs={self.max_epochs}"]
         cfg = load_config(self.spec.config, sets)
         return PlannedRun(
-            trial.number,
-            trial.name,
-            dict(trial.params),
-            sets,
-            config_hash(to_plain_dict(cfg)),
-            self.tune_dir / trial.name,
-            self.max_epochs,
+            index=trial.number,
+            name=trial.name,
+            varying=dict(trial.params),
+            overrides=sets,
+            config_hash=config_hash(to_plain_dict(cfg)),
+            run_dir=self.tune_dir / trial.name,
+            epochs=self.max_epochs,
         )
 
 
@@ -192,7 +195,18 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
     folder = tune_dir or runs_dir / base.name / f"tune-{definition_digest(definition)}"
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--tune-dir {folder}: is a file; give a folder")
-    return TunePlan(spec, spaces, base.name, rungs, reason, stop.metric, stop.mode, trials, folder, definition)
+    return TunePlan(
+        spec=spec,
+        spaces=spaces,
+        name=base.name,
+        rungs=rungs,
+        min_epochs_reason=reason,
+        metric=stop.metric,
+        mode=stop.mode,
+        trials=trials,
+        tune_dir=folder,
+        definition=definition,
+    )
 
 
 def count_trials(spec: TuneSpec, spaces: list[Space]) -> int:

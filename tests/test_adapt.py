@@ -24,7 +24,8 @@ from rnnl2.regularization import L2Penalty
 from rnnl2.resume import resume
 from rnnl2.runs import CheckpointError, read_metrics
 from rnnl2.state import check_resume_payload
-from rnnl2.train import Observer, TrainingInterrupted, build_setup, run, train_one_epoch
+from rnnl2.train import Observer, TrainingInterrupted, run, train_one_epoch
+from rnnl2.setup import build_setup
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 

@@ -11,7 +11,7 @@ from helpers import TINY_TAGGING
 from rnnl2.config import validate_config
 from rnnl2.evaluate import evaluate
 from rnnl2.metrics import METRICS, TASK_OF_KIND, default_mode, validation_metrics
-from rnnl2.train import build_setup
+from rnnl2.setup import build_setup
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -16,7 +16,8 @@ from rnnl2.evaluate import build_loss
 from rnnl2.optim import build_optimizer
 from rnnl2.regularization import L2Penalty
 from rnnl2.runs import load_checkpoint, read_metrics
-from rnnl2.train import Observer, build_setup, run, train_one_epoch
+from rnnl2.train import Observer, run, train_one_epoch
+from rnnl2.setup import build_setup
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 

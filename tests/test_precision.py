@@ -16,7 +16,8 @@ from rnnl2.config import to_plain_dict, validate_config
 from rnnl2.optim import build_optimizer
 from rnnl2.precision import Precision
 from rnnl2.regularization import L2Penalty
-from rnnl2.train import Observer, build_setup, read_running_loss, run, train_one_epoch
+from rnnl2.train import Observer, read_running_loss, run, train_one_epoch
+from rnnl2.setup import build_setup
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -26,7 +26,8 @@ from rnnl2.models import build_model
 from rnnl2.optim import build_optimizer
 from rnnl2.regularization import L2Penalty, select_groups, select_l2_parameters
 from rnnl2.regularizers import L1Penalty, activity_terms, build_terms, describe_terms
-from rnnl2.train import Observer, build_setup, run, train_one_epoch
+from rnnl2.train import Observer, run, train_one_epoch
+from rnnl2.setup import build_setup
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 

@@ -32,7 +32,8 @@ from rnnl2.runs import (
     write_json,
     write_text,
 )
-from rnnl2.train import build_setup, run
+from rnnl2.train import run
+from rnnl2.setup import build_setup
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 

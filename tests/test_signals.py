@@ -22,7 +22,8 @@ from rnnl2.cli import app
 from rnnl2.config import validate_config
 from rnnl2.runs import load_checkpoint, read_metrics
 from rnnl2.state import StopRequest
-from rnnl2.train import Observer, TrainingDiverged, build_setup, run
+from rnnl2.train import Observer, TrainingDiverged, run
+from rnnl2.setup import build_setup
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 
 from rnnl2.cli import app
 from rnnl2.config import load_config
-from rnnl2.sweep import build_spec, format_value, parse_axis, plan_sweep, read_manifest
+from rnnl2.sweep import build_spec, plan_sweep
+from rnnl2.grid import format_value, parse_axis
+from rnnl2.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

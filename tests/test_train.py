@@ -104,7 +104,8 @@ def test_naive_baselines_leave_the_model_and_every_random_state_alone():
     import random
 
     from rnnl2.config import validate_config
-    from rnnl2.train import build_setup, naive_baselines
+    from rnnl2.setup import build_setup
+    from rnnl2.run_records import naive_baselines
 
     setup = build_setup(validate_config(TINY_TAGGING))
     weights = copy.deepcopy(setup.model.state_dict())

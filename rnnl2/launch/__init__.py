@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import FolderLock
-from ..sweep import Manifest, PlannedRun, SweepSpec, mirror_done_runs, reconcile, write_definition
+from ..sweep import SweepSpec, mirror_done_runs, reconcile, write_definition
+from ..manifest import Manifest, PlannedRun
 from .common import EventFn, Launch, gpu_ids, jobs_for, raise_interrupt, threads_per_run
 from .local import run_local
 from .ray_backend import run_ray

@@ -15,14 +15,15 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..runs import read_summary
-from ..sweep import Manifest, PlannedRun, summary_metrics
+from ..sweep import summary_metrics
+from ..manifest import Manifest, PlannedRun
 from ..workers import RESUMED, die_with_parent, open_run_log
 
 EventFn = Callable[[str, dict[str, Any]], None]
 POLL_SECONDS = 0.2
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Launch:
     """How to run the sweep's processes."""
 

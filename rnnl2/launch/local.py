@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..sweep import Manifest, SweepSpec, train_command
+from ..sweep import SweepSpec, train_command
+
+from ..manifest import Manifest
 from ..workers import WarmWorker, wait_readable
 from .common import (
     POLL_SECONDS,

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Rnnl2Error
-from ..sweep import Manifest, SweepSpec, train_command
+from ..sweep import SweepSpec, train_command
+from ..manifest import Manifest
 from .common import EventFn, Launch, cpu_count, finish, read_outcome, start_child, thread_env, threads_per_run
 
 

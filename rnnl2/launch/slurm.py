@@ -21,7 +21,8 @@ import yaml
 from ..errors import INTERRUPTED, ConfigError, Rnnl2Error
 from .common import EventFn, Launch, finish, read_outcome, start_child, thread_env
 from ..runs import FINISHED, PAUSED, read_summary
-from ..sweep import Manifest, PlannedRun, SweepSpec, set_aside, train_command
+from ..sweep import SweepSpec, set_aside, train_command
+from ..manifest import Manifest, PlannedRun
 from ..workers import die_with_parent
 
 CLUSTER_ENV = "RNNL2_SLURM_CLUSTER"

@@ -1,0 +1,91 @@
+"""`sweep.jsonl`, the manifest one sweep or tune keeps: one record per planned run, and the
+statuses a record takes. Sweep, tune and every launch backend write it through `Manifest`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import Rnnl2Error, Rnnl2Warning
+from .runs import read_jsonl, write_text
+
+STATUSES = ("pending", "running", "done", "failed", "interrupted")
+
+
+@dataclass(kw_only=True)
+class PlannedRun:
+    index: int
+    name: str
+    """Folder name inside the sweep folder: index and the varying overrides."""
+    varying: dict[str, Any]
+    overrides: list[str]
+    config_hash: str
+    run_dir: Path
+    epochs: int = 0
+    """`train.epochs` of its config: what the live progress plans for it."""
+
+
+class Manifest:
+    """`sweep.jsonl`: one JSON object per run, rewritten atomically whenever a status changes.
+
+    It is a cache of the run folders, which are the truth: `reconcile` rebuilds what it says
+    from them on every start, so a lost, torn or stale manifest never costs a finished run."""
+
+    def __init__(self, sweep_dir: Path):
+        self.path = sweep_dir / "sweep.jsonl"
+        self.records: list[dict[str, Any]] = []
+        if self.path.exists():
+            try:
+                self.records = read_manifest(sweep_dir)
+            except Rnnl2Error as error:
+                warnings.warn(f"{error}; rebuilding it from the run folders", Rnnl2Warning, stacklevel=2)
+        elif any(sweep_dir.glob("[0-9][0-9][0-9]-*/config.yaml")):
+            warnings.warn(f"{self.path} is missing; rebuilding it from the run folders", Rnnl2Warning, stacklevel=2)
+
+    def save(self) -> None:
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def merge(self, runs: list[PlannedRun]) -> None:
+        """Add the planned runs; keep the records of the same run (same folder and hash)."""
+        old = {r.get("name"): r for r in self.records if isinstance(r.get("name"), str)}
+        for name, record in old.items():
+            match = next((r for r in runs if r.name == name), None)
+            if match is None or record.get("config_hash") != match.config_hash:
+                raise Rnnl2Error(
+                    f"{self.path} belongs to a different sweep (run {name} differs); use another --sweep-dir"
+                )
+        self.records = [
+            old.get(r.name)
+            or {
+                "index": r.index,
+                "name": r.name,
+                "overrides": r.varying,
+                "set": r.overrides,
+                "config_hash": r.config_hash,
+                "run_dir": str(r.run_dir.absolute()),
+                "status": "pending",
+            }
+            for r in runs
+        ]
+        self.save()
+
+    def record(self, name: str) -> dict[str, Any]:
+        return next(r for r in self.records if r["name"] == name)
+
+    def update(self, name: str, **fields: Any) -> dict[str, Any]:
+        record = self.record(name)
+        record.update(fields)
+        self.save()
+        return record
+
+
+def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The records of `sweep.jsonl`, in run order (a torn last line is skipped with a warning)."""
+    records = read_jsonl(sweep_dir / "sweep.jsonl")
+    for number, record in enumerate(records, 1):
+        if not isinstance(record.get("name"), str) or record.get("status") not in STATUSES:
+            raise Rnnl2Error(f"{sweep_dir / 'sweep.jsonl'}: record {number} is not a sweep record; the file is damaged")
+    return records
