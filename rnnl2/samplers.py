@@ -87,7 +87,10 @@ class TpeSampler:
             start = random_params(self.spaces, self.seed, number, {params_key(t.params) for t in trials})
             self.study.enqueue_trial(optuna_params(self.spaces, start))
         trial = self.study.ask()
-        return suggest(trial, self.spaces), {"number": trial.number, "id": trial._trial_id}
+        params = suggest(trial, self.spaces)
+        for key, value in params.items():  # every value under its own name, λ = 0 too (`pick` params hide it)
+            trial.set_user_attr(key, value)
+        return params, {"number": trial.number, "id": trial._trial_id}
 
     def update(self, trials: list[Trial], rungs: list[int]) -> None:
         """Tell the study what it does not know yet (safe to repeat: a resumed tune calls it again)."""

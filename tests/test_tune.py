@@ -263,9 +263,12 @@ def test_tpe_keeps_its_study_in_the_tune_folder_and_hears_every_rung(tmp_path):
         ours = by_number[frozen.number]
         states[frozen.state.name] = ours.state
         assert frozen.intermediate_values[1] == ours.values[1]
+        assert all(frozen.user_attrs[key] == value for key, value in ours.params.items())
         if ours.state == "completed":
             assert frozen.value == ours.values[2]
     assert states == {"COMPLETE": "completed", "PRUNED": "stopped"}
+    best = study.best_trial.user_attrs["l2.lambda"]  # λ = 0 included, which `best_params` holds as a pick
+    assert best == json.loads((tune_dir / "selection.json").read_text())["overrides"]["l2.lambda"]
     again = CliRunner().invoke(app, args)  # finished: no trial is asked again
     assert again.exit_code == 0 and len(optuna.load_study(study_name=study.study_name, storage=storage).trials) == 2
 
