@@ -93,14 +93,42 @@ class TrackedLog:
         self.logged |= {k for row in rows for k in row}
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Status, final numbers and files to the trackers; HParams once the run has finished."""
+        """Status, final numbers and files to the trackers; an HParams session with its status
+        once the run has ended (finished, diverged or failed: a paused or interrupted run goes on
+        later, and TensorBoard reads one session per run; a pruned trial gets its own from the
+        tune, `close_pruned`)."""
         writer = getattr(self.log, "writer", None)
-        if writer is not None and summary["status"] in FINISHED:
-            metrics = {f"final/{k}": v for k, v in final_metrics(summary, set()).items() if "." not in k}
-            writer.add_hparams(tensorboard_hparams(self.cfg, self.run_dir), metrics, run_name=".")
+        if writer is not None and summary["status"] in ENDED:
+            add_hparams_session(writer, self.cfg, self.run_dir, summary, summary["status"])
             writer.flush()
         if self.mlflow is not None:
             self.mlflow.finish(summary, final_metrics(summary, self.logged))
+
+
+ENDED = (*FINISHED, "diverged", FAILED)
+"""The statuses after which a run is not continued: its HParams session is written then."""
+
+
+def add_hparams_session(writer: Any, cfg: RunConfig, run_dir: Path, summary: dict[str, Any], status: str) -> None:
+    """One HParams row: the hparams `tensorboard_hparams` picks, the status, the final numbers."""
+    metrics = {f"final/{k}": v for k, v in final_metrics(summary, set()).items() if "." not in k}
+    writer.add_hparams(tensorboard_hparams(cfg, run_dir) | {"status": status}, metrics, run_name=".")
+
+
+def close_pruned(run_dir: Path) -> None:
+    """A tune trial stopped at its rung: its folder stays paused (resumable), and with
+    `output.tensorboard` its HParams session says `pruned`, so the view shows every trial."""
+    from .config import load_config
+    from .runs import read_summary
+
+    cfg = load_config(run_dir / "config.yaml")
+    if not cfg.output.tensorboard:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    add_hparams_session(writer, cfg, run_dir, read_summary(run_dir) or {}, "pruned")
+    writer.close()
 
 
 def open_run_log(run_dir: Path, cfg: RunConfig) -> TrackedLog:
@@ -212,8 +240,7 @@ def mirror_finished(run_dir: Path, cfg: RunConfig) -> bool:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     writer.add_scalar(key, value, row["epoch"])
-        metrics = {f"final/{k}": v for k, v in final_metrics(summary, set()).items() if "." not in k}
-        writer.add_hparams(tensorboard_hparams(cfg, run_dir), metrics, run_name=".")
+        add_hparams_session(writer, cfg, run_dir, summary, summary["status"])
         writer.close()
     if wants_mlflow:
         mirror = MLflowMirror(run_dir, cfg)

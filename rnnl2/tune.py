@@ -20,6 +20,7 @@ from .runs import FAILED, FINISHED, PAUSED, FolderLock, check_unlocked, read_sum
 from .samplers import build_sampler
 from .sweep import folder_config_hash, set_aside
 from .manifest import Manifest, PlannedRun
+from .tracking import close_pruned
 from .tune_outputs import load_trials, select_best, write_figures, write_trials
 from .tune_plan import TunePlan, check_definition, trial_name, write_definition
 
@@ -197,6 +198,8 @@ class Tuner:
     def decided(self, events: list[tuple[str, Trial]]) -> None:
         self.save()
         for kind, trial in events:
+            if kind == "stopped":
+                close_pruned(self.runs[trial.name].run_dir)
             self.emit(kind, trial, epoch=self.plan.rungs[trial.rung - 1 if kind == "promoted" else trial.rung])
         self.sampler.update([t for _, t in events], self.plan.rungs)
 

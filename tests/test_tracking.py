@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -155,6 +157,49 @@ def test_tracking_turned_on_for_a_finished_sweep_logs_it_without_retraining(tmp_
         assert events.Scalars("final/test_loss")[0].value == pytest.approx(summary["test_loss"])
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
-        assert set(hparams) == {"l2.lambda", "l2.mode"}  # what the sweep varies, plus λ and the mode
+        assert set(hparams) == {"l2.lambda", "l2.mode", "status"}  # what the sweep varies, λ, the mode, its end
+        assert hparams["status"].string_value == summary["status"]
     third = invoke(*args, *tracked)  # logged once: a rerun adds no MLflow run
     assert third.exit_code == 0 and len(mlflow_store.search_runs([experiment.experiment_id])) == 2
+
+
+def hparams_session(run_dir: Path) -> dict[str, Any]:
+    """The last HParams session a run folder's TensorBoard events hold: {name: value}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    values = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    return {k: v.string_value if v.HasField("string_value") else v.number_value for k, v in values.items()}
+
+
+def test_every_tune_trial_and_a_diverged_run_get_an_hparams_session_with_their_status(tiny_config, tmp_path):
+    pytest.importorskip("tensorboard")
+    tune_dir = tmp_path / "tune"
+    args = ["tune", tiny_config, "--space", "l2.lambda=0|loguniform(1e-5,1e-1)", "--trials", "2", "--eta", "2"]
+    args += ["--min-epochs", "1", "--max-epochs", "2", "--threads", "1", "--tune-dir", tune_dir]
+    result = invoke(*args, "--set", "output.tensorboard=true", "-q")
+    assert result.exit_code == 0, result.output
+    trials = json.loads((tune_dir / "trials.json").read_text())["trials"]
+    states = {}
+    for trial in trials:
+        session = hparams_session(Path(trial["run_dir"]))
+        assert set(session) == {"l2.lambda", "l2.mode", "status"}
+        assert session["l2.lambda"] == pytest.approx(trial["params"]["l2.lambda"])
+        states[trial["state"]] = session["status"]
+    assert states == {"completed": "completed", "stopped": "pruned"}  # its folder stays paused at its rung
+    diverged = invoke(
+        "train",
+        tiny_config,
+        "--set",
+        "l2.lambda=1e300",
+        "--set",
+        "output.tensorboard=true",
+        "--run-dir",
+        tmp_path / "run",
+        "-q",
+    )
+    assert diverged.exit_code == 1
+    assert hparams_session(tmp_path / "run")["status"] == "diverged"
