@@ -1,6 +1,6 @@
-"""Sweeps: expand `--grid` axes × explicit override sets × seeds into runs, keep the manifest
-`sweep.jsonl`, and pick the best configuration. Running them lives in `launch.py`; `compare`
-lends the metric directions (imports: config, runs, compare; evaluate only to test the winner).
+"""Sweeps: expand `--grid` axes × explicit override sets × seeds into runs, reconcile the
+manifest `sweep.jsonl` (`manifest`) with the run folders, and pick the best configuration. The
+value grammar is `grid`'s; running the runs is `launch/`'s; `compare` lends the metric directions.
 
     runs/<name>/sweep-<hash>/      sweep.json (the definition)  sweep.jsonl (one line per run)
         000-l2.lambda=0_seed=0/    an ordinary run folder (config.yaml, metrics.jsonl, summary.json)

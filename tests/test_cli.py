@@ -213,3 +213,30 @@ def test_python_m_rnnl2_help():
     assert done.returncode == 0
     for command in ("train", "eval", "config"):
         assert command in done.stdout
+
+
+def test_a_sigterm_a_library_wraps_in_its_own_error_still_exits_130(tiny_config, monkeypatch):
+    """pydantic turns a KeyboardInterrupt raised inside a serializer into its own error: after a
+    SIGTERM that is an interruption (130), not an internal error (3); without one it is a bug."""
+    import os
+    import signal
+
+    import rnnl2.cli.run_commands as commands
+
+    def signalled_inside_a_library(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the boundary's handler raises KeyboardInterrupt here
+        except KeyboardInterrupt as error:
+            raise RuntimeError(f"Error calling function: KeyboardInterrupt: {error}") from None
+
+    monkeypatch.setattr(commands, "load_config", signalled_inside_a_library)
+    result = CliRunner().invoke(app, ["config", "show", str(tiny_config)])
+    assert result.exit_code == 130 and "interrupted" in result.output and "internal error" not in result.output
+
+    def a_bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(commands, "load_config", a_bug)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny_config.parent))
+    result = CliRunner().invoke(app, ["config", "show", str(tiny_config)])
+    assert result.exit_code == 3 and "internal error" in result.output  # the flag belongs to one command

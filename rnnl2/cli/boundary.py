@@ -69,7 +69,11 @@ class ErrorBoundary(TyperGroup):
             reason = error.strerror or str(error) or type(error).__name__
             err.print(f"[red]error:[/red] {escape(str(where))}: {escape(reason)}", highlight=False)
             raise typer.Exit(code=RUN_FAILED if error.errno in RUNTIME_ERRNOS else BAD_INPUT) from None
-        except Exception as error:  # a bug: keep the traceback, show one line
+        except Exception as error:
+            if SIGNALLED.is_set():  # a signal's KeyboardInterrupt that a library wrapped (pydantic does)
+                err.print("[yellow]interrupted[/yellow]", highlight=False)
+                raise typer.Exit(code=INTERRUPTED) from None
+            # a bug: keep the traceback, show one line
             raise typer.Exit(code=report_crash(error, debug=debug_requested(ctx))) from None
         finally:
             restore_sigterm(previous)
@@ -80,9 +84,16 @@ def other_rank() -> bool:
     return os.environ.get("RANK", "0") not in ("", "0")
 
 
+SIGNALLED = threading.Event()
+"""Set when SIGTERM arrived during this command: an exception that follows is the signal's
+KeyboardInterrupt wrapped by a library (pydantic turns one raised inside a serializer into a
+PydanticSerializationError), so it exits 130 as an interruption, not 3 as a bug."""
+
+
 def install_sigterm() -> Any:
     """SIGTERM behaves like Ctrl-C from the first line of a command (the training loop turns
     both into "save and stop"); only the main thread can install handlers."""
+    SIGNALLED.clear()
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
@@ -94,6 +105,7 @@ def restore_sigterm(previous: Any) -> None:
 
 
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    SIGNALLED.set()
     raise KeyboardInterrupt
 
 
