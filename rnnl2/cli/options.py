@@ -90,6 +90,11 @@ SlurmOptions = Annotated[
         "timeout_min=120, gpus_per_node=1, cpus_per_task=4; non-generic keys go to SLURM (slurm_KEY).",
     ),
 ]
+BackendOption = Annotated[Backend, typer.Option("--backend", help="local (processes on this machine), ray or slurm.")]
+RayAddress = Annotated[
+    Optional[str], typer.Option("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")]
 Overrides = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Override a key: --set l2.lambda=1e-4 (value parsed as YAML; repeatable)."),

@@ -15,6 +15,9 @@ from .app import app
 from .console import err
 from .options import (
     Backend,
+    BackendOption,
+    Quiet,
+    RayAddress,
     ConfigPath,
     Isolate,
     Overrides,
@@ -56,17 +59,15 @@ def sweep(
         bool, typer.Option("--dry-run", help="Print one `rnnl2 train` command per run and nothing else.")
     ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop all runs at the first failure.")] = False,
-    backend: Annotated[Backend, typer.Option(help="local (processes on this machine), ray or slurm.")] = Backend.local,
+    backend: BackendOption = Backend.local,
     isolate: Isolate = False,
-    ray_address: Annotated[
-        Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
-    ] = None,
+    ray_address: RayAddress = None,
     slurm: SlurmOptions = None,
     select: Annotated[
         Optional[str],
         typer.Option(help="Pick the best configuration by METRIC[:min|max] (mean over seeds); writes best.yaml."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")] = False,
+    quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
     """Run a grid of configurations × seeds; the same command again resumes it. Last stdout line: the sweep folder."""
@@ -177,13 +178,11 @@ def tune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the rung plan and the first bracket's commands; run nothing.")
     ] = False,
-    backend: Annotated[Backend, typer.Option(help="local (processes on this machine), ray or slurm.")] = Backend.local,
+    backend: BackendOption = Backend.local,
     isolate: Isolate = False,
-    ray_address: Annotated[
-        Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
-    ] = None,
+    ray_address: RayAddress = None,
     slurm: SlurmOptions = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the result.")] = False,
+    quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
     """Search hyperparameters with successive halving (synchronous, per bracket): trials pause at
