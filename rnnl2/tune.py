@@ -196,10 +196,11 @@ class Tuner:
         self.on_event(kind, {**info, "epochs": trial.epochs, "error": trial.error, **extra})
 
     def decided(self, events: list[tuple[str, Trial]]) -> None:
-        self.save()
-        for kind, trial in events:
+        for kind, trial in events:  # before the decision is saved: a driver killed between the two redoes both
             if kind == "stopped":
                 close_pruned(self.runs[trial.name].run_dir)
+        self.save()
+        for kind, trial in events:
             self.emit(kind, trial, epoch=self.plan.rungs[trial.rung - 1 if kind == "promoted" else trial.rung])
         self.sampler.update([t for _, t in events], self.plan.rungs)
 
