@@ -9,6 +9,9 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
                etth1_small);
 - sh-tpe:      the same with `--sampler tpe` (Optuna);
 - hb-random:   `--scheduler hyperband`: bracket j starts at rung j, the last trains every trial to the end;
+- pbt-N:       `--scheduler pbt --trials N`: a population of N random λ, trained to the end; every
+               max-epochs ÷ 5 epochs the worst quarter copies a best member and perturbs its λ
+               (costs N runs: N/8 of the grid's epochs);
 - adaptive-*:  one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}: the
                hyper-loss on a held-out 10 % of the training split (`-train`) or on the validation
                split (`-val`), from the first step or once validation stops improving (`-plateau`),
@@ -47,6 +50,7 @@ ADAPTIVE = {  # method → the l2.adapt settings beside method=hypergradient (de
     "adaptive-val-plateau": ["l2.adapt.holdout=val", "l2.adapt.start=plateau", "l2.adapt.every=2", "l2.adapt.lr=0.1"],
     "adaptive-val-implicit": ["l2.adapt.holdout=val", "l2.adapt.horizon=implicit"],
 }
+PBT = {"pbt-3": 3, "pbt-4": 4, "pbt-8": 8}  # method → population
 TASKS = {  # config, max epochs, selection metric, test metric, whether higher is better
     "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy", True),
     "trec_small": ("trec_small.yaml", 9, "val_accuracy", "test_accuracy", True),
@@ -195,7 +199,7 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["grid", "sh-random", "sh-tpe", "hb-random", *ADAPTIVE],
-        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", *ADAPTIVE],
+        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", *PBT, *ADAPTIVE],
     )
     parser.add_argument("--budgets", nargs="+", default=["full", "third"], choices=["full", "third"])
     parser.add_argument("--jobs", type=int, default=2)
@@ -236,6 +240,10 @@ def main() -> None:
                     label = f"{method}-{budget_name}"
                     found = search(task, seed, sampler, trials, args.out, args.jobs, threads, label, scheduler)
                     rows.append({"method": label, **found})
+            for method in [m for m in args.methods if m in PBT]:
+                population = PBT[method]
+                found = search(task, seed, "random", population, args.out, args.jobs, threads, method, "pbt")
+                rows.append({"method": method, **found})
             for method in [m for m in args.methods if m in ADAPTIVE]:
                 for lambda0 in LAMBDA0:
                     rows.append(

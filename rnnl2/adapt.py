@@ -44,7 +44,7 @@ from .data import Split, Task
 from .evaluate import build_loss
 from .optim import decays_in_optimizer
 from .regularization import L2Group, L2Penalty
-from .runs import CheckpointError
+from .checkpoints import CheckpointError
 
 BETAS = (0.9, 0.99)  # Adam's moment decays, for the step in log λ
 TINY = 1e-30  # keeps the normalisation finite when every hypergradient so far was 0

@@ -15,7 +15,7 @@ from .data import DataSpec, Split, Task, build_splits, load_new_data
 from .device import resolve_device
 from .metrics import reference_baseline
 from .models import build_model
-from .runs import CheckpointError, load_checkpoint, resolve_checkpoint
+from .checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint
 
 IGNORE_INDEX = -100  # targets at padded steps
 

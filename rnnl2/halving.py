@@ -47,6 +47,12 @@ class Trial:
     error: str | None = None
     optuna: dict[str, int] | None = None
     """The Optuna trial (`number`, `id`) when the sampler is tpe."""
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    """pbt: `{epoch, params, from}` for its start and every copy: the values it trained with
+    from each epoch on, and whose weights it took then (`pbt.decide`)."""
+    pending: dict[str, Any] | None = None
+    """pbt: a copy decided and not yet trained on: `{from, epoch, params, donor_params}`, plus
+    `copied` once the folder is in place; cleared when the trial reaches its next interval."""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "values": {str(k): v for k, v in self.values.items()}}

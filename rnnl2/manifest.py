@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class PlannedRun:
     run_dir: Path
     epochs: int = 0
     """`train.epochs` of its config: what the live progress plans for it."""
+    resume_sets: list[str] = field(default_factory=list)
+    """--set changes its next resume applies with --force (a pbt member that took another's folder)."""
 
 
 class Manifest:
@@ -48,11 +50,14 @@ class Manifest:
     def save(self) -> None:
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
-    def merge(self, runs: list[PlannedRun]) -> None:
-        """Add the planned runs; keep the records of the same run (same folder and hash)."""
+    def merge(self, runs: list[PlannedRun], replan: bool = False) -> None:
+        """Add the planned runs; keep the records of the same run (same folder and hash). With
+        `replan` (a pbt member's values change as it goes), a record takes its run's new plan."""
         old = {r.get("name"): r for r in self.records if isinstance(r.get("name"), str)}
         for name, record in old.items():
             match = next((r for r in runs if r.name == name), None)
+            if replan and match is not None:
+                record |= {"overrides": match.varying, "set": match.overrides, "config_hash": match.config_hash}
             if match is None or record.get("config_hash") != match.config_hash:
                 raise Rnnl2Error(
                     f"{self.path} belongs to a different sweep (run {name} differs); use another --sweep-dir"

@@ -16,16 +16,8 @@ from typing import Any, Sequence
 from .config import RunConfig, apply_overrides, load_config, to_plain_dict, validate_config
 from .distributed import is_main_process
 from .errors import ConfigError, Rnnl2Error
-from .runs import (
-    FINISHED,
-    CheckpointError,
-    FolderLock,
-    check_writable,
-    load_checkpoint,
-    read_run_id,
-    read_summary,
-    write_config,
-)
+from .runs import FINISHED, FolderLock, check_writable, read_run_id, read_summary, write_config
+from .checkpoints import CheckpointError, load_checkpoint
 from .state import check_resume_payload, config_differences, restore_state
 from .train import Observer, RunResult, train_epochs
 from .setup import build_setup
@@ -52,8 +44,8 @@ def resume(
         check_not_finished(run_dir, force)
         payload = read_last_checkpoint(run_dir)
         saved = checkpoint_config(run_dir, payload)
-        check_config_file(run_dir, saved)
         wanted = resolve_config(run_dir, saved, cfg, overrides, force)
+        check_config_file(run_dir, saved, wanted)
         check_writable(run_dir)
         s = build_setup(wanted)
         try:
@@ -120,15 +112,17 @@ def checkpoint_config(run_dir: Path, payload: dict[str, Any]) -> RunConfig:
         raise CheckpointError(str(error)) from None
 
 
-def check_config_file(run_dir: Path, saved: RunConfig) -> None:
-    """config.yaml must say what last.pt says: an edit there would change the run unrecorded."""
+def check_config_file(run_dir: Path, saved: RunConfig, wanted: RunConfig) -> None:
+    """config.yaml must say what last.pt says: an edit there would change the run unrecorded. It
+    may say what a --force resume asks for (`wanted`): that resume wrote it, then was killed
+    before its first checkpoint."""
     try:
         on_disk = load_config(run_dir / "config.yaml")
     except ConfigError as error:
         raise ConfigError(
             f"--resume {run_dir}: its config.yaml is not the config the run trained with: {error}"
         ) from None
-    if on_disk != saved:
+    if on_disk not in (saved, wanted):
         changes = "\n".join(f"  {line}" for line in config_differences(saved, on_disk))
         raise ConfigError(
             f"--resume {run_dir}: config.yaml was changed after the last checkpoint "

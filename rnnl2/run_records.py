@@ -18,10 +18,7 @@ from .evaluate import evaluate, evaluate_baselines, prefixed
 from .metrics import reference_baseline
 from .models import count_parameters
 from .regularization import L2Penalty
-from .runs import (
-    PAUSED,
-    write_json,
-)
+from .runs import PAUSED, run_lineage, write_json
 from .state import TrainState
 
 
@@ -100,6 +97,9 @@ def write_summary(
         "penalized_parameters": sum(p.numel() for g in s.groups for p in g.params),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "rnnl2": __version__},
     }
+    lineage = run_lineage(run_dir)
+    if lineage:  # a pbt member: whose weights it took, and its values from each epoch on
+        summary["lineage"] = lineage
     if state.resumed_from:  # wall_seconds counts every segment up to its last checkpoint; this one alone:
         summary |= {"resumed_from": state.resumed_from, "wall_seconds_segment": elapsed}
     if status in ("interrupted", PAUSED):

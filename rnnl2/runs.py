@@ -7,16 +7,13 @@ import csv
 import io
 import json
 import os
-import pickle
 import re
 import secrets
 import shutil
-import struct
 import tempfile
 import time
 import uuid
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +22,6 @@ import yaml
 from .config import RunConfig, to_plain_dict
 from .errors import Rnnl2Error, Rnnl2Warning, RunLocked
 
-CHECKPOINT_FORMAT = "rnnl2-checkpoint-v1"
 FINISHED = ("completed", "early_stopped", "max_steps")
 """summary.json statuses of a run that ended by its own rules (the others: interrupted, diverged, paused)."""
 PAUSED = "paused"
@@ -33,24 +29,6 @@ PAUSED = "paused"
 FAILED = "failed"
 """A run a crash stopped (a bug, the allocator); summary.json carries the error. With a last.pt
 it can be resumed; without one its folder is removed (nothing was trained to keep)."""
-# What torch.load raises on a refused pickle, a truncated zip or garbage bytes.
-LOAD_ERRORS = (
-    pickle.UnpicklingError,
-    RuntimeError,
-    EOFError,
-    ValueError,
-    zipfile.BadZipFile,
-    OSError,
-    KeyError,
-    AttributeError,
-    IndexError,
-    TypeError,
-    struct.error,
-)  # the last three: text or random bytes
-
-
-class CheckpointError(Rnnl2Error):
-    """A checkpoint is missing, damaged, unsafe or does not fit the model."""
 
 
 def file_mode() -> int:
@@ -78,6 +56,15 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_write_leftovers(folder: Path, names: tuple[str, ...]) -> None:
+    """Delete the temp files `atomic_write` left for `names` in `folder` when its process was
+    SIGKILLed mid-write; call it only while holding the folder's lock (no live writer)."""
+    for name in names:
+        for leftover in folder.glob(f".{name}.*"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -172,6 +159,16 @@ def read_run_id(run_dir: Path) -> str | None:
     if not isinstance(run_id, str):
         raise Rnnl2Error(f"{path}: has no run_id; the file is damaged")
     return run_id
+
+
+def run_lineage(run_dir: Path) -> list[dict[str, Any]]:
+    """The lineage run.json records for a pbt member (`pbt.copy_member`); empty for any other run."""
+    path = run_dir / RUN_FILE
+    try:
+        lineage = read_json(path).get("lineage") if path.is_file() else None
+    except Rnnl2Error:
+        return []
+    return lineage if isinstance(lineage, list) else []
 
 
 class FolderLock:
@@ -340,60 +337,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return read_jsonl(path)
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save of plain dicts and tensors only, written atomically."""
-    import torch  # here, not at the top: compare and report read run folders without torch
-
-    buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
-    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()), binary=True)
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or a run folder meaning its best (else last) checkpoint."""
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            candidate = path / "checkpoints" / name
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this folder")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint or run folder")
-    return path
-
-
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True, so a crafted file cannot run code; damage is a clear error."""
-    import torch
-
-    verify_archive(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except LOAD_ERRORS as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: not a loadable rnnl2 checkpoint (unsafe, truncated or corrupt): {first}"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an rnnl2 checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    return payload
-
-
-def verify_archive(path: Path) -> None:
-    """Check every member of the checkpoint's zip archive against its stored CRC-32: torch.load
-    does not, so flipped bytes in a tensor would load as silently wrong weights."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: damaged checkpoint, not a readable archive ({err})") from None
-    if bad is not None:
-        raise CheckpointError(
-            f"{path}: damaged checkpoint: {bad} fails its CRC check (the file was changed or "
-            "corrupted after it was written)"
-        )
 
 
 def record_eval(checkpoint: Path, split: str, result: dict[str, Any]) -> Path | None:

@@ -11,7 +11,7 @@ from .data.text import EOS, UNK, encode_lm_text
 from .device import resolve_device
 from .errors import ConfigError
 from .evaluate import load_trained
-from .runs import CheckpointError
+from .checkpoints import CheckpointError
 
 
 def load_language_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:

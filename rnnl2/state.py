@@ -19,7 +19,8 @@ import torch
 from . import __version__
 from .config import RunConfig, to_plain_dict
 from .precision import check_scaler_state
-from .runs import CheckpointError, MetricsLog, save_checkpoint
+from .runs import MetricsLog
+from .checkpoints import CheckpointError, save_checkpoint
 
 
 @dataclass

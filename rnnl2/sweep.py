@@ -173,7 +173,9 @@ def train_command(
     `pause_after`, stop after that epoch (a `tune` rung)."""
     pause = ["--pause-after", str(pause_after)] if pause_after is not None else []
     if resume:
-        return [*program, "train", "--resume", str(run.run_dir), *pause, "--quiet"]
+        changes = [arg for item in run.resume_sets for arg in ("--set", item)]
+        force = ["--force", *changes] if changes else []
+        return [*program, "train", "--resume", str(run.run_dir), *force, *pause, "--quiet"]
     argv = [*program, "train", str(spec.config)]
     for item in run.overrides:
         argv += ["--set", item]

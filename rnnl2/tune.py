@@ -16,15 +16,19 @@ from typing import Any, Callable
 from .errors import ConfigError, Rnnl2Warning
 from .halving import ACTIVE, Trial, run_bracket
 from .launch import Launch, execute
-from .runs import FAILED, FINISHED, PAUSED, FolderLock, check_unlocked, read_summary
+from .runs import FAILED, FINISHED, PAUSED, FolderLock, check_unlocked, read_summary, remove_write_leftovers
 from .samplers import build_sampler
 from .sweep import folder_config_hash, set_aside
 from .manifest import Manifest, PlannedRun
+from .pbt import copy_member
+from .pbt import decide as decide_interval
 from .tracking import close_pruned
 from .tune_outputs import load_trials, select_best, write_figures, write_trials
 from .tune_plan import TunePlan, check_definition, trial_name, write_definition
 
 EventFn = Callable[[str, dict[str, Any]], None]
+DRIVER_FILES = ("trials.json", "trials.csv", "sweep.jsonl", "tune.json", "best.yaml", "selection.json")
+"""What the tune driver writes in its folder: a SIGKILLed driver may leave a temp file of each."""
 KILLED_RETRIES = 1
 """Times a trial killed from outside resumes at once, before the tune stops to wait for a rerun."""
 KILLED_EXIT_CODES = (128 + 9, 128 + 15)
@@ -93,6 +97,7 @@ def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, in
     plan.tune_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(plan.tune_dir):  # one driver per tune folder
         check_definition(plan)
+        remove_write_leftovers(plan.tune_dir, DRIVER_FILES)
         try:
             sampler = build_sampler(plan, plan.tune_dir)
         except ConfigError:  # a bad --storage: leave no folder behind
@@ -120,7 +125,7 @@ class Tuner:
         self.trials = load_trials(plan.tune_dir)
         self.runs: dict[str, PlannedRun] = {t.name: plan.planned_run(t) for t in self.trials}
         self.manifest = Manifest(plan.tune_dir)
-        self.manifest.merge(list(self.runs.values()))
+        self.manifest.merge(list(self.runs.values()), replan=plan.pbt)
         self.sampler.update(self.trials, plan.rungs)  # what a stopped driver had not told it yet
         self.killed: list[Trial] = []  # trials killed from outside twice in this call: the rung waits
         self.revive_killed()
@@ -130,6 +135,8 @@ class Tuner:
     def run(self) -> bool:
         """Finish the brackets begun, then start new ones until there are `trials`; True when interrupted."""
         try:
+            if self.plan.pbt:
+                return self.populate()
             for bracket in sorted({t.bracket for t in self.trials}):
                 if self.halve([t for t in self.trials if t.bracket == bracket]):
                     return True
@@ -146,6 +153,36 @@ class Tuner:
         finally:
             self.save()
         return False
+
+    def populate(self) -> bool:
+        """pbt: one population, trained interval by interval; after each, the worst take a
+        copy of a best one's folder and perturbed values (`pbt.decide`). True when interrupted."""
+        if len(self.trials) < self.plan.trials:
+            self.new_bracket(self.plan.trials - len(self.trials), number=0)
+        rungs = self.plan.rungs
+        for k in range(len(rungs)):
+            self.carry_out_copies()
+            todo = [t for t in self.trials if t.rung == k and t.state in ACTIVE]
+            if todo and self.train(todo):
+                return True
+            if k + 1 < len(rungs):
+                events = decide_interval(self.trials, k, rungs, self.plan.mode, self.plan.spaces, self.plan.spec.seed)
+                for kind, trial in events:
+                    if kind == "exploited":
+                        self.runs[trial.name] = self.plan.planned_run(trial)
+                self.manifest.merge(list(self.runs.values()), replan=True)
+                self.decided(events)
+        return False
+
+    def carry_out_copies(self) -> None:
+        """Every copy decided and not yet made: the recipient's folder becomes the donor's, as it
+        was paused at the interval's end (`pbt.copy_member`), saved as done before training."""
+        for trial in self.trials:
+            if trial.pending and not trial.pending.get("copied"):
+                source = self.plan.tune_dir / trial.pending["from"]
+                copy_member(source, self.runs[trial.name].run_dir, trial.pending["epoch"], trial.lineage)
+                trial.pending["copied"], trial.epochs = True, trial.pending["epoch"]
+                self.save()
 
     def revive_killed(self) -> None:
         """A trial an outside kill failed (SIGKILL of its worker, the OOM killer) by an earlier
@@ -167,16 +204,18 @@ class Tuner:
     def halve(self, bracket: list[Trial]) -> bool:
         return run_bracket(bracket, self.plan.rungs, self.plan.spec.eta, self.plan.mode, self.train, self.decided)
 
-    def new_bracket(self, size: int, start: int = 0) -> list[Trial]:
+    def new_bracket(self, size: int, start: int = 0, number: int | None = None) -> list[Trial]:
         """`size` new trials admitted to rung `start`, each saved as soon as the sampler gives it
-        (a tpe trial is asked once)."""
-        number = max((t.bracket for t in self.trials), default=-1) + 1
+        (a tpe trial is asked once); `number`: the bracket (default: a new one)."""
+        number = max((t.bracket for t in self.trials), default=-1) + 1 if number is None else number
         bracket = []
         for _ in range(size):
             params, ref = self.sampler.propose(len(self.trials), self.trials)
             trial = Trial(
                 len(self.trials), trial_name(len(self.trials), params), params, number, rung=start, optuna=ref
             )
+            if self.plan.pbt:
+                trial.lineage = [{"epoch": 0, "params": dict(params), "from": None}]
             self.trials.append(trial)
             self.runs[trial.name] = self.plan.planned_run(trial)
             bracket.append(trial)
@@ -201,7 +240,13 @@ class Tuner:
                 close_pruned(self.runs[trial.name].run_dir)
         self.save()
         for kind, trial in events:
-            self.emit(kind, trial, epoch=self.plan.rungs[trial.rung - 1 if kind == "promoted" else trial.rung])
+            went_on = kind in ("promoted", "exploited")
+            extra = (
+                {"source": trial.pending["from"], "params": trial.params}
+                if kind == "exploited" and trial.pending
+                else {}
+            )
+            self.emit(kind, trial, epoch=self.plan.rungs[trial.rung - 1 if went_on else trial.rung], **extra)
         self.sampler.update([t for _, t in events], self.plan.rungs)
 
     def train(self, todo: list[Trial]) -> bool:
@@ -256,14 +301,27 @@ class Tuner:
         if not run.run_dir.exists():
             return "fresh"
         check_unlocked(run.run_dir)
-        if folder_config_hash(run.run_dir) == run.config_hash:
-            if settle(trial, read_summary(run.run_dir) or {}, self.target(trial)):
+        hashes = {run.config_hash}
+        if trial.pending:  # a pbt copy: the donor's config until its resume rewrites it
+            hashes.add(self.plan.config_hash(trial.pending["donor_params"]))
+        if folder_config_hash(run.run_dir) in hashes:
+            if self.settle(trial, read_summary(run.run_dir) or {}):
                 return None
             if (run.run_dir / "checkpoints" / "last.pt").is_file():
                 return "resume"
         moved = set_aside(run.run_dir)
         warnings.warn(f"{run.name}: kept its unfinished attempt in {moved.name}; starting it again", Rnnl2Warning)
         return "fresh"
+
+    def settle(self, trial: Trial, summary: dict[str, Any]) -> bool:
+        """`settle` at the trial's rung; a pbt member is ranked by its metric at that epoch, and
+        a copy it was waiting to train on is done once it gets there."""
+        if not settle(trial, summary, self.target(trial), current=self.plan.pbt):
+            return False
+        if trial.pending:
+            trial.pending = None
+            self.runs[trial.name] = self.plan.planned_run(trial)
+        return True
 
     def relay(self, kind: str, record: dict[str, Any]) -> None:
         """`launch.execute`'s events: record each trial's end as soon as it comes."""
@@ -273,7 +331,7 @@ class Tuner:
             self.emit("start", trial, resume=bool(record.get("resume")))
             return
         summary = read_summary(Path(record["run_dir"])) or {}
-        if kind in ("done", "failed") and not settle(trial, summary, self.target(trial)):
+        if kind in ("done", "failed") and not self.settle(trial, summary):
             trial.error = record.get("error") or f"ended before epoch {self.target(trial)}"
             if killed_from_outside(record, summary):
                 self.back_to_training(trial)
@@ -303,10 +361,11 @@ def rung_decided(trials: list[Trial], trial: Trial) -> bool:
     return any(t.rung > trial.rung or (t.rung == trial.rung and t.state == "stopped") for t in peers)
 
 
-def settle(trial: Trial, summary: dict[str, Any], target: int) -> bool:
+def settle(trial: Trial, summary: dict[str, Any], target: int, current: bool = False) -> bool:
     """Record what a run's summary.json says about its trial reaching epoch `target`: paused there,
     finished (early stopping may end it sooner; its test metrics are in), or diverged; False when
-    it has not got there yet."""
+    it has not got there yet. Its value there is the best so far, or with `current` (pbt) the
+    metric at that epoch while it is paused."""
     status = summary.get("status")
     if status == PAUSED and (summary.get("epochs_run") or 0) >= target:
         trial.state = "paused"
@@ -318,6 +377,8 @@ def settle(trial: Trial, summary: dict[str, Any], target: int) -> bool:
     else:
         return False
     value = summary.get("best_value")
+    if current and trial.state == "paused":
+        value = (summary.get("final") or {}).get(summary.get("best_metric"))
     good = trial.state != "failed" and isinstance(value, (int, float)) and math.isfinite(value)
     trial.values[target] = float(value) if good else None
     trial.epochs = summary.get("epochs_run") or trial.epochs

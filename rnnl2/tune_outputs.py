@@ -16,6 +16,7 @@ from .halving import STATES, Trial
 from .runs import read_json, write_json, write_text
 from .space import Space
 from .grid import format_value
+from .pbt import schedule_text
 
 TRIALS_FILE = "trials.json"
 
@@ -42,13 +43,16 @@ def write_trials(tune_dir: Path, plan_info: dict[str, Any], trials: list[Trial],
     write_json(tune_dir / TRIALS_FILE, {**plan_info, "trials": rows})
     rungs, metric = plan_info["rungs"], plan_info["metric"]
     finals = sorted({k for t in trials for k in t.metrics if k.startswith(("val_", "test_"))})
-    columns = ["trial", "state", "bracket", *keys, *(f"{metric}@{r}" for r in rungs), "epochs", *finals, "run_dir"]
+    schedules = [f"{k} schedule" for k in keys] if any(len(t.lineage) > 1 for t in trials) else []
+    columns = ["trial", "state", "bracket", *keys, *schedules, *(f"{metric}@{r}" for r in rungs), "epochs"]
+    columns += [*finals, "run_dir"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for t in trials:
         row = {"trial": t.number, "state": t.state, "bracket": t.bracket, "epochs": t.epochs}
         row |= {k: cell(t.params.get(k)) for k in keys}
+        row |= {f"{k} schedule": schedule_text(t, k) for k in keys} if schedules else {}
         row |= {f"{metric}@{r}": t.values.get(r) for r in rungs} | {k: t.metrics.get(k) for k in finals}
         writer.writerow({**row, "run_dir": str(tune_dir / t.name)})
     write_text(tune_dir / "trials.csv", buffer.getvalue())

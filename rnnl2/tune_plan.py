@@ -34,10 +34,23 @@ from .space import Space, grid_params, grid_size, overrides, params_key, parse_s
 from .sweep import SweepSpec, config_hash, slug, train_command
 from .grid import MAX_RUNS, format_value
 from .manifest import PlannedRun
+from .pbt import interval_epochs, quantile_count
 
 SAMPLERS = ("random", "grid", "tpe")
-SCHEDULERS = ("halving", "hyperband")
-COMPARED = ("config_hash", "set", "spaces", "sampler", "seed", "eta", "rungs", "grid_points", "scheduler")
+SCHEDULERS = ("halving", "hyperband", "pbt")
+COMPARED = (
+    "config_hash",
+    "set",
+    "spaces",
+    "sampler",
+    "seed",
+    "eta",
+    "rungs",
+    "grid_points",
+    "scheduler",
+    "perturb_epochs",
+    "population",
+)
 """Definition entries that must match for a tune folder to continue (`trials` may grow)."""
 
 
@@ -65,7 +78,10 @@ class TuneSpec:
     """An Optuna storage URL shared by several machines; None: study.journal in the tune folder."""
     scheduler: str = "halving"
     """halving: every bracket starts at the first rung; hyperband: bracket j starts at rung j
-    (`halving.hyperband_sizes`), so one bracket always runs its trials to the end."""
+    (`halving.hyperband_sizes`), so one bracket always runs its trials to the end; pbt: one
+    population of `trials` trains to the end, the worst copying the best every `perturb_epochs`."""
+    perturb_epochs: int | None = None
+    """pbt: epochs between two copies; None: max-epochs ÷ 5, at least 1."""
 
 
 @dataclass(kw_only=True)
@@ -96,8 +112,14 @@ class TunePlan:
         """What `launch.execute` and `train_command` read: the config file and the fixed overrides."""
         return SweepSpec(self.spec.config, list(self.spec.fixed))
 
+    @property
+    def pbt(self) -> bool:
+        return self.spec.scheduler == "pbt"
+
     def bracket(self, number: int, remaining: int, jobs: int = 1) -> tuple[int, int]:
         """(size, first rung) of bracket `number` when `remaining` trials are still to start."""
+        if self.pbt:
+            return remaining, 0
         if self.spec.scheduler == "hyperband":
             sizes = hyperband_sizes(self.trials, self.rungs, self.spec.eta)
             size = sizes[number] if number < len(sizes) else remaining
@@ -115,17 +137,24 @@ class TunePlan:
 
     def planned_run(self, trial: Trial) -> PlannedRun:
         """A trial as a sweep run: its overrides (sampled values, then train.epochs = max-epochs)."""
-        sets = [*self.spec.fixed, *overrides(trial.params), f"train.epochs={self.max_epochs}"]
-        cfg = load_config(self.spec.config, sets)
+        sets = self.overrides(trial.params)
         return PlannedRun(
             index=trial.number,
             name=trial.name,
             varying=dict(trial.params),
             overrides=sets,
-            config_hash=config_hash(to_plain_dict(cfg)),
+            config_hash=self.config_hash(trial.params),
             run_dir=self.tune_dir / trial.name,
             epochs=self.max_epochs,
+            resume_sets=overrides(trial.params) if trial.pending else [],
         )
+
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        """A trial's --set list: the fixed ones, its values, then train.epochs = max-epochs."""
+        return [*self.spec.fixed, *overrides(params), f"train.epochs={self.max_epochs}"]
+
+    def config_hash(self, params: dict[str, Any]) -> str:
+        return config_hash(to_plain_dict(load_config(self.spec.config, self.overrides(params))))
 
 
 def trial_name(number: int, params: dict[str, Any]) -> str:
@@ -162,6 +191,10 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         raise ConfigError(f"--grid-points {spec.grid_points}: give 2 to {MAX_RUNS:,}")
     if spec.scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {spec.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+    if spec.scheduler == "pbt" and spec.sampler == "tpe":
+        raise ConfigError("--scheduler pbt draws its population at random or on a grid: use --sampler random or grid")
+    if spec.perturb_epochs is not None and spec.scheduler != "pbt":
+        raise ConfigError("--perturb-epochs sets the interval of --scheduler pbt; add --scheduler pbt")
     if spec.eta < 2:
         raise ConfigError(f"--eta {spec.eta}: keep at least 2 (the best 1/eta of a rung go on)")
     base = load_config(spec.config, spec.fixed)
@@ -170,10 +203,21 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
     spaces = parse_spaces(spec.spaces)
     check_spaces(spec, spaces, max_epochs)
     scheduler = base.optimizer.scheduler
-    min_epochs, reason = (
-        (spec.min_epochs, "--min-epochs") if spec.min_epochs else default_min_epochs(scheduler, max_epochs, spec.eta)
-    )
-    rungs = rung_epochs(min_epochs, max_epochs, spec.eta)
+    if spec.scheduler == "pbt":
+        if spec.min_epochs is not None:
+            raise ConfigError("--min-epochs places halving's first rung; pbt compares every --perturb-epochs")
+        perturb = spec.perturb_epochs or max(1, max_epochs // 5)
+        if not 1 <= perturb <= max_epochs:
+            raise ConfigError(f"--perturb-epochs {perturb}: give 1 to --max-epochs ({max_epochs})")
+        rungs = interval_epochs(perturb, max_epochs)
+        reason = "--perturb-epochs" if spec.perturb_epochs else f"max-epochs {max_epochs} ÷ 5"
+    else:
+        min_epochs, reason = (
+            (spec.min_epochs, "--min-epochs")
+            if spec.min_epochs
+            else default_min_epochs(scheduler, max_epochs, spec.eta)
+        )
+        rungs = rung_epochs(min_epochs, max_epochs, spec.eta)
     trials = count_trials(spec, spaces)
     stop = base.train.early_stopping
     definition = {
@@ -192,6 +236,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
     }
     if spec.scheduler != "halving":  # left out for halving, so older tune folders keep their hash
         definition["scheduler"] = spec.scheduler
+    if spec.scheduler == "pbt":  # a population does not grow: more trials are another tune
+        definition |= {"perturb_epochs": rungs[0] if len(rungs) > 1 else max_epochs, "population": trials}
     folder = tune_dir or runs_dir / base.name / f"tune-{definition_digest(definition)}"
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--tune-dir {folder}: is a file; give a folder")
@@ -247,6 +293,8 @@ def write_definition(plan: TunePlan) -> None:
 
 def epoch_budget(plan: TunePlan, jobs: int = 1) -> int:
     """Epochs the whole tune trains when no trial stops early or fails."""
+    if plan.pbt:
+        return plan.trials * plan.max_epochs
     return sum(bracket_budget(n, plan.rungs[start:], plan.spec.eta) for n, start in plan.brackets(jobs))
 
 
@@ -260,6 +308,12 @@ def plan_lines(plan: TunePlan, jobs: int = 1) -> list[str]:
         f"tune {plan.tune_dir}: {plan.trials} trials ({plan.spec.sampler}{scheduler}), {plan.metric} ({plan.mode})",
         f"rungs at epochs {', '.join(map(str, plan.rungs))} (first: {plan.min_epochs_reason}), eta {plan.spec.eta}",
     ]
+    if plan.pbt:
+        copies = quantile_count(plan.trials)
+        lines[1] = f"intervals end at epochs {', '.join(map(str, plan.rungs))} ({plan.min_epochs_reason})"
+        lines.append(f"population {plan.trials}: at each interval the worst {copies} copy one of the best {copies}")
+        lines.append(f"{budget} epochs (every member to the end; the copies add none)")
+        return [f"# {line}" for line in lines] + first_commands(plan, [size for size, _ in brackets[:1]])
     flows = []
     for size, start in brackets:
         flow = [size]

@@ -95,3 +95,13 @@ def rnnl2_argv(*args: str) -> list[str]:
 def run_rnnl2(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run `rnnl2 ARGS` in a fresh process to the end, capturing its output as text."""
     return subprocess.run(rnnl2_argv(*args), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+TIMING = ("seconds", "samples_per_s")
+"""metrics.csv columns that measure the machine, not the run."""
+
+
+def metrics_without_timing(run_dir: Path) -> list[dict]:
+    from rnnl2.runs import read_metrics
+
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in read_metrics(run_dir)]

@@ -22,7 +22,8 @@ from rnnl2.evaluate import build_loss
 from rnnl2.optim import build_optimizer
 from rnnl2.regularization import L2Penalty
 from rnnl2.resume import resume
-from rnnl2.runs import CheckpointError, read_metrics
+from rnnl2.runs import read_metrics
+from rnnl2.checkpoints import CheckpointError
 from rnnl2.state import check_resume_payload
 from rnnl2.train import Observer, TrainingInterrupted, run, train_one_epoch
 from rnnl2.setup import build_setup

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from helpers import TINY_TAGGING, write_config
 from rnnl2.cli import app
 from rnnl2.config import load_config
-from rnnl2.runs import read_metrics, save_checkpoint
+from rnnl2.runs import read_metrics
+from rnnl2.checkpoints import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one torch thread
 

@@ -15,7 +15,8 @@ from rnnl2.config import RunConfig, apply_overrides, validate_config
 from rnnl2.evaluate import build_loss
 from rnnl2.optim import build_optimizer
 from rnnl2.regularization import L2Penalty
-from rnnl2.runs import load_checkpoint, read_metrics
+from rnnl2.runs import read_metrics
+from rnnl2.checkpoints import load_checkpoint
 from rnnl2.train import Observer, run, train_one_epoch
 from rnnl2.setup import build_setup
 

@@ -208,7 +208,8 @@ def test_resume_needs_a_run_folder_with_a_last_checkpoint(tmp_path, finished_run
 HALF_WRITE = textwrap.dedent("""
     import io, sys, time, torch
     from pathlib import Path
-    from rnnl2.runs import CHECKPOINT_FORMAT, atomic_write, save_checkpoint
+    from rnnl2.runs import atomic_write
+    from rnnl2.checkpoints import CHECKPOINT_FORMAT, save_checkpoint
 
     path = Path(sys.argv[1])
     save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 1})
@@ -228,7 +229,7 @@ HALF_WRITE = textwrap.dedent("""
 SAVE_FOREVER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from rnnl2.runs import save_checkpoint
+    from rnnl2.checkpoints import save_checkpoint
 
     path, epoch = Path(sys.argv[1]), 0
     while True:
@@ -239,7 +240,7 @@ SAVE_FOREVER = textwrap.dedent("""
 
 
 def test_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
-    from rnnl2.runs import load_checkpoint
+    from rnnl2.checkpoints import load_checkpoint
 
     half, looping = tmp_path / "half" / "last.pt", tmp_path / "loop" / "last.pt"
     writer = spawn("-c", HALF_WRITE, str(half))

@@ -20,18 +20,8 @@ from rnnl2.data import DataSpec
 from rnnl2.evaluate import evaluate_checkpoint
 from rnnl2.models import build_model
 from rnnl2 import runs
-from rnnl2.runs import (
-    CheckpointError,
-    MetricsLog,
-    atomic_write,
-    create_run_dir,
-    load_checkpoint,
-    read_metrics,
-    resolve_checkpoint,
-    save_checkpoint,
-    write_json,
-    write_text,
-)
+from rnnl2.runs import MetricsLog, atomic_write, create_run_dir, read_metrics, write_json, write_text
+from rnnl2.checkpoints import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
 from rnnl2.train import run
 from rnnl2.setup import build_setup
 
@@ -141,7 +131,7 @@ class Evil:
 def test_bad_checkpoint_files_are_a_clear_error(tmp_path, content, capsys):
     path = tmp_path / "bad.pt"
     if content == "pickle":
-        torch.save({"format": runs.CHECKPOINT_FORMAT, "x": Evil()}, path)
+        torch.save({"format": CHECKPOINT_FORMAT, "x": Evil()}, path)
     elif content == "truncated":
         save_checkpoint(path, {"model": {"w": torch.ones(100)}})
         path.write_bytes(path.read_bytes()[:200])
@@ -379,3 +369,14 @@ def test_every_file_a_run_writes_has_the_same_mode(finished):
     _, _, result = finished
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in result.run_dir.rglob("*") if p.is_file()}
     assert len(set(modes.values())) == 1, modes
+
+
+def test_a_killed_writers_temp_files_are_removed_and_nothing_else(tmp_path):
+    from rnnl2.runs import remove_write_leftovers
+
+    (tmp_path / ".trials.json.k2j3").write_text("{")  # atomic_write's temp file of a SIGKILLed driver
+    (tmp_path / ".lock").write_text("")
+    (tmp_path / ".trials.json.dir").mkdir()
+    (tmp_path / "trials.json").write_text("{}")
+    remove_write_leftovers(tmp_path, ("trials.json", "sweep.jsonl"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".trials.json.dir", "trials.json"]

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from helpers import TINY_TAGGING, write_config
 from rnnl2.cli import app
 from rnnl2.config import validate_config
-from rnnl2.runs import load_checkpoint, read_metrics
+from rnnl2.runs import read_metrics
+from rnnl2.checkpoints import load_checkpoint
 from rnnl2.state import StopRequest
 from rnnl2.train import Observer, TrainingDiverged, run
 from rnnl2.setup import build_setup

@@ -114,6 +114,7 @@ TableFormat = Optional[TableFormatChoice]
 class Scheduler(str, enum.Enum):
     halving = "halving"
     hyperband = "hyperband"
+    pbt = "pbt"
 
 
 SchedulerChoice = Optional[Scheduler]

@@ -97,6 +97,8 @@ class TunePrinter(LiveLine):
             "completed": f"completed {info['name']}  {shown}  ({info['epochs']} epochs)",
             "promoted": f"promoted {info['name']}  {shown} at {at}",
             "stopped": f"stopped {info['name']}  {shown} at {at}",
+            "exploited": f"copied {info.get('source')} into {info['name']} at {at} ({shown}), "
+            f"going on with {info.get('params')}",
             "skip": f"already at {at}: {info['name']}",
         }
         if not self.quiet and kind in lines:

@@ -132,8 +132,13 @@ def tune(
         SchedulerChoice,
         typer.Option(
             help="halving: every bracket starts at the first rung; hyperband: bracket j starts at rung j, "
-            "so one bracket trains every trial to the end."
+            "so one bracket trains every trial to the end; pbt: population-based training, the worst quarter "
+            "copies a best member's weights every --perturb-epochs and perturbs its values (×0.8/×1.25)."
         ),
+    ] = None,
+    perturb_epochs: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="--scheduler pbt: epochs between two copies (default: max-epochs ÷ 5, at least 1)."),
     ] = None,
     trials: Annotated[
         Optional[int], typer.Option(min=1, help="Trials in all (grid: every grid point, the default).")
@@ -202,6 +207,7 @@ def tune(
         grid_points=grid_points,
         storage=storage,
         scheduler=(scheduler or Scheduler.halving).value,
+        perturb_epochs=perturb_epochs,
     )
     plan = plan_tune(spec, runs_dir, tune_dir)
     launch = build_launch(backend, jobs, runs_per_gpu, threads, isolate, ray_address, slurm)

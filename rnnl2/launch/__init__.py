@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runs import FolderLock
+from ..runs import FolderLock, remove_write_leftovers
 from ..sweep import SweepSpec, mirror_done_runs, reconcile, write_definition
 from ..manifest import Manifest, PlannedRun
 from .common import EventFn, Launch, gpu_ids, jobs_for, raise_interrupt, threads_per_run
@@ -40,6 +40,7 @@ def run_sweep(
     killed run continues from its last checkpoint; a failed attempt is set aside and run again."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(sweep_dir):  # one driver per sweep folder; `running` records of a dead one are stale
+        remove_write_leftovers(sweep_dir, ("sweep.json", "sweep.jsonl", "best.yaml", "selection.json"))
         write_definition(sweep_dir, spec, runs)
         manifest = Manifest(sweep_dir)
         manifest.merge(runs)
