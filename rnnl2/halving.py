@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .status import ACTIVE, TrialState
 
-ACTIVE = ("pending", "running", "promoted")
-"""States of a trial that still has to train to its rung."""
-FINAL = ("stopped", "completed", "failed")
-STATES = (*ACTIVE, "paused", *FINAL)
+STATES = tuple(TrialState)
 
 
 @dataclass
@@ -33,7 +31,7 @@ class Trial:
     bracket: int
     rung: int = 0
     """Index of the rung it is admitted to: it trains to rungs[rung] (the last: to the end)."""
-    state: str = "pending"
+    state: str = TrialState.PENDING
     """pending, running, paused (at its rung, waiting for the decision), promoted (admitted to the
     next rung, not yet resumed), stopped (not promoted), completed, failed."""
     values: dict[int, float | None] = field(default_factory=dict)
@@ -132,12 +130,12 @@ def decide(bracket: list[Trial], k: int, rungs: list[int], eta: int, mode: str) 
     keep = {t.number for t in ranked[: keep_count(len(entrants), eta)] if t.values.get(rungs[k]) is not None}
     events = []
     for trial in entrants:
-        if trial.state == "paused" and trial.rung == k:
+        if trial.state == TrialState.PAUSED and trial.rung == k:
             if trial.number in keep:
-                trial.rung, trial.state = k + 1, "promoted"
+                trial.rung, trial.state = k + 1, TrialState.PROMOTED
                 events.append(("promoted", trial))
             else:
-                trial.state = "stopped"
+                trial.state = TrialState.STOPPED
                 events.append(("stopped", trial))
     return events
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from .errors import Rnnl2Error, Rnnl2Warning
 from .runs import read_jsonl, write_text
+from .status import ManifestStatus
 
-STATUSES = ("pending", "running", "done", "failed", "interrupted")
+STATUSES = tuple(ManifestStatus)
 
 
 @dataclass(kw_only=True)
@@ -28,6 +29,14 @@ class PlannedRun:
     """`train.epochs` of its config: what the live progress plans for it."""
     resume_sets: list[str] = field(default_factory=list)
     """--set changes its next resume applies with --force (a pbt member that took another's folder)."""
+    source_hash: str | None = None
+    """pbt: the config hash of the member whose folder it took, which its folder holds until that
+    resume rewrites config.yaml."""
+
+    @property
+    def accepted_hashes(self) -> set[str]:
+        """The configs its folder may hold and still be this run."""
+        return {self.config_hash} | ({self.source_hash} if self.source_hash else set())
 
 
 class Manifest:

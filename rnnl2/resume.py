@@ -16,7 +16,8 @@ from typing import Any, Sequence
 from .config import RunConfig, apply_overrides, load_config, to_plain_dict, validate_config
 from .distributed import is_main_process
 from .errors import ConfigError, Rnnl2Error
-from .runs import FINISHED, FolderLock, check_writable, read_run_id, read_summary, write_config
+from .runs import FolderLock, check_writable, read_run_id, read_summary, write_config
+from .status import FINISHED
 from .checkpoints import CheckpointError, load_checkpoint
 from .state import check_resume_payload, config_differences, restore_state
 from .train import Observer, RunResult, train_epochs

@@ -18,7 +18,8 @@ from .evaluate import evaluate, evaluate_baselines, prefixed
 from .metrics import reference_baseline
 from .models import count_parameters
 from .regularization import L2Penalty
-from .runs import PAUSED, run_lineage, write_json
+from .runs import run_lineage, write_json
+from .status import RunStatus
 from .state import TrainState
 
 
@@ -102,7 +103,7 @@ def write_summary(
         summary["lineage"] = lineage
     if state.resumed_from:  # wall_seconds counts every segment up to its last checkpoint; this one alone:
         summary |= {"resumed_from": state.resumed_from, "wall_seconds_segment": elapsed}
-    if status in ("interrupted", PAUSED):
+    if status in (RunStatus.INTERRUPTED, RunStatus.PAUSED):
         summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
     if s.ranks.main:
         write_json(run_dir / "summary.json", summary)

@@ -22,14 +22,6 @@ import yaml
 from .config import RunConfig, to_plain_dict
 from .errors import Rnnl2Error, Rnnl2Warning, RunLocked
 
-FINISHED = ("completed", "early_stopped", "max_steps")
-"""summary.json statuses of a run that ended by its own rules (the others: interrupted, diverged, paused)."""
-PAUSED = "paused"
-"""A run stopped on purpose after an epoch (`train --pause-after`), to be continued with --resume."""
-FAILED = "failed"
-"""A run a crash stopped (a bug, the allocator); summary.json carries the error. With a last.pt
-it can be resumed; without one its folder is removed (nothing was trained to keep)."""
-
 
 def file_mode() -> int:
     """The mode an ordinary `open()` gives a new file here (0666 less the umask): every file a run

@@ -25,20 +25,13 @@ from typing import Any, Sequence
 
 
 from .config import load_config, read_yaml, to_plain_dict
-from .config.schema import OutputConfig
-from .errors import INTERRUPTED, ConfigError, Rnnl2Error, Rnnl2Warning
+from .errors import ConfigError, Rnnl2Error, Rnnl2Warning
 from .metrics import default_mode
 from .grid import MAX_RUNS, expand_values, format_value, parse_axis, parse_seeds, split_top_level
 from .manifest import Manifest, PlannedRun, read_manifest
-from .runs import (
-    FAILED,
-    FINISHED,
-    check_unlocked,
-    failed_attempt_name,
-    read_summary,
-    write_json,
-    write_text,
-)
+from .run_state import FolderState, config_hash, folder_state
+from .runs import failed_attempt_name, write_json, write_text
+from .status import ManifestStatus
 
 
 @dataclass
@@ -97,25 +90,6 @@ def build_spec(
 
 
 # ----------------------------------------------------------------------- planning
-
-
-def config_hash(cfg_dict: dict[str, Any]) -> str:
-    """12 hex digits of the resolved config: two runs with the same hash train the same model.
-    What only says where results also go (`output.*`: tracking, checkpoints; the mid-epoch
-    checkpoint cadence) is hashed at its default, so turning MLflow or TensorBoard on for a
-    finished sweep finds its runs done instead of planning new ones (and the hashes of folders
-    written with the defaults stay what they were)."""
-    return hashlib.sha256(json.dumps(run_identity(cfg_dict), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def run_identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """The config as far as it decides what is trained: output.* and train.checkpoint_every_steps at their defaults."""
-    plain = dict(cfg_dict)
-    if "output" in plain:
-        plain["output"] = OutputConfig().model_dump(mode="json", by_alias=True)
-    if isinstance(plain.get("train"), dict) and "checkpoint_every_steps" in plain["train"]:
-        plain["train"] = {**plain["train"], "checkpoint_every_steps": None}
-    return plain
 
 
 def slug(varying: dict[str, Any]) -> str:
@@ -190,14 +164,6 @@ def dry_run_lines(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
 # ------------------------------------------------------------------- reconciling
 
 
-def folder_config_hash(run_dir: Path) -> str | None:
-    """The config hash of the config.yaml a run folder holds, or None when it cannot be read."""
-    try:
-        return config_hash(to_plain_dict(load_config(run_dir / "config.yaml")))
-    except Rnnl2Error:
-        return None
-
-
 def set_aside(run_dir: Path) -> Path:
     """Move a failed attempt's folder (and its sweep log) to `<run>.failed-N/`, never deleting it."""
     number = 1
@@ -211,30 +177,6 @@ def set_aside(run_dir: Path) -> Path:
     return target
 
 
-def folder_state(run: PlannedRun, record: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """What a planned run's folder says, read once: `absent`; `done` (with its summary) when
-    summary.json is complete with a finished status and config.yaml holds the planned config;
-    `resume` when something outside stopped it (Ctrl-C, SIGTERM, a kill, a driver that died) and
-    it left a last.pt; else `failed`: it failed by itself (divergence, a crash) and would fail the
-    same way again, left nothing to resume from, or holds another config."""
-    if not run.run_dir.exists():
-        return "absent", None
-    check_unlocked(run.run_dir)  # a run still being written (an orphan of a killed driver)
-    if folder_config_hash(run.run_dir) != run.config_hash:
-        return "failed", None
-    summary = read_summary(run.run_dir) or {}
-    if summary.get("status") in FINISHED:
-        return "done", summary
-    failed_by_itself = summary.get("status") in ("diverged", FAILED) or (
-        record.get("status") == "failed"
-        and (record.get("exit_code") or 0) > 0
-        and record.get("exit_code") != INTERRUPTED
-    )
-    if failed_by_itself or not (run.run_dir / "checkpoints" / "last.pt").is_file():
-        return "failed", None
-    return "resume", None
-
-
 def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[tuple[PlannedRun, bool]]]:
     """Read every run's state from its folder (`folder_state`) and bring the manifest in line;
     returns the runs already done and the runs to start, each with whether it resumes from its
@@ -243,22 +185,26 @@ def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedR
     done, todo = [], []
     for run in runs:
         record = manifest.record(run.name)
-        state, summary = folder_state(run, record)
-        if state == "done":
-            if record.get("status") != "done" or not record.get("metrics"):
-                manifest.update(run.name, status="done", exit_code=0, error=None, metrics=summary_metrics(summary))
+        code = record.get("exit_code") if record.get("status") == ManifestStatus.FAILED else None
+        reading = folder_state(run.run_dir, run.accepted_hashes, code)
+        state, summary = reading.state, reading.summary
+        if state == FolderState.DONE:
+            if record.get("status") != ManifestStatus.DONE or not record.get("metrics"):
+                manifest.update(
+                    run.name, status=ManifestStatus.DONE, exit_code=0, error=None, metrics=summary_metrics(summary)
+                )
             done.append(run)
             continue
-        if state == "failed":
+        if state in (FolderState.FAILED, FolderState.DIVERGED):
             moved = set_aside(run.run_dir)
             warnings.warn(
                 f"{run.name}: its earlier attempt did not finish; kept it in {moved.name} and starting the run again",
                 Rnnl2Warning,
                 stacklevel=2,
             )
-        resume = state == "resume"
+        resume = state == FolderState.RESUME
         todo.append((run, resume))
-        manifest.update(run.name, status="pending", exit_code=None, error=None, resume=resume)
+        manifest.update(run.name, status=ManifestStatus.PENDING, exit_code=None, error=None, resume=resume)
     return done, todo
 
 

@@ -14,11 +14,17 @@ from typing import Any
 from .compare import flatten, summary_numbers
 from .config import RunConfig, to_plain_dict
 from .errors import Rnnl2Error
-from .runs import FAILED, FINISHED, MetricsLog, open_metrics_log, write_json
+from .runs import MetricsLog, open_metrics_log, write_json
+from .status import ENDED, FINISHED, RunStatus
 
 MLFLOW_FILE = "mlflow.json"
 """In the run folder: which MLflow run mirrors it, so a resumed run continues the same one."""
-MLFLOW_STATUS = {"diverged": "FAILED", FAILED: "FAILED", "interrupted": "KILLED", "paused": "KILLED"}
+MLFLOW_STATUS = {
+    RunStatus.DIVERGED: "FAILED",
+    RunStatus.FAILED: "FAILED",
+    RunStatus.INTERRUPTED: "KILLED",
+    RunStatus.PAUSED: "KILLED",
+}
 """rnnl2 status → MLflow run status (finished ones: FINISHED; a resume sets RUNNING again)."""
 
 
@@ -105,7 +111,6 @@ class TrackedLog:
             self.mlflow.finish(summary, final_metrics(summary, self.logged))
 
 
-ENDED = (*FINISHED, "diverged", FAILED)
 """The statuses after which a run is not continued: its HParams session is written then."""
 
 

@@ -24,8 +24,6 @@ from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_man
 from .regularization import L2Penalty
 from .regularizers import describe_terms
 from .runs import (
-    FAILED,
-    PAUSED,
     check_tensorboard,
     check_writable,
     create_run_dir,
@@ -36,6 +34,7 @@ from .runs import (
     write_config,
     write_json,
 )
+from .status import RunStatus
 from .run_records import epoch_row, naive_baselines, write_summary
 from .setup import Setup, build_setup
 from .state import StopRequest, TrainState, detach_hidden, restore_training, save_checkpoints
@@ -241,7 +240,7 @@ def run(
                 raise KeyboardInterrupt from None
             raise
         except Exception:  # a crash before the first checkpoint: nothing to resume, so no folder is left
-            if (read_summary(run_dir) or {}).get("status") == FAILED and not (
+            if (read_summary(run_dir) or {}).get("status") == RunStatus.FAILED and not (
                 run_dir / "checkpoints" / "last.pt"
             ).exists():
                 remove_failed(run_dir)
@@ -304,7 +303,7 @@ def train_epochs(
             "data": s.seen,
         }
     )
-    status = "completed"
+    status = RunStatus.COMPLETED
     with StopRequest() as stop:
         try:
             for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
@@ -327,7 +326,7 @@ def train_epochs(
                 )
                 if stop.signal and state.step_in_epoch < planned:  # a signal ended the epoch part-way
                     save()
-                    status = "interrupted"
+                    status = RunStatus.INTERRUPTED
                     break
                 read_running_loss(state, params, ranks)  # before evaluating: a diverged epoch is not scored
                 row = ranks.share(epoch_row(s, state, stats, penalty, optimizer, epoch_start, adapter))  # rank 0's
@@ -344,20 +343,20 @@ def train_epochs(
                 state.end_epoch(generator)
                 save(improved)
                 status = stop_reason(cfg, state, stop, pause_after)
-                if status != "completed":
+                if status != RunStatus.COMPLETED:
                     break
         except KeyboardInterrupt:  # a second signal: stop at once; last.pt stays as last saved
-            status = "interrupted"
+            status = RunStatus.INTERRUPTED
         except TrainingDiverged:
-            log.finish(write_summary(run_dir, s, state, {}, started, "diverged"))
+            log.finish(write_summary(run_dir, s, state, {}, started, RunStatus.DIVERGED))
             raise
         except Exception as error:  # a crash (a bug, the allocator): close every record it leaves as failed
             if lost_a_rank(error, ranks):  # another rank died: this one stops, resumable from last.pt
-                log.finish(write_summary(run_dir, s, state, {}, started, "interrupted"))
+                log.finish(write_summary(run_dir, s, state, {}, started, RunStatus.INTERRUPTED))
                 raise RankLost(
                     f"another rank of this run stopped; continue with: rnnl2 train --resume {run_dir}"
                 ) from None
-            summary = write_summary(run_dir, s, state, {}, started, FAILED)
+            summary = write_summary(run_dir, s, state, {}, started, RunStatus.FAILED)
             summary["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
             if state.saved_at is not None:
                 summary["resume_with"] = f"rnnl2 train --resume {run_dir}"
@@ -367,10 +366,10 @@ def train_epochs(
             if is_allocation_error(error):
                 raise out_of_memory(error, count_parameters(s.model), cfg.optimizer.name, str(s.device)) from None
             raise
-    if status == "interrupted":
+    if status == RunStatus.INTERRUPTED:
         log.finish(write_summary(run_dir, s, state, {}, started, status))
         raise TrainingInterrupted(run_dir)
-    if status == PAUSED:
+    if status == RunStatus.PAUSED:
         summary = write_summary(run_dir, s, state, {}, started, status)
         log.finish(summary)
         return RunResult(run_dir, summary, state.history)
@@ -402,11 +401,11 @@ def stop_reason(cfg: RunConfig, state: TrainState, stop: StopRequest, pause_afte
     """Why the run stops after this epoch, or `completed` to go on (and at the end). A pause
     yields to every other reason: a run that early-stops at the pause epoch is finished."""
     if stop.signal:
-        return "interrupted"
+        return RunStatus.INTERRUPTED
     if cfg.train.early_stopping.patience is not None and state.since_best >= cfg.train.early_stopping.patience:
-        return "early_stopped"
+        return RunStatus.EARLY_STOPPED
     if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
-        return "max_steps"
+        return RunStatus.MAX_STEPS
     if pause_after is not None and pause_after <= state.epoch < cfg.train.epochs:
-        return PAUSED
-    return "completed"
+        return RunStatus.PAUSED
+    return RunStatus.COMPLETED

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError, Rnnl2Warning
-from .halving import ACTIVE, Trial, run_bracket
+from .halving import Trial, run_bracket
 from .launch import Launch, execute
-from .runs import FAILED, FINISHED, PAUSED, FolderLock, check_unlocked, read_summary, remove_write_leftovers
+from .runs import FolderLock, read_summary, remove_write_leftovers
+from .status import ACTIVE, FINISHED, ManifestStatus, RunStatus, TrialState
 from .samplers import build_sampler
-from .sweep import folder_config_hash, set_aside
+from .run_state import FolderState, folder_state, killed_from_outside
+from .sweep import set_aside
 from .manifest import Manifest, PlannedRun
 from .pbt import copy_member
 from .pbt import decide as decide_interval
@@ -31,8 +33,6 @@ DRIVER_FILES = ("trials.json", "trials.csv", "sweep.jsonl", "tune.json", "best.y
 """What the tune driver writes in its folder: a SIGKILLed driver may leave a temp file of each."""
 KILLED_RETRIES = 1
 """Times a trial killed from outside resumes at once, before the tune stops to wait for a rerun."""
-KILLED_EXIT_CODES = (128 + 9, 128 + 15)
-"""Exit codes a shell or launcher reports for SIGKILL and SIGTERM (a signal's own code is negative)."""
 
 
 @dataclass
@@ -56,7 +56,7 @@ class TuneResult:
 
     @property
     def failed(self) -> list[str]:
-        return [t.name for t in self.trials if t.state == "failed"]
+        return [t.name for t in self.trials if t.state == TrialState.FAILED]
 
     @property
     def epochs_used(self) -> int:
@@ -189,16 +189,16 @@ class Tuner:
         driver goes back to training, as long as its rung was not decided without it: the run
         below resumes it from its last.pt, or sets it aside and trains it again."""
         for trial in self.trials:
-            if trial.state != "failed" or trial.error == "diverged":
+            if trial.state != TrialState.FAILED or trial.error == RunStatus.DIVERGED:
                 continue
             record = self.manifest.record(trial.name)
             summary = read_summary(self.runs[trial.name].run_dir) or {}
-            if killed_from_outside(record, summary) and not rung_decided(self.trials, trial):
+            if killed_from_outside(record.get("exit_code"), summary) and not rung_decided(self.trials, trial):
                 self.back_to_training(trial)
 
     def back_to_training(self, trial: Trial) -> None:
         """The state the trial had before its rung's run began; its value there is not known."""
-        trial.state = "promoted" if trial.rung else "pending"
+        trial.state = TrialState.PROMOTED if trial.rung else TrialState.PENDING
         trial.values.pop(self.target(trial), None)
 
     def halve(self, bracket: list[Trial]) -> bool:
@@ -274,12 +274,17 @@ class Tuner:
             run = self.runs[trial.name]
             how = self.prepare(trial, run)
             if how is None:  # its folder had got there: a driver stopped before it read it
-                self.emit("skip" if trial.state != "failed" else "failed", trial)
+                self.emit("skip" if trial.state != TrialState.FAILED else "failed", trial)
                 continue
             target = self.target(trial)
             pause = target if target < self.plan.max_epochs else None
             record = self.manifest.update(
-                run.name, status="pending", exit_code=None, error=None, resume=how == "resume", pause_after=pause
+                run.name,
+                status=ManifestStatus.PENDING,
+                exit_code=None,
+                error=None,
+                resume=how == "resume",
+                pause_after=pause,
             )
             batch.append((run, record))
         self.save()
@@ -298,17 +303,16 @@ class Tuner:
     def prepare(self, trial: Trial, run: PlannedRun) -> str | None:
         """What the trial's folder says: None when it already reached its rung (recorded now),
         `resume` from its last.pt, or `fresh` (a failed or foreign attempt is set aside first)."""
-        if not run.run_dir.exists():
+        record = self.manifest.record(run.name)
+        code = record.get("exit_code") if record.get("status") == ManifestStatus.FAILED else None
+        reading = folder_state(run.run_dir, run.accepted_hashes, code, self.target(trial))
+        if reading.state == FolderState.ABSENT:
             return "fresh"
-        check_unlocked(run.run_dir)
-        hashes = {run.config_hash}
-        if trial.pending:  # a pbt copy: the donor's config until its resume rewrites it
-            hashes.add(self.plan.config_hash(trial.pending["donor_params"]))
-        if folder_config_hash(run.run_dir) in hashes:
-            if self.settle(trial, read_summary(run.run_dir) or {}):
-                return None
-            if (run.run_dir / "checkpoints" / "last.pt").is_file():
-                return "resume"
+        if reading.state in (FolderState.DONE, FolderState.REACHED, FolderState.DIVERGED):
+            self.settle(trial, reading.summary)
+            return None
+        if reading.state == FolderState.RESUME:
+            return "resume"
         moved = set_aside(run.run_dir)
         warnings.warn(f"{run.name}: kept its unfinished attempt in {moved.name}; starting it again", Rnnl2Warning)
         return "fresh"
@@ -327,38 +331,28 @@ class Tuner:
         """`launch.execute`'s events: record each trial's end as soon as it comes."""
         trial = next(t for t in self.trials if t.name == record["name"])
         if kind == "start":
-            trial.state, self.started = "running", self.started + 1
+            trial.state, self.started = TrialState.RUNNING, self.started + 1
             self.emit("start", trial, resume=bool(record.get("resume")))
             return
         summary = read_summary(Path(record["run_dir"])) or {}
         if kind in ("done", "failed") and not self.settle(trial, summary):
             trial.error = record.get("error") or f"ended before epoch {self.target(trial)}"
-            if killed_from_outside(record, summary):
+            if killed_from_outside(record.get("exit_code"), summary):
                 self.back_to_training(trial)
                 kind = "killed"
             else:
-                trial.state = "failed"
+                trial.state = TrialState.FAILED
                 trial.values[self.target(trial)] = None
         self.save()
         shown = kind if kind in ("interrupted", "killed") else trial.state
         self.emit(shown, trial, error=trial.error or record.get("error"))
 
 
-def killed_from_outside(record: dict[str, Any], summary: dict[str, Any]) -> bool:
-    """Whether a run's failure came from outside it (a signal: SIGKILL, the OOM killer), so the
-    same run would not fail again: the sweep's rule (`sweep.folder_state`). A divergence, a
-    crash it recorded, or an exit code it chose itself are its own."""
-    if summary.get("status") in ("diverged", FAILED):
-        return False
-    code = record.get("exit_code")
-    return isinstance(code, int) and (code < 0 or code in KILLED_EXIT_CODES)
-
-
 def rung_decided(trials: list[Trial], trial: Trial) -> bool:
     """Whether the trial's rung was already decided in its bracket (a trial went past it, or
     stopped there): then reviving the trial would change decisions made without it."""
     peers = [t for t in trials if t.bracket == trial.bracket and t is not trial]
-    return any(t.rung > trial.rung or (t.rung == trial.rung and t.state == "stopped") for t in peers)
+    return any(t.rung > trial.rung or (t.rung == trial.rung and t.state == TrialState.STOPPED) for t in peers)
 
 
 def settle(trial: Trial, summary: dict[str, Any], target: int, current: bool = False) -> bool:
@@ -367,19 +361,19 @@ def settle(trial: Trial, summary: dict[str, Any], target: int, current: bool = F
     it has not got there yet. Its value there is the best so far, or with `current` (pbt) the
     metric at that epoch while it is paused."""
     status = summary.get("status")
-    if status == PAUSED and (summary.get("epochs_run") or 0) >= target:
-        trial.state = "paused"
+    if status == RunStatus.PAUSED and (summary.get("epochs_run") or 0) >= target:
+        trial.state = TrialState.PAUSED
     elif status in FINISHED:
-        trial.state = "completed"
+        trial.state = TrialState.COMPLETED
         trial.metrics = {k: v for k, v in summary.items() if k.startswith(("val_", "test_")) or k == "best_epoch"}
-    elif status == "diverged":
-        trial.state, trial.error = "failed", "diverged"
+    elif status == RunStatus.DIVERGED:
+        trial.state, trial.error = TrialState.FAILED, RunStatus.DIVERGED.value
     else:
         return False
     value = summary.get("best_value")
-    if current and trial.state == "paused":
+    if current and trial.state == TrialState.PAUSED:
         value = (summary.get("final") or {}).get(summary.get("best_metric"))
-    good = trial.state != "failed" and isinstance(value, (int, float)) and math.isfinite(value)
+    good = trial.state != TrialState.FAILED and isinstance(value, (int, float)) and math.isfinite(value)
     trial.values[target] = float(value) if good else None
     trial.epochs = summary.get("epochs_run") or trial.epochs
     trial.seconds = summary.get("wall_seconds") or trial.seconds  # every segment so far, resumes included

@@ -31,7 +31,8 @@ from .halving import (
 )
 from .runs import read_json, write_json
 from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
-from .sweep import SweepSpec, config_hash, slug, train_command
+from .run_state import config_hash
+from .sweep import SweepSpec, slug, train_command
 from .grid import MAX_RUNS, format_value
 from .manifest import PlannedRun
 from .pbt import interval_epochs, quantile_count
@@ -147,6 +148,7 @@ class TunePlan:
             run_dir=self.tune_dir / trial.name,
             epochs=self.max_epochs,
             resume_sets=overrides(trial.params) if trial.pending else [],
+            source_hash=self.config_hash(trial.pending["donor_params"]) if trial.pending else None,
         )
 
     def overrides(self, params: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from rnnl2.cli import app
 from rnnl2.runs import read_metrics, read_summary
+from rnnl2.run_state import folder_config_hash
 from rnnl2.launch.slurm import CLUSTER_ENV, SlurmRun, job_parameters
 from rnnl2.manifest import read_manifest
 from rnnl2.workers import RESUMED
@@ -166,7 +167,10 @@ def test_a_stopped_driver_cancels_its_jobs_and_a_rerun_resumes_them(tmp_path):
 
 def test_a_job_requeued_after_its_run_ended_only_reads_it(tmp_path):
     run_dir = write_fake_run(tmp_path, lam=1e-3, seed=0)
-    call = SlurmRun(["train", "never-run.yaml"], [], str(run_dir), str(tmp_path / "run.log"), {}, str(tmp_path))
+    call = SlurmRun(
+        ["train", "never-run.yaml"], [], str(run_dir), str(tmp_path / "run.log"), {}, str(tmp_path),
+        config_hashes=[folder_config_hash(run_dir)],
+    )  # fmt: skip
     outcome = call()
     assert outcome["exit_code"] == 0 and outcome["summary"]["status"] == "completed"
     assert call.child is None  # nothing was started

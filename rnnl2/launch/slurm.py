@@ -20,7 +20,7 @@ import yaml
 
 from ..errors import INTERRUPTED, ConfigError, Rnnl2Error
 from .common import EventFn, Launch, finish, read_outcome, start_child, thread_env
-from ..runs import FINISHED, PAUSED, read_summary
+from ..run_state import FolderState, folder_state
 from ..sweep import SweepSpec, set_aside, train_command
 from ..manifest import Manifest, PlannedRun
 from ..workers import die_with_parent
@@ -52,17 +52,21 @@ class SlurmRun:
     cwd: str
     """The driver's working folder: run and config paths may be relative to it."""
     pause_after: int | None = None
+    config_hashes: list[str] = field(default_factory=list)
+    """The configs its folder may hold (`run_state.folder_state`); another one is set aside."""
     child: Any = field(default=None, repr=False, compare=False)
 
     def __call__(self) -> dict[str, Any]:
         os.chdir(self.cwd)
         run_dir, log_path = Path(self.run_dir), Path(self.log_path)
-        if reached_its_end(run_dir, self.pause_after):  # the job was requeued as its run ended
+        state = folder_state(run_dir, self.config_hashes, target=self.pause_after).state
+        if state in (FolderState.DONE, FolderState.REACHED):  # the job was requeued as its run ended
             return read_outcome(0, run_dir, log_path)
-        resume = (run_dir / "checkpoints" / "last.pt").is_file()
-        if run_dir.exists() and not resume:  # a killed attempt that saved nothing: kept aside, as reconcile does
+        if state == FolderState.DIVERGED:  # its own end: running it again would diverge again
+            return read_outcome(1, run_dir, log_path)
+        if state == FolderState.FAILED:  # a killed attempt that saved nothing: kept aside, as reconcile does
             set_aside(run_dir)
-        argv = self.resumed if resume else self.fresh
+        argv = self.resumed if state == FolderState.RESUME else self.fresh
         self.child = start_child([sys.executable, "-m", "rnnl2", *argv], self.env, log_path, prepare_child)
         code = self.child.wait()
         if code == INTERRUPTED and "SLURM_JOB_ID" in os.environ:
@@ -80,15 +84,6 @@ class SlurmRun:
             stop_child(self.child.pid)
         self.child = None  # a process handle does not pickle
         return DelayedSubmission(self)
-
-
-def reached_its_end(run_dir: Path, pause_after: int | None) -> bool:
-    """Whether the run folder already holds the end this job was asked for: finished, or paused at
-    (or past) its `pause_after` rung."""
-    summary = read_summary(run_dir) or {}
-    if summary.get("status") in FINISHED:
-        return True
-    return summary.get("status") == PAUSED and pause_after is not None and summary.get("epochs_run", 0) >= pause_after
 
 
 def prepare_child() -> None:
@@ -170,6 +165,7 @@ def slurm_run(spec: SweepSpec, run: PlannedRun, record: dict[str, Any], threads:
         env=thread_env(threads),
         cwd=os.getcwd(),
         pause_after=pause,
+        config_hashes=sorted(run.accepted_hashes),
     )
 
 
