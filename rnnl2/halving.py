@@ -52,6 +52,13 @@ class Trial:
     """pbt: a copy decided and not yet trained on: `{from, epoch, params, donor_params}`, plus
     `copied` once the folder is in place; cleared when the trial reaches its next interval."""
 
+    def latest_value(self) -> float | None:
+        """Its metric at the last rung it reached (a completed trial's: its best over all its
+        epochs, what it is chosen by); None when that is not a finite number."""
+        value = self.values[max(self.values)] if self.values else None
+        good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if good else None
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "values": {str(k): v for k, v in self.values.items()}}
 

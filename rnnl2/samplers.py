@@ -15,6 +15,7 @@ from .errors import ConfigError, Rnnl2Warning
 from .halving import Trial
 from .runs import atomic_write
 from .space import Space, grid_params, optuna_params, params_key, random_params, suggest
+from .status import TrialState
 
 STARTUP = 10
 """TPE's first trials are the random sampler's (the same seed gives the same ones), enqueued in
@@ -68,9 +69,10 @@ class TpeSampler:
             repair_journal(folder / STUDY_FILE)
             storage = JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
         try:
+            self.storage = optuna.storages.get_storage(storage)  # one storage object for the study and the reports
             self.study = optuna.create_study(
                 study_name=study_name,
-                storage=storage,
+                storage=self.storage,
                 direction="minimize" if mode == "min" else "maximize",
                 sampler=optuna.samplers.TPESampler(
                     seed=self.seed % 2**32,  # numpy's seed range
@@ -90,26 +92,31 @@ class TpeSampler:
         params = suggest(trial, self.spaces)
         for key, value in params.items():  # every value under its own name, λ = 0 too (`pick` params hide it)
             trial.set_user_attr(key, value)
-        return params, {"number": trial.number, "id": trial._trial_id}
+        return params, {"number": trial.number, "id": self.trial_id(trial.number)}
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of the study's trial `number` (public storage API, no private attribute)."""
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
     def update(self, trials: list[Trial], rungs: list[int]) -> None:
         """Tell the study what it does not know yet (safe to repeat: a resumed tune calls it again)."""
-        TrialState = self.optuna.trial.TrialState
+        OptunaState = self.optuna.trial.TrialState
         known = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         for trial in trials:
             frozen = known.get((trial.optuna or {}).get("number", -1))
-            if frozen is None or frozen.state != TrialState.RUNNING:
+            if frozen is None or frozen.state != OptunaState.RUNNING:
                 continue
-            handle = self.optuna.trial.Trial(self.study, trial.optuna["id"])
-            for epoch, value in sorted(trial.values.items()):
+            trial_id = self.trial_id(frozen.number)
+            for epoch, value in sorted(trial.values.items()):  # Trial.report, through the storage it writes to
                 if value is not None and math.isfinite(value) and epoch not in frozen.intermediate_values:
-                    handle.report(value, step=epoch)
-            if trial.state == "completed" and is_number(final_value(trial, rungs)):
-                self.study.tell(trial.optuna["number"], final_value(trial, rungs))
-            elif trial.state == "stopped":
-                self.study.tell(trial.optuna["number"], state=TrialState.PRUNED)
-            elif trial.state in ("failed", "completed"):
-                self.study.tell(trial.optuna["number"], state=TrialState.FAIL)
+                    self.storage.set_trial_intermediate_value(trial_id, epoch, value)
+            if trial.state == TrialState.COMPLETED and trial.latest_value() is not None:
+                self.study.tell(frozen.number, trial.latest_value())
+            elif trial.state == TrialState.STOPPED:
+                self.study.tell(frozen.number, state=OptunaState.PRUNED)
+            elif trial.state in (TrialState.FAILED, TrialState.COMPLETED):
+                self.study.tell(frozen.number, state=OptunaState.FAIL)
 
 
 def repair_journal(path: Path) -> None:
@@ -139,11 +146,6 @@ def repair_journal(path: Path) -> None:
             ) from None
     if kept < len(data):
         atomic_write(path, lambda handle: handle.write(data[:kept]), binary=True)
-
-
-def final_value(trial: Trial, rungs: list[int]) -> float | None:
-    """The value at the last rung a trial reached (a completed trial: its best over all epochs)."""
-    return trial.values.get(rungs[min(trial.rung, len(rungs) - 1)])
 
 
 def is_number(value: Any) -> bool:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import re
 import shlex
-import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +28,8 @@ from .metrics import default_mode
 from .grid import MAX_RUNS, expand_values, format_value, parse_axis, parse_seeds, split_top_level
 from .manifest import Manifest, PlannedRun, read_manifest
 from .run_state import FolderState, config_hash, folder_state
-from .runs import failed_attempt_name, write_json, write_text
+from .selection import Candidate, write_selection
+from .runs import failed_attempt_name, write_json
 from .status import ManifestStatus
 
 
@@ -266,35 +265,17 @@ def select_best(sweep_dir: Path, metric: str, mode: str | None = None) -> dict[s
     winner's resolved config) and selection.json. The winner's test metrics are the ones its
     summary.json holds (the best checkpoint, evaluated on the run's own device when it ended)."""
     mode = mode or default_mode(metric)
-    groups: dict[str, list[dict[str, Any]]] = {}
+    candidates = []
     for record in read_manifest(sweep_dir):
         value = metric_value(record.get("metrics") or {}, metric)
-        if record["status"] == "done" and value is not None:
-            key = json.dumps({k: v for k, v in record["overrides"].items() if k != "seed"}, sort_keys=True)
-            groups.setdefault(key, []).append({**record, "value": value})
-    if not groups:
+        if record["status"] == ManifestStatus.DONE and value is not None:
+            settings = {k: v for k, v in record["overrides"].items() if k != "seed"}
+            candidates.append(
+                Candidate(settings=settings, value=value, run_dir=Path(record["run_dir"]), metrics=record["metrics"])
+            )
+    selection = write_selection(sweep_dir, candidates, metric, mode)
+    if selection is None:
         raise Rnnl2Error(f"--select {metric}: no finished run in {sweep_dir} logs {metric!r}")
-    sign = 1 if mode == "min" else -1
-    means = {k: statistics.fmean(r["value"] for r in rs) for k, rs in groups.items()}
-    winner = min(means, key=lambda k: sign * means[k])
-    members = sorted(groups[winner], key=lambda r: sign * r["value"])
-    best_run = Path(members[0]["run_dir"])
-    write_text(sweep_dir / "best.yaml", (best_run / "config.yaml").read_text(encoding="utf-8"))
-    values = [r["value"] for r in members]
-    selection = {
-        "metric": metric,
-        "mode": mode,
-        "overrides": json.loads(winner),
-        "mean": means[winner],
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-        "run_dir": str(best_run),
-        "run_dirs": [r["run_dir"] for r in members],
-        "test": {k: v for k, v in (members[0].get("metrics") or {}).items() if k.startswith("test_")},
-        "best_yaml": str(sweep_dir / "best.yaml"),
-        "ranking": sorted(([json.loads(k), m, len(groups[k])] for k, m in means.items()), key=lambda x: sign * x[1]),
-    }
-    write_json(sweep_dir / "selection.json", selection)
     return selection
 
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from .errors import Rnnl2Error
 from .halving import STATES, Trial
 from .runs import read_json, write_json, write_text
+from .selection import Candidate, write_selection
 from .space import Space
+from .status import TrialState
 from .grid import format_value
 from .pbt import schedule_text
 
@@ -62,41 +63,17 @@ def cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def final_value(trial: Trial) -> float | None:
-    """A completed trial's metric: its best over all its epochs (the value at its last rung)."""
-    values = [v for _, v in sorted(trial.values.items())]
-    value = values[-1] if values else None
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def select_best(tune_dir: Path, trials: list[Trial], metric: str, mode: str) -> dict[str, Any] | None:
     """The best completed trial by `metric`: best.yaml (its resolved config) and selection.json,
     in `sweep --select`'s format (one trial per configuration: n 1, std 0)."""
-    done = [(t, final_value(t)) for t in trials if t.state == "completed" and final_value(t) is not None]
-    if not done:
-        return None
-    sign = 1 if mode == "min" else -1
-    done.sort(key=lambda pair: (sign * pair[1], pair[0].number))
-    best, value = done[0]
-    run_dir = tune_dir / best.name
-    write_text(tune_dir / "best.yaml", (run_dir / "config.yaml").read_text(encoding="utf-8"))
-    selection = {
-        "metric": metric,
-        "mode": mode,
-        "overrides": best.params,
-        "mean": value,
-        "std": 0.0,
-        "n": 1,
-        "trial": best.number,
-        "run_dir": str(run_dir),
-        "run_dirs": [str(run_dir)],
-        "val": {k: v for k, v in best.metrics.items() if k.startswith("val_")},
-        "test": {k: v for k, v in best.metrics.items() if k.startswith("test_")},
-        "best_yaml": str(tune_dir / "best.yaml"),
-        "ranking": [[t.params, v, 1] for t, v in done],
-    }
-    write_json(tune_dir / "selection.json", selection)
-    return selection
+    candidates = [
+        Candidate(
+            settings=t.params, value=value, run_dir=tune_dir / t.name, metrics=t.metrics, extra={"trial": t.number}
+        )
+        for t in trials
+        if t.state == TrialState.COMPLETED and (value := t.latest_value()) is not None
+    ]
+    return write_selection(tune_dir, candidates, metric, mode)
 
 
 def plotted_space(spaces: list[Space]) -> Space:
