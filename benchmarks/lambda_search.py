@@ -9,6 +9,8 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
                etth1_small);
 - sh-tpe:      the same with `--sampler tpe` (Optuna);
 - hb-random:   `--scheduler hyperband`: bracket j starts at rung j, the last trains every trial to the end;
+- shb-random:  sh-random whose first rung is one epoch past the best epoch of the grid's λ = 0
+               run (`--first-rung-from`); that run's epochs count in its cost;
 - pbt-N:       `--scheduler pbt --trials N`: a population of N random λ, trained to the end; every
                max-epochs ÷ 5 epochs the worst quarter copies a best member and perturbs its λ
                (costs N runs: N/8 of the grid's epochs);
@@ -96,7 +98,14 @@ def grid(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
     for summary_path in sorted(folder.glob("*/summary.json")):
         summary = read_json(summary_path)
         runs.append(
-            {"lambda": run_lambda(summary_path.parent), "val": summary[val_metric], "test": summary[test_metric]}
+            {
+                "lambda": run_lambda(summary_path.parent),
+                "val": summary[val_metric],
+                "test": summary[test_metric],
+                "run_dir": str(summary_path.parent),
+                "epochs": summary["epochs_run"],
+                "seconds": summary["wall_seconds"],
+            }
         )
     pick = max if higher else min
     by_val = pick(runs, key=lambda r: r["val"])
@@ -112,7 +121,15 @@ def grid(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
 
 
 def tune_args(
-    task: str, seed: int, sampler: str, trials: int, folder: Path, jobs: int, threads: int, scheduler: str = "halving"
+    task: str,
+    seed: int,
+    sampler: str,
+    trials: int,
+    folder: Path,
+    jobs: int,
+    threads: int,
+    scheduler: str = "halving",
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     config, epochs, *_ = TASKS[task]
     return [
@@ -120,17 +137,25 @@ def tune_args(
         "--scheduler", scheduler,
         "--seed", str(seed), "--set", f"seed={seed}", "--eta", "3",
         "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(threads),
-        "--tune-dir", str(folder), "--json", "-q",
+        "--tune-dir", str(folder), "--json", "-q", *extra,
     ]  # fmt: skip
 
 
 def trials_for(
-    task: str, budget: int, sampler: str, jobs: int, threads: int, scratch: Path, scheduler: str = "halving"
+    task: str,
+    budget: int,
+    sampler: str,
+    jobs: int,
+    threads: int,
+    scratch: Path,
+    scheduler: str = "halving",
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, int]:
     """The largest trial count whose planned epochs fit `budget` (from `tune --dry-run --json`)."""
 
     def planned(trials: int) -> int:
-        done = rnnl2(*tune_args(task, 0, sampler, trials, scratch / "dry", jobs, threads, scheduler), "--dry-run")
+        args = tune_args(task, 0, sampler, trials, scratch / "dry", jobs, threads, scheduler, extra)
+        done = rnnl2(*args, "--dry-run")
         return int(re.search(r"at most (\d+) epochs", done.stdout).group(1))
 
     low, high = 1, budget
@@ -153,11 +178,12 @@ def search(
     threads: int,
     label: str,
     scheduler: str = "halving",
+    extra: tuple[str, ...] = (),
 ) -> dict:
     test_metric = TASKS[task][3]
     folder = out / task / f"{label}-seed{seed}"
     started = time.perf_counter()
-    done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs, threads, scheduler))
+    done = rnnl2(*tune_args(task, seed, sampler, trials, folder, jobs, threads, scheduler, extra))
     wall = time.perf_counter() - started
     result = json.loads(done.stdout.strip().splitlines()[-1])
     chosen = Path(result["selection"]["run_dir"])
@@ -199,7 +225,7 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["grid", "sh-random", "sh-tpe", "hb-random", *ADAPTIVE],
-        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", *PBT, *ADAPTIVE],
+        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", "shb-random", *PBT, *ADAPTIVE],
     )
     parser.add_argument("--budgets", nargs="+", default=["full", "third"], choices=["full", "third"])
     parser.add_argument("--jobs", type=int, default=2)
@@ -239,6 +265,22 @@ def main() -> None:
                     trials, _ = counts[method, budget_name]
                     label = f"{method}-{budget_name}"
                     found = search(task, seed, sampler, trials, args.out, args.jobs, threads, label, scheduler)
+                    rows.append({"method": label, **found})
+            for method in [m for m in args.methods if m.startswith("shb-")]:
+                # halving whose first rung is placed past the λ = 0 run's best epoch; that run (the
+                # grid's own, trained first anyway) is counted in the method's cost
+                extra = ("--first-rung-from", unregularized["run_dir"])
+                for budget_name, budget in budgets.items():
+                    left = budget - unregularized["epochs"]
+                    trials, _ = trials_for(
+                        task, left, method[4:], args.jobs, threads, args.out / task, "halving", extra
+                    )
+                    label = f"{method}-{budget_name}"
+                    found = search(
+                        task, seed, method[4:], trials, args.out, args.jobs, threads, label, "halving", extra
+                    )
+                    found["epochs"] += unregularized["epochs"]
+                    found["wall"] += unregularized["seconds"]
                     rows.append({"method": label, **found})
             for method in [m for m in args.methods if m in PBT]:
                 population = PBT[method]

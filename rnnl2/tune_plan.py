@@ -29,7 +29,8 @@ from .halving import (
     keep_count,
     rung_epochs,
 )
-from .runs import read_json, write_json
+from .runs import read_json, read_summary, write_json
+from .status import FINISHED
 from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
 from .run_state import config_hash
 from .sweep import SweepSpec, slug, train_command
@@ -72,6 +73,9 @@ class TuneSpec:
     eta: int = 3
     min_epochs: int | None = None
     """The first rung; None: `halving.default_min_epochs`."""
+    first_rung_from: Path | None = None
+    """A finished run (the λ = 0 baseline): the first rung goes one epoch past its best epoch,
+    where its validation metric stopped improving and L2 starts to matter (`first_rung_from_run`)."""
     max_epochs: int | None = None
     """Every trial's train.epochs (its schedule's length) and the last rung; None: the config's."""
     grid_points: int = 5
@@ -159,6 +163,19 @@ class TunePlan:
         return config_hash(to_plain_dict(load_config(self.spec.config, self.overrides(params))))
 
 
+def first_rung_from_run(run_dir: Path, max_epochs: int) -> tuple[int, str]:
+    """One epoch past the best epoch of a finished run (a λ = 0 baseline of the same task): before
+    it every λ is still fitting and the smallest leads; after it the unregularized model
+    over-fits and the ranking turns (BENCHMARKS.md, "Early rungs mislead")."""
+    summary = read_summary(run_dir) if run_dir.is_dir() else None
+    if summary is None or summary.get("status") not in FINISHED or not isinstance(summary.get("best_epoch"), int):
+        raise ConfigError(
+            f"--first-rung-from {run_dir}: give a finished run folder (its summary.json names a best epoch)"
+        )
+    epoch = min(summary["best_epoch"] + 1, max_epochs)
+    return epoch, f"one epoch past {run_dir}'s best epoch ({summary['best_epoch']})"
+
+
 def trial_name(number: int, params: dict[str, Any]) -> str:
     return f"trial-{number:04d}-{slug(params)}"
 
@@ -206,19 +223,24 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
     check_spaces(spec, spaces, max_epochs)
     scheduler = base.optimizer.scheduler
     if spec.scheduler == "pbt":
-        if spec.min_epochs is not None:
-            raise ConfigError("--min-epochs places halving's first rung; pbt compares every --perturb-epochs")
+        if spec.min_epochs is not None or spec.first_rung_from is not None:
+            raise ConfigError(
+                "--min-epochs and --first-rung-from place halving's first rung; pbt compares every --perturb-epochs"
+            )
         perturb = spec.perturb_epochs or max(1, max_epochs // 5)
         if not 1 <= perturb <= max_epochs:
             raise ConfigError(f"--perturb-epochs {perturb}: give 1 to --max-epochs ({max_epochs})")
         rungs = interval_epochs(perturb, max_epochs)
         reason = "--perturb-epochs" if spec.perturb_epochs else f"max-epochs {max_epochs} ÷ 5"
     else:
-        min_epochs, reason = (
-            (spec.min_epochs, "--min-epochs")
-            if spec.min_epochs
-            else default_min_epochs(scheduler, max_epochs, spec.eta)
-        )
+        if spec.first_rung_from is not None:
+            if spec.min_epochs is not None:
+                raise ConfigError("give --min-epochs or --first-rung-from, not both")
+            min_epochs, reason = first_rung_from_run(spec.first_rung_from, max_epochs)
+        elif spec.min_epochs:
+            min_epochs, reason = spec.min_epochs, "--min-epochs"
+        else:
+            min_epochs, reason = default_min_epochs(scheduler, max_epochs, spec.eta)
         rungs = rung_epochs(min_epochs, max_epochs, spec.eta)
     trials = count_trials(spec, spaces)
     stop = base.train.early_stopping

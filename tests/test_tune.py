@@ -67,6 +67,23 @@ def test_rungs_default_past_the_first_multistep_milestone(tmp_path):
     assert again.tune_dir == plan.tune_dir  # more trials continue the same tune
 
 
+def test_the_first_rung_can_be_placed_past_a_baseline_runs_best_epoch(tmp_path):
+    config = write_config(tmp_path, TUNABLE | {"train": {"epochs": 9, "batch_size": 16}})
+    baseline = tmp_path / "baseline"
+    (baseline).mkdir()
+    (baseline / "summary.json").write_text(json.dumps({"status": "early_stopped", "best_epoch": 3}))
+    plan = plan_tune(TuneSpec(config, [LAMBDA], trials=9, eta=2, first_rung_from=baseline))
+    assert plan.rungs == [4, 8, 9] and "best epoch (3)" in plan.min_epochs_reason
+    (baseline / "summary.json").write_text(json.dumps({"status": "paused", "best_epoch": 3}))
+    for spec in (
+        TuneSpec(config, [LAMBDA], trials=9, first_rung_from=baseline),  # not finished
+        TuneSpec(config, [LAMBDA], trials=9, first_rung_from=tmp_path / "nowhere"),
+        TuneSpec(config, [LAMBDA], trials=9, first_rung_from=baseline, min_epochs=2),
+    ):
+        with pytest.raises(ConfigError, match="first-rung-from"):
+            plan_tune(spec)
+
+
 def test_grid_plans_every_point_and_refuses_another_count(tiny_config):
     spaces = ["l2.lambda=0|loguniform(1e-4,1e-2)", "l2.mode=choice(penalty,decoupled)"]
     assert plan_tune(TuneSpec(tiny_config, spaces, sampler="grid", grid_points=3)).trials == 8

@@ -153,6 +153,13 @@ def tune(
             "else max-epochs ÷ eta², at least 1). Equal to --max-epochs: no halving.",
         ),
     ] = None,
+    first_rung_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A finished λ = 0 run of the same task: the first rung goes one epoch past its best epoch, "
+            "where L2 starts to matter (instead of --min-epochs).",
+        ),
+    ] = None,
     max_epochs: Annotated[
         Optional[int],
         typer.Option(
@@ -203,6 +210,7 @@ def tune(
         seed=seed,
         eta=eta,
         min_epochs=min_epochs,
+        first_rung_from=first_rung_from,
         max_epochs=max_epochs,
         grid_points=grid_points,
         storage=storage,
