@@ -3,6 +3,7 @@
 #   1. rnnl2 against the hand-written loop on CUDA (seed model, cuDNN)      target: rnnl2/plain ≤ 1.05
 #   2. fp32 vs bf16 (and fp32 deterministic): samples/s and test accuracy of the seed model
 #   3. a λ sweep of 8 runs at --runs-per-gpu 1, 2, 4, 8: runs per hour      target: K=8 ≥ 4 × K=1
+#   5. one step of K fused λ-grid members against K separate models (benchmarks/fused_step.py)
 #
 #   bash benchmarks/gpu.sh                 # RESULTS=cuda-results.json by default; GPU 0
 #   RESULTS=$OUT/gpu.json bash benchmarks/gpu.sh
@@ -69,6 +70,12 @@ if [ "$DEVICE" = cpu ]; then
   done
 fi
 
+# 5. one training step of K λ-grid members fused (a bmm-stacked LSTM; vmap has no rule for aten::lstm)
+#    against K separate models, K = 8, 32, 128 on CUDA (8 on the CPU): is `sweep --fused` worth building?
+if [ "$DEVICE" = cuda ]; then MEMBERS="8 32 128"; else MEMBERS="8"; fi
+timeout 300 $PY benchmarks/fused_step.py --members $MEMBERS --device "$DEVICE" --threads "${FUSED_THREADS:-2}" \
+  | tee "$WORK/fused.txt"
+
 WORK=$WORK RESULTS=$RESULTS STARTED=$started DEVICE=$DEVICE $PY - <<'EOF'
 import json, os, time
 from pathlib import Path
@@ -119,6 +126,7 @@ result = {
     "sweeps": sweeps,
     "most_over_one_slot": last["runs_per_hour"] / first["runs_per_hour"],  # K=8 over K=1 on CUDA
     "ddp": ddp,
+    "fused_step": (work / "fused.txt").read_text().splitlines(),
     "total_seconds": time.time() - int(os.environ["STARTED"]),
 }
 Path(os.environ["RESULTS"]).write_text(json.dumps(result, indent=2))
