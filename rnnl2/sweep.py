@@ -29,6 +29,7 @@ from .grid import MAX_RUNS, expand_values, format_value, parse_axis, parse_seeds
 from .manifest import Manifest, PlannedRun, read_manifest
 from .run_state import FolderState, config_hash, folder_state
 from .selection import Candidate, write_selection
+from .mlflow_tracking import log_parent_files
 from .runs import failed_attempt_name, write_json
 from .status import ManifestStatus
 
@@ -311,6 +312,8 @@ def sweep_outcome(sweep_dir: Path, spec: SweepSpec, result: Any, metric: str | N
     done = any(r["status"] == "done" for r in result.records)
     selection = select_best(sweep_dir, metric, mode) if metric and done and not result.interrupted else None
     comparison = compare_runs([sweep_dir], by_seed=len(spec.seeds) > 1) if done else None
+    if selection is not None:
+        log_parent_files(sweep_dir)  # best.yaml and selection.json on the sweep's MLflow run
     return SweepOutcome(
         sweep_dir,
         len(result.records),

@@ -4,43 +4,15 @@ and TensorBoard's HParams (`output.tensorboard`). MLflow is imported only when a
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-from .compare import flatten, summary_numbers
-from .config import RunConfig, to_plain_dict
+from .compare import summary_numbers
+from .config import RunConfig
 from .errors import Rnnl2Error
-from .runs import MetricsLog, open_metrics_log, write_json
-from .status import ENDED, FINISHED, RunStatus
-
-MLFLOW_FILE = "mlflow.json"
-"""In the run folder: which MLflow run mirrors it, so a resumed run continues the same one."""
-MLFLOW_STATUS = {
-    RunStatus.DIVERGED: "FAILED",
-    RunStatus.FAILED: "FAILED",
-    RunStatus.INTERRUPTED: "KILLED",
-    RunStatus.PAUSED: "KILLED",
-}
-"""rnnl2 status → MLflow run status (finished ones: FINISHED; a resume sets RUNNING again)."""
-
-
-def check_mlflow(enabled: bool) -> None:
-    """Before a run folder exists: `output.mlflow` needs the mlflow package (or mlflow-skinny)."""
-    if enabled and importlib.util.find_spec("mlflow") is None:
-        raise Rnnl2Error("output.mlflow: true needs MLflow; pip install 'rnnl2[mlflow]'")
-
-
-def hparams(cfg: RunConfig) -> dict[str, Any]:
-    """The resolved config flattened to dotted keys, every value a number, bool or text."""
-    plain = flatten(to_plain_dict(cfg))
-    return {
-        key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value) for key, value in plain.items()
-    }
-
+from .runs import MetricsLog, open_metrics_log
+from .mlflow_tracking import MLFLOW_FILE, MLflowMirror, hparams
+from .status import ENDED, FINISHED
 
 ALWAYS_HPARAMS = ("l2.lambda", "l2.mode")
 """TensorBoard HParams columns every run of a sweep or tune keeps, varying or not."""
@@ -138,91 +110,6 @@ def close_pruned(run_dir: Path) -> None:
 
 def open_run_log(run_dir: Path, cfg: RunConfig) -> TrackedLog:
     return TrackedLog(open_metrics_log(run_dir, cfg.output.tensorboard), run_dir, cfg)
-
-
-def tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else a local file store in ./mlruns (MLflow 3 keeps that store only
-    on request: MLFLOW_ALLOW_FILE_STORE is set for it)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return (Path.cwd() / "mlruns").as_uri()
-
-
-def experiment_name(run_dir: Path, cfg: RunConfig) -> str:
-    """`<name>` for a lone run; `<name>/<sweep or tune folder>` for every run of a sweep or tune,
-    so each sweep or study is one experiment with a run per trial."""
-    parent = run_dir.parent
-    if (parent / "sweep.jsonl").is_file() or (parent / "tune.json").is_file():
-        return f"{cfg.name}/{parent.name}"
-    return cfg.name
-
-
-class MLflowMirror:
-    """One MLflow run per rnnl2 run, through MlflowClient (no global active run, so warm workers
-    that train many runs in one process never mix them up)."""
-
-    def __init__(self, run_dir: Path, cfg: RunConfig):
-        check_mlflow(True)
-        from mlflow.tracking import MlflowClient
-
-        self.files = run_dir
-        saved = run_dir / MLFLOW_FILE
-        record = json.loads(saved.read_text()) if saved.is_file() else None
-        self.client = MlflowClient(record["tracking_uri"] if record else tracking_uri())
-        if record:  # a resumed run continues its MLflow run
-            self.run_id = record["run_id"]
-            self.client.update_run(self.run_id, status="RUNNING")
-            return
-        experiment = experiment_name(run_dir, cfg)
-        experiment_id = self.experiment_id(experiment)
-        run = self.client.create_run(experiment_id, run_name=run_dir.name, tags={"rnnl2.run_dir": str(run_dir)})
-        self.run_id = run.info.run_id
-        self.log_params(hparams(cfg))
-        write_json(saved, {"tracking_uri": self.client.tracking_uri, "experiment": experiment, "run_id": self.run_id})
-
-    def experiment_id(self, name: str) -> str:
-        """The experiment's id, created if new (a parallel sweep run may create it first)."""
-        from mlflow.exceptions import MlflowException
-
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except MlflowException:
-            return self.client.get_experiment_by_name(name).experiment_id
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(key, str(value)[:6000]) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
-
-    def log_epoch(self, row: dict[str, Any]) -> None:
-        numbers = {
-            k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        self.log_metrics(numbers, step=row["epoch"])
-
-    def finish(self, summary: dict[str, Any], metrics: dict[str, float]) -> None:
-        """The summary's numbers, summary.json and config.yaml as artifacts, and the run's status."""
-        self.log_metrics(metrics, step=summary.get("epochs_run") or 0)
-        for name in ("summary.json", "config.yaml"):
-            if (self.files / name).is_file():
-                self.client.log_artifact(self.run_id, str(self.files / name))
-        self.client.set_tag(self.run_id, "rnnl2.status", summary["status"])
-        self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(summary["status"], "FINISHED"))
 
 
 def mirror_finished(run_dir: Path, cfg: RunConfig) -> bool:

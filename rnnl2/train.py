@@ -38,7 +38,8 @@ from .status import RunStatus
 from .run_records import epoch_row, naive_baselines, write_summary
 from .setup import Setup, build_setup
 from .state import StopRequest, TrainState, detach_hidden, restore_training, save_checkpoints
-from .tracking import check_mlflow, open_run_log
+from .mlflow_tracking import check_mlflow
+from .tracking import open_run_log
 
 # Steps between reads of the running loss from the device: for the progress bar, and to catch
 # a NaN/inf loss or gradient without a device sync on every step.

@@ -24,6 +24,8 @@ from .sweep import set_aside
 from .manifest import Manifest, PlannedRun
 from .pbt import copy_member
 from .pbt import decide as decide_interval
+from .config import load_config
+from .mlflow_tracking import parent_run, tag_trial
 from .tracking import close_pruned
 from .tune_outputs import load_trials, select_best, write_figures, write_trials
 from .tune_plan import TunePlan, check_definition, trial_name, write_definition
@@ -105,14 +107,18 @@ def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, in
                 shutil.rmtree(created[-1], ignore_errors=True)
             raise
         write_definition(plan)
-        tuner = Tuner(plan, launch, sampler, on_event)
-        with launch:  # one set of warm workers for every rung
-            interrupted = tuner.run()
-        selection = select_best(plan.tune_dir, tuner.trials, plan.metric, plan.mode)
-        figures = write_figures(plan.tune_dir, tuner.trials, plan.spaces, plan.rungs, plan.metric)
-        wall = time.perf_counter() - started
-        killed = [t.name for t in tuner.killed]
-        interrupted = interrupted and not killed
+        with parent_run(
+            plan.tune_dir, load_config(plan.spec.config, plan.spec.fixed), "tune", plan.definition
+        ) as ended:
+            tuner = Tuner(plan, launch, sampler, on_event)
+            with launch:  # one set of warm workers for every rung
+                interrupted = tuner.run()
+            selection = select_best(plan.tune_dir, tuner.trials, plan.metric, plan.mode)
+            figures = write_figures(plan.tune_dir, tuner.trials, plan.spaces, plan.rungs, plan.metric)
+            wall = time.perf_counter() - started
+            killed = [t.name for t in tuner.killed]
+            interrupted = interrupted and not killed
+            ended("interrupted" if interrupted or killed else "completed")
         return TuneResult(plan, tuner.trials, selection, wall, interrupted, figures, tuner.started, killed)
 
 
@@ -236,8 +242,10 @@ class Tuner:
 
     def decided(self, events: list[tuple[str, Trial]]) -> None:
         for kind, trial in events:  # before the decision is saved: a driver killed between the two redoes both
+            run_dir = self.runs[trial.name].run_dir
             if kind == "stopped":
-                close_pruned(self.runs[trial.name].run_dir)
+                close_pruned(run_dir)
+            tag_trial(run_dir, {"rnnl2.rung": trial.rung, "rnnl2.decision": kind}, pruned=kind == "stopped")
         self.save()
         for kind, trial in events:
             went_on = kind in ("promoted", "exploited")

@@ -26,3 +26,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """An MlflowClient on a fresh sqlite store (rnnl2's default kind) that every run of the test,
+    its worker processes included, writes to."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # artifacts of a database store go under the working directory
+    return MlflowClient(uri)

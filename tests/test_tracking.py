@@ -1,6 +1,6 @@
-"""tracking: a run mirrored in MLflow (a local file store: params, per-epoch metrics, artifacts,
-status; a resume continues the same MLflow run; a sweep is one experiment) and TensorBoard's
-HParams; a missing extra is refused before any folder is made."""
+"""tracking: TensorBoard's HParams (every ended run and every pruned trial, with its status) and
+tracking turned on for a finished sweep logging it without retraining. MLflow's own tests are in
+test_mlflow_tracking.py."""
 
 from __future__ import annotations
 
@@ -21,74 +21,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch):
-    """An MlflowClient on a fresh local file store that every run of the test writes to."""
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-
-    uri = (tmp_path / "mlruns").as_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    return MlflowClient(uri)
-
-
-def test_a_run_is_mirrored_in_mlflow_and_a_resume_continues_it(tmp_path, mlflow_store):
-    config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 3, "batch_size": 16}})
-    run_dir = tmp_path / "run"
-    paused = invoke("train", config, "--set", "output.mlflow=true", "--run-dir", run_dir, "--pause-after", "1", "-q")
-    assert paused.exit_code == 0, paused.output
-    record = json.loads((run_dir / "mlflow.json").read_text())
-    assert record["experiment"] == "tiny" and mlflow_store.get_run(record["run_id"]).info.status == "KILLED"
-    resumed = invoke("train", "--resume", run_dir, "-q")
-    assert resumed.exit_code == 0, resumed.output
-    assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == record["run_id"]
-    run = mlflow_store.get_run(record["run_id"])
-    assert run.info.status == "FINISHED" and run.data.tags["rnnl2.status"] == "completed"
-    assert run.data.params["l2.lambda"] == "0.001" and run.data.params["model.cell"] == "lstm"
-    history = mlflow_store.get_metric_history(record["run_id"], "val_loss")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["val_loss"]) for r in rows]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert run.data.metrics["test_loss"] == pytest.approx(summary["test_loss"])
-    assert run.data.metrics["baselines.unigram.test_loss"] == pytest.approx(
-        summary["baselines"]["unigram"]["test_loss"]
-    )
-    assert sorted(a.path for a in mlflow_store.list_artifacts(record["run_id"])) == ["config.yaml", "summary.json"]
-
-
-def test_a_sweep_is_one_experiment_with_a_run_per_trial(tmp_path, mlflow_store):
-    config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 1, "batch_size": 16}})
-    result = invoke(
-        "sweep",
-        config,
-        "--grid",
-        "l2.lambda=0,1e-3",
-        "--set",
-        "output.mlflow=true",
-        "--runs-dir",
-        tmp_path / "runs",
-        "-q",
-    )
-    assert result.exit_code == 0, result.output
-    sweep_dir = result.stdout.strip().splitlines()[-1]
-    experiment = mlflow_store.get_experiment_by_name(f"tiny/{sweep_dir.rsplit('/', 1)[-1]}")
-    runs = mlflow_store.search_runs([experiment.experiment_id])
-    assert sorted(r.data.params["l2.lambda"] for r in runs) == ["0.0", "0.001"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-
-
-def test_mlflow_missing_exits_2_with_the_pip_command_before_any_folder(tmp_path, monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    config = write_config(tmp_path, TINY_TAGGING)
-    result = invoke("train", config, "--set", "output.mlflow=true", "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 2 and "pip install 'rnnl2[mlflow]'" in result.output
-    assert not (tmp_path / "runs").exists()
 
 
 def test_training_imports_no_mlflow_unless_asked():
@@ -142,8 +74,9 @@ def test_tracking_turned_on_for_a_finished_sweep_logs_it_without_retraining(tmp_
     assert again.exit_code == 0, again.output
     assert again.stdout.strip().splitlines()[-1] == sweep_dir  # the same sweep
     assert [p.stat().st_mtime_ns for p in summaries] == stamps  # nothing retrained
-    experiment = mlflow_store.get_experiment_by_name(f"tiny/{sweep_dir.rsplit('/', 1)[-1]}")
-    runs = mlflow_store.search_runs([experiment.experiment_id])
+    experiment = mlflow_store.get_experiment_by_name("tiny")
+    parent = json.loads((Path(sweep_dir) / "mlflow.json").read_text())["run_id"]
+    runs = mlflow_store.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.data.params["l2.lambda"] for r in runs) == ["0.0", "0.001"]
     for path in summaries:
         summary = json.loads(path.read_text())
@@ -160,7 +93,7 @@ def test_tracking_turned_on_for_a_finished_sweep_logs_it_without_retraining(tmp_
         assert set(hparams) == {"l2.lambda", "l2.mode", "status"}  # what the sweep varies, λ, the mode, its end
         assert hparams["status"].string_value == summary["status"]
     third = invoke(*args, *tracked)  # logged once: a rerun adds no MLflow run
-    assert third.exit_code == 0 and len(mlflow_store.search_runs([experiment.experiment_id])) == 2
+    assert third.exit_code == 0 and len(mlflow_store.search_runs([experiment.experiment_id])) == 3  # parent, 2 runs
 
 
 def hparams_session(run_dir: Path) -> dict[str, Any]:

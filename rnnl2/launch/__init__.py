@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import load_config
+from ..mlflow_tracking import parent_run
 from ..runs import FolderLock, remove_write_leftovers
 from ..sweep import SweepSpec, mirror_done_runs, reconcile, write_definition
 from ..manifest import Manifest, PlannedRun
@@ -45,14 +47,17 @@ def run_sweep(
         manifest = Manifest(sweep_dir)
         manifest.merge(runs)
         done, todo = reconcile(manifest, runs)
-        mirror_done_runs(spec, done)
-        for run in done:
-            on_event("skip", manifest.record(run.name))
-        todo_records = [(run, manifest.record(run.name)) for run, _ in todo]
-        result = SweepResult(sweep_dir, manifest.records, skipped=len(done))
-        with launch:
-            result.interrupted = execute(spec, todo_records, manifest, launch, on_event)
-        result.failed = [r for r in manifest.records if r["status"] in ("failed", "interrupted")]
+        definition = {"config": str(spec.config), "set": spec.fixed, "grid": spec.grid, "runs": len(runs)}
+        with parent_run(sweep_dir, load_config(spec.config, spec.fixed), "sweep", definition) as ended:
+            mirror_done_runs(spec, done)
+            for run in done:
+                on_event("skip", manifest.record(run.name))
+            todo_records = [(run, manifest.record(run.name)) for run, _ in todo]
+            result = SweepResult(sweep_dir, manifest.records, skipped=len(done))
+            with launch:
+                result.interrupted = execute(spec, todo_records, manifest, launch, on_event)
+            result.failed = [r for r in manifest.records if r["status"] in ("failed", "interrupted")]
+            ended("interrupted" if result.interrupted else "completed")  # a failed run is its own FAILED child
         return result
 
 
