@@ -55,9 +55,7 @@ class Trial:
     def latest_value(self) -> float | None:
         """Its metric at the last rung it reached (a completed trial's: its best over all its
         epochs, what it is chosen by); None when that is not a finite number."""
-        value = self.values[max(self.values)] if self.values else None
-        good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return float(value) if good else None
+        return finite(self.values[max(self.values)]) if self.values else None
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "values": {str(k): v for k, v in self.values.items()}}
@@ -68,6 +66,12 @@ class Trial:
         return cls(
             **{k: v for k, v in raw.items() if k in known} | {"values": {int(k): v for k, v in raw["values"].items()}}
         )
+
+
+def finite(value: Any) -> float | None:
+    """A finite number as a float; None for anything else (a failed trial's None, NaN, text)."""
+    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if good else None
 
 
 def rung_epochs(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
@@ -120,9 +124,8 @@ def rank(trials: list[Trial], epoch: int, mode: str) -> list[Trial]:
     sign = 1 if mode == "min" else -1
 
     def key(trial: Trial) -> tuple:
-        value = trial.values.get(epoch)
-        good = isinstance(value, (int, float)) and math.isfinite(value)
-        return (not good, sign * value if good else 0.0, trial.number)
+        value = finite(trial.values.get(epoch))
+        return (value is None, sign * value if value is not None else 0.0, trial.number)
 
     return sorted(trials, key=key)
 

@@ -53,7 +53,8 @@ def perturb(params: dict[str, Any], spaces: list[Space], rng: random.Random) -> 
             continue
         scaled = value * rng.choice(FACTORS)
         if space.kind == "int":
-            new[space.key] = int(min(max(round(scaled), space.low), space.high))
+            low, high = int(space.low or 0), int(space.high or 0)  # an int space always has both
+            new[space.key] = min(max(round(scaled), low), high)
         elif space.kind == "choice" or value == 0:
             new[space.key] = value  # 0 stays 0 under a factor; a resample can leave it
         else:

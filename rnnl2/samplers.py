@@ -67,9 +67,10 @@ class TpeSampler:
             from optuna.storages.journal import JournalFileBackend
 
             repair_journal(folder / STUDY_FILE)
-            storage = JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
+            self.storage: Any = JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
         try:
-            self.storage = optuna.storages.get_storage(storage)  # one storage object for the study and the reports
+            if storage is not None:
+                self.storage = optuna.storages.get_storage(storage)  # one storage object for the study and the reports
             self.study = optuna.create_study(
                 study_name=study_name,
                 storage=self.storage,

@@ -14,7 +14,9 @@ class Status(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
-    __format__ = str.__format__
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
     __hash__ = str.__hash__  # Enum hashes the member's name: "paused" and PAUSED would be two set members
 
 

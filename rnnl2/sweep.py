@@ -105,7 +105,7 @@ def plan_sweep(spec: SweepSpec, runs_dir: Path, sweep_dir: Path | None = None) -
     if total > MAX_RUNS:
         raise ConfigError(f"the sweep plans {total:,} runs (grid × runs × seeds); at most {MAX_RUNS:,} are allowed")
     combos = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in spec.grid))]
-    seeds = spec.seeds or [None]
+    seeds: list[int | None] = list(spec.seeds) or [None]
     planned: list[tuple[dict[str, Any], list[str], str, int]] = []
     for variant, combo, seed in itertools.product(spec.variants or [{}], combos, seeds):
         varying = {**variant, **combo, **({"seed": seed} if seed is not None else {})}

@@ -5,7 +5,6 @@ folders are the truth, so the same command continues an interrupted tune and ret
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 import warnings
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError, Rnnl2Warning
-from .halving import Trial, run_bracket
+from .halving import Trial, finite, run_bracket
 from .launch import Launch, execute
 from .runs import FolderLock, read_summary, remove_write_leftovers
 from .status import ACTIVE, FINISHED, ManifestStatus, RunStatus, TrialState
@@ -381,8 +380,7 @@ def settle(trial: Trial, summary: dict[str, Any], target: int, current: bool = F
     value = summary.get("best_value")
     if current and trial.state == TrialState.PAUSED:
         value = (summary.get("final") or {}).get(summary.get("best_metric"))
-    good = trial.state != TrialState.FAILED and isinstance(value, (int, float)) and math.isfinite(value)
-    trial.values[target] = float(value) if good else None
+    trial.values[target] = finite(value) if trial.state != TrialState.FAILED else None
     trial.epochs = summary.get("epochs_run") or trial.epochs
     trial.seconds = summary.get("wall_seconds") or trial.seconds  # every segment so far, resumes included
     return True

@@ -112,7 +112,8 @@ def write_figures(
             xs = [
                 t.params[space.key] if numeric else labels.index(format_value(t.params.get(space.key))) for t in members
             ]
-            ax.scatter(xs, [t.values[epoch] for t in members], marker=marker, label=name, alpha=0.8)
+            ys = [float(t.values[epoch] or 0.0) for t in members]  # `points`: each has a number there
+            ax.scatter(xs, ys, marker=marker, label=name, alpha=0.8)
         if numeric and space.kind == "loguniform":
             ax.set_xscale("symlog", linthresh=space.low)
         if not numeric:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import load_config, to_plain_dict
 from .errors import ConfigError, Rnnl2Error
+from .metrics import default_mode
 from .halving import (
     Trial,
     bracket_budget,
@@ -133,7 +134,8 @@ class TunePlan:
 
     def brackets(self, jobs: int = 1) -> list[tuple[int, int]]:
         """Every bracket's (size, first rung), as the tune will start them."""
-        out, remaining = [], self.trials
+        out: list[tuple[int, int]] = []
+        remaining = self.trials
         while remaining > 0:
             size, start = self.bracket(len(out), remaining, jobs)
             out.append((size, start))
@@ -272,7 +274,7 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         rungs=rungs,
         min_epochs_reason=reason,
         metric=stop.metric,
-        mode=stop.mode,
+        mode=stop.mode or default_mode(stop.metric),
         trials=trials,
         tune_dir=folder,
         definition=definition,
@@ -363,10 +365,11 @@ def first_commands(plan: TunePlan, sizes: list[int]) -> list[str]:
 
     size = sizes[0] if sizes else 0
     known = size if plan.spec.sampler != "tpe" else 0 if plan.spec.storage else min(size, STARTUP)  # shared: unseeded
+    params: list[dict[str, Any]] = []
     if plan.spec.sampler == "grid":
         params = grid_params(plan.spaces, plan.spec.grid_points)[:known]
     else:
-        params, taken = [], set()
+        taken: set[str] = set()
         for number in range(known):
             params.append(random_params(plan.spaces, plan.spec.seed, number, taken))
             taken.add(params_key(params[-1]))

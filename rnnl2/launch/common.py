@@ -147,7 +147,8 @@ def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:
     errors = [l for l in lines if "error" in l.lower() or "interrupted" in l.lower()]
     if code and code < 0:
         return {"exit_code": code, "summary": summary, "error": f"killed by {signal.Signals(-code).name}"}
-    return {"exit_code": code, "summary": summary, "error": (errors or lines or [None])[-1] if code else None}
+    last = (errors or lines or [""])[-1] or None
+    return {"exit_code": code, "summary": summary, "error": last if code else None}
 
 
 def start_child(

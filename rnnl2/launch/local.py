@@ -136,7 +136,8 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
     threads = threads_per_run(launch.threads, jobs, cpu_count())
     logs = manifest.path.parent / "logs"
     slots = IsolatedSlots(threads, launch.gpus) if launch.isolate else warm_slots(launch, threads, logs)
-    queue, running = list(todo), {}  # slot → run
+    queue = list(todo)
+    running: dict[Any, Any] = {}  # slot → run
 
     def ended(slot: int, code: int, report: EventFn = on_event) -> dict[str, Any]:
         run = running.pop(slot)
