@@ -1,7 +1,7 @@
 """The errors rnnl2 reports to users as one message and an exit code, never a traceback.
 
 Each class carries its exit code; `cli.ErrorBoundary` maps any of them to `error: <message>` and that
-code, in one place (see the README's "Exit codes"). Bad input the user can fix is 2; a run
+code, in one place (docs/scripting.md, "Exit codes"). Bad input the user can fix is 2; a run
 that started and then failed (divergence, a worker that died) is 1."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """More than a hundred bad invocations through the real CLI. For each: a documented exit code
-(README, "Exit codes"), no traceback, no stray run folder, and the finished run and sweep in the
+(docs/scripting.md, "Exit codes"), no traceback, no stray run folder, and the finished run and sweep in the
 workspace unchanged, byte for byte."""
 
 from __future__ import annotations
@@ -353,7 +353,7 @@ def test_hostile_invocation(workspace, case):
 
 
 # --------------------------------------------------------------------------- failures at run time
-# Each gets its documented exit code and a one-line reason (README, "Exit codes"), not exit 3.
+# Each gets its documented exit code and a one-line reason (docs/scripting.md, "Exit codes"), not exit 3.
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

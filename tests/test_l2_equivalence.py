@@ -1,6 +1,6 @@
 """The L2 modes, numerically: from identical initial states, a few steps of the real training
 loop (`build_setup` → `build_optimizer` → `train_one_epoch`) give the parameters the algebra
-says they should. See the README's table "L2 regularization, exactly"."""
+says they should. See the README's (and docs/l2.md's) table "L2 regularization, exactly"."""
 
 from __future__ import annotations
 

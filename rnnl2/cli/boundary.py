@@ -38,7 +38,7 @@ def usage_exceptions() -> tuple[type[BaseException], ...]:
 
 
 class ErrorBoundary(TyperGroup):
-    """The one place where errors become messages and exit codes (README, "Exit codes"):
+    """The one place where errors become messages and exit codes (docs/scripting.md, "Exit codes"):
 
     - an `Rnnl2Error` prints `error: <message>` and exits with the code its class carries
       (2 bad input, 1 a run that failed, 130 interrupted);
