@@ -17,9 +17,8 @@ from matplotlib.ticker import MaxNLocator  # pyplot (and its backend) is importe
 
 from .compare import Comparison, Run, compare_by_task, compare_runs, differing_keys, load_runs, short_number
 from .errors import Rnnl2Error
+from .report_style import LAMBDA, colours, draw_baseline, group_style, outcome
 from .runs import write_text
-
-LAMBDA = "l2.lambda"
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,6 @@ def label(values: dict[str, Any]) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def colours(groups: list, keys: list[str]) -> list:
-    """Viridis in λ order when λ varies (dark = small λ), else the default cycle."""
-    import matplotlib
-
-    if LAMBDA in keys and len(groups) > 1:
-        cmap = matplotlib.colormaps["viridis"]
-        return [cmap(0.9 * i / (len(groups) - 1)) for i in range(len(groups))]
-    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    return [cycle[i % len(cycle)] for i in range(len(groups))]
-
-
 def loss_unit(runs: list[Run]) -> str:
     first = runs[0].metrics[0] if runs[0].metrics else {}
     if "val_mse" in first:
@@ -99,35 +87,15 @@ def per_epoch(members: list[Run], key: str) -> tuple[list[int], list[float], lis
 def plot_curves(ax, groups, palette, key: str, style: str = "-", with_label: bool = True) -> None:
     for (values, members), colour in zip(groups, palette):
         xs, means, stds = per_epoch(members, key)
-        ax.plot(xs, means, style, color=colour, marker="o", markersize=3, label=label(values) if with_label else None)
+        suffix, look = group_style(members)
+        look = {"markersize": 3, **look}
+        if "linestyle" not in look:
+            look["linestyle"] = style.strip("o") or "-"
+        ax.plot(xs, means, color=colour, label=label(values) + suffix if with_label else None, **look)
         if len(members) > 1:  # seeds as a band of ± one standard deviation
             ax.fill_between(
                 xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=colour, alpha=0.2
             )
-
-
-def baseline_level(runs: list[Run], metric: str) -> tuple[str, float] | None:
-    """(name, value) of the runs' naive baseline on `metric` (`val_loss`), the mean over the runs
-    that have one; None when none has."""
-    found = []
-    for run in runs:
-        name = run.summary.get("baseline")
-        value = (run.summary.get("baselines") or {}).get(name, {}).get(metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            found.append((name, value))
-    if not found:
-        return None
-    return found[0][0], statistics.fmean(v for _, v in found)
-
-
-def draw_baseline(axes, runs: list[Run], metric: str) -> None:
-    """The naive baseline's `metric` as a dashed grey line across each of `axes`."""
-    level = baseline_level(runs, metric)
-    if level is None:
-        return
-    for index, ax in enumerate(axes):
-        label = f"naive {level[0]} ({level[1]:.4g})" if index == len(axes) - 1 else None
-        ax.axhline(level[1], color="grey", linestyle="--", linewidth=1.2, label=label)
 
 
 def figure_learning_curves(runs, keys, groups, palette, out: Path) -> Path:
@@ -223,6 +191,7 @@ def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> P
     distinct = {frozen([r.get(k) for k in others]): tuple(r.get(k) for k in others) for r in rows}
     lines = sorted(distinct.values(), key=lambda t: [sort_value(v) for v in t])
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    pruned_dirs = {str(r.run_dir) for r in runs if outcome(r) == "pruned"}  # their value is at their rung
     for row_index, (quantity, series) in enumerate(panels):
         zero_ax, log_ax = axes[row_index]
         for line_index, line in enumerate(lines):
@@ -233,7 +202,12 @@ def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> P
                 points = [
                     (r[LAMBDA], r.get(column), r.get(f"{column}_std") or 0.0)
                     for r in members
-                    if r.get(column) is not None
+                    if r.get(column) is not None and str(r.get("run_dir")) not in pruned_dirs
+                ]
+                stopped = [
+                    (r[LAMBDA], r.get(column))
+                    for r in members
+                    if r.get(column) is not None and str(r.get("run_dir")) in pruned_dirs
                 ]
                 tag = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(others, line))
                 colour = cycle[(line_index * len(series) + series.index((column, name, style))) % len(cycle)]
@@ -253,6 +227,24 @@ def figure_lambda_curve(comparison: Comparison, runs: list[Run], out: Path) -> P
                     zero_ax.errorbar(
                         [0], [p[1]], yerr=[p[2]], fmt=style[0], color=colour, capsize=3, markersize=8, mfc="none"
                     )
+                if stopped:  # hollow and faded, off the line: an under-trained value, not the curve
+                    for ax, xs in (
+                        (log_ax, [x for x, _ in stopped if x > 0]),
+                        (zero_ax, [0 for x, _ in stopped if x == 0]),
+                    ):
+                        ys = [y for x, y in stopped if (x > 0) == (ax is log_ax)]
+                        if xs:
+                            ax.plot(
+                                xs,
+                                ys,
+                                style[0],
+                                color=colour,
+                                mfc="none",
+                                alpha=0.45,
+                                markersize=7,
+                                linestyle="none",
+                                label=f"{name}: pruned at its rung (best so far)" if ax is log_ax else None,
+                            )
         draw_baseline([zero_ax, log_ax], runs, metric if quantity == "loss" else "val_accuracy")
         log_ax.set_xscale("log")
         log_ax.grid(alpha=0.3, which="both")
