@@ -18,6 +18,7 @@ grid. Prints the median ms per step of each over --repeats, and the ratio to `se
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -167,7 +168,7 @@ def main() -> None:
         bmm_step, stacked = make_bmm(models, lambdas)
         error = check_bmm_matches(models, stacked, x)
         optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
-        base = timed(lambda a, b: separate(models, optimizers, lambdas, a, b), x, y, args.repeats, sync)
+        base = timed(functools.partial(separate, models, optimizers, lambdas), x, y, args.repeats, sync)
         try:
             vmapped = f"{(v := timed(make_vmap(models, lambdas), x, y, args.repeats, sync)):.1f} ({v / base:.2f})"
         except Exception as problem:  # vmap has no batching rule for some op: say which
