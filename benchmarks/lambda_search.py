@@ -21,7 +21,8 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
 The search methods run at two budgets: the grid's total epochs (8 × max-epochs) and one third of
 it; the number of trials is the largest whose planned epochs fit the budget (`tune --dry-run
 --json`). Regret = how far the chosen config's test metric is behind the best grid λ's: accuracy
-points, or percent of the best for a loss (etth1_small's test MSE). Every folder is kept under
+points, or percent of the best for a loss (etth1_small's test MSE, shakespeare_word_small's test
+perplexity). Every folder is kept under
 --out, so an interrupted benchmark continues where it stopped (sweeps and tunes resume, a stopped
 run resumes from its last.pt, finished runs are not retrained).
 
@@ -57,6 +58,7 @@ TASKS = {  # config, max epochs, selection metric, test metric, whether higher i
     "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy", True),
     "trec_small": ("trec_small.yaml", 9, "val_accuracy", "test_accuracy", True),
     "etth1_small": ("etth1_small.yaml", 9, "val_loss", "test_loss", False),
+    "shakespeare_word_small": ("shakespeare_word_small.yaml", 9, "val_loss", "test_perplexity", False),
 }
 
 
