@@ -3,7 +3,7 @@ definition (`tune.json`), and every trial as a sweep's `PlannedRun`. Running it 
 
     runs/<name>/tune-<hash>/     tune.json (the definition)  trials.json, trials.csv (every trial)
         trial-0000-l2.lambda=0/  an ordinary run folder, paused at a rung or finished
-        sweep.jsonl, logs/       the manifest and logs `launch.execute` keeps, as for a sweep
+        sweep.jsonl, logs/       the manifest and logs a sweep keeps too, as for a sweep
         study.journal            the Optuna study (--sampler tpe without --storage)
         best.yaml, selection.json, figures/rung-<epochs>.png
 """
@@ -115,7 +115,7 @@ class TunePlan:
         return f"rnnl2-tune-{definition_digest(self.definition)}"
 
     def sweep_spec(self) -> SweepSpec:
-        """What `launch.execute` and `train_command` read: the config file and the fixed overrides."""
+        """What `run_planned` and `train_command` read: the config file and the fixed overrides."""
         return SweepSpec(self.spec.config, list(self.spec.fixed))
 
     @property

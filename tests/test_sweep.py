@@ -381,7 +381,8 @@ def test_a_grid_too_large_is_refused_at_once(tiny_config, tmp_path):
 def test_a_crash_of_the_driver_closes_every_running_record(tiny_config, tmp_path):
     """A bug in the driver (here: its event printer) while runs are out stops them resumably and
     closes their manifest lines; none is left `running`, and the same sweep then finishes."""
-    from rnnl2.launch import Launch, run_sweep
+    from rnnl2.launch import Launch
+    from rnnl2.sweep_run import run_sweep
 
     spec = build_spec(tiny_config, ["l2.lambda=0,1e-3"], None, ["train.epochs=3"])
     sweep_dir, runs = plan_sweep(spec, tmp_path / "runs")

@@ -79,7 +79,7 @@ def sweep(
         print("\n".join(dry_run_lines(spec, runs)))
         return
     metric, mode = parse_select(select)
-    from ..launch import run_sweep
+    from ..sweep_run import run_sweep
     from ..sweep import sweep_outcome
 
     launch = build_launch(backend, jobs, runs_per_gpu, threads, isolate, ray_address, slurm, fail_fast=fail_fast)
