@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..runs import read_summary
-from ..workers import RESUMED, die_with_parent, open_run_log
+from .workers import RESUMED, die_with_parent, open_run_log
 
 POLL_SECONDS = 0.2
 

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..workers import WarmWorker, wait_readable
 from .common import (
     POLL_SECONDS,
     Launch,
@@ -21,6 +20,7 @@ from .common import (
     threads_per_run,
 )
 from .job import Job, Journal
+from .workers import WarmWorker, wait_readable
 
 
 def warm_slots(launch: Launch, threads: int, logs: Path) -> "WarmSlots":
@@ -63,7 +63,7 @@ class IsolatedSlots:
 
 
 class WarmSlots:
-    """The default: one warm worker per slot (`rnnl2.workers`), started once and reused; a
+    """The default: one warm worker per slot (`rnnl2.launch.workers`), started once and reused; a
     worker that died (its run crashed it, or was killed) is replaced for the next run."""
 
     def __init__(self, threads: int, gpus: list[str], logs: Path):

@@ -21,9 +21,9 @@ import yaml
 from ..errors import INTERRUPTED, ConfigError, Rnnl2Error
 from ..run_state import FolderState, folder_state
 from ..runs import set_aside
-from ..workers import die_with_parent
 from .common import Launch, read_outcome, start_child, thread_env
 from .job import Job, Journal
+from .workers import die_with_parent
 
 CLUSTER_ENV = "RNNL2_SLURM_CLUSTER"
 """`local`: submitit's local executor runs the jobs on this machine, to try the backend without SLURM."""

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
-from .launch import EventFn, Job, Launch, execute
+from ..config import load_config
+from ..launch import EventFn, Job, Launch, execute
+from ..mlflow_tracking import parent_run
+from ..runs import FolderLock, remove_write_leftovers
+from ..status import ManifestStatus
 from .manifest import Manifest, ManifestJournal, PlannedRun
-from .mlflow_tracking import parent_run
-from .runs import FolderLock, remove_write_leftovers
-from .status import ManifestStatus
 from .sweep import SweepSpec, mirror_done_runs, reconcile, train_command, write_definition
 
 

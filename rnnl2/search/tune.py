@@ -12,20 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, Rnnl2Warning
+from ..config import load_config
+from ..errors import ConfigError, Rnnl2Warning
+from ..launch import EventFn, Launch
+from ..mlflow_tracking import parent_run, tag_trial
+from ..run_state import FolderState, folder_state, killed_from_outside
+from ..runs import FolderLock, read_summary, remove_write_leftovers, set_aside
+from ..status import ACTIVE, FINISHED, ManifestStatus, RunStatus, TrialState
+from ..tracking import close_pruned
 from .halving import Trial, finite, run_bracket
-from .launch import EventFn, Launch
-from .sweep_run import run_planned
-from .runs import FolderLock, read_summary, remove_write_leftovers, set_aside
-from .status import ACTIVE, FINISHED, ManifestStatus, RunStatus, TrialState
-from .samplers import build_sampler
-from .run_state import FolderState, folder_state, killed_from_outside
 from .manifest import Manifest, PlannedRun
 from .pbt import copy_member
 from .pbt import decide as decide_interval
-from .config import load_config
-from .mlflow_tracking import parent_run, tag_trial
-from .tracking import close_pruned
+from .samplers import build_sampler
+from .sweep_run import run_planned
 from .tune_outputs import load_trials, select_best, write_figures, write_trials
 from .tune_plan import TunePlan, check_definition, trial_name, write_definition
 
@@ -121,7 +121,7 @@ def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, in
 
 
 class Tuner:
-    """The trials of one tune folder, the manifest `launch.execute` keeps, and the sampler."""
+    """The trials of one tune folder, the manifest `run_planned` keeps, and the sampler."""
 
     def __init__(self, plan: TunePlan, launch: Launch, sampler: Any, on_event: EventFn):
         self.plan, self.launch, self.sampler, self.on_event = plan, launch, sampler, on_event

@@ -21,17 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-
-from .config import load_config, read_yaml, to_plain_dict
-from .errors import ConfigError, Rnnl2Error, Rnnl2Warning
-from .metrics import default_mode
+from ..config import load_config, read_yaml, to_plain_dict
+from ..errors import ConfigError, Rnnl2Error, Rnnl2Warning
+from ..metrics import default_mode
+from ..mlflow_tracking import log_parent_files
+from ..run_state import FolderState, config_hash, folder_state
+from ..runs import set_aside, write_json
+from ..status import ManifestStatus
 from .grid import MAX_RUNS, expand_values, format_value, parse_axis, parse_seeds, split_top_level
 from .manifest import Manifest, PlannedRun, read_manifest, summary_metrics
-from .run_state import FolderState, config_hash, folder_state
 from .selection import Candidate, write_selection
-from .mlflow_tracking import log_parent_files
-from .runs import set_aside, write_json
-from .status import ManifestStatus
 
 
 @dataclass
@@ -199,7 +198,7 @@ def mirror_done_runs(spec: SweepSpec, done: list[PlannedRun]) -> int:
     """Runs that finished before tracking was asked for (`output.mlflow`/`output.tensorboard`
     turned on for a finished sweep: the same hash, so nothing retrains) are logged now from
     their folders; returns how many were."""
-    from .tracking import mirror_finished
+    from ..tracking import mirror_finished
 
     count = 0
     for run in done:
@@ -288,7 +287,7 @@ class SweepOutcome:
 def sweep_outcome(sweep_dir: Path, spec: SweepSpec, result: Any, metric: str | None, mode: str | None) -> SweepOutcome:
     """The table of the finished runs (grouped by seed when there are several), and the selection
     by `metric` when one was asked for, every run ended and the sweep was not interrupted."""
-    from .compare import compare_runs
+    from ..compare import compare_runs
 
     done = any(r["status"] == "done" for r in result.records)
     selection = select_best(sweep_dir, metric, mode) if metric and done and not result.interrupted else None

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Rnnl2Error, Rnnl2Warning
-from .launch.job import EventFn, Job
-from .runs import read_jsonl, write_text
-from .status import ManifestStatus
+from ..errors import Rnnl2Error, Rnnl2Warning
+from ..launch.job import EventFn, Job
+from ..runs import read_jsonl, write_text
+from ..status import ManifestStatus
 
 STATUSES = tuple(ManifestStatus)
 
