@@ -13,7 +13,7 @@ from rnnl2.config import load_config, to_plain_dict
 from rnnl2.runs import read_summary
 from rnnl2.status import RunStatus
 from rnnl2.run_state import config_hash, folder_config_hash
-from rnnl2.sweep import set_aside
+from rnnl2.runs import set_aside
 
 STOPPED = ("interrupted", RunStatus.PAUSED)
 """Statuses of a run that has not ended; every other status (diverged included) is a result."""

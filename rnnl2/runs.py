@@ -134,6 +134,19 @@ def failed_attempt_name(run_name: str, number: int) -> str:
     return f"{run_name}.failed-{number}"
 
 
+def set_aside(run_dir: Path) -> Path:
+    """Move a failed attempt's folder (and its sweep log) to `<run>.failed-N/`, never deleting it."""
+    number = 1
+    while run_dir.with_name(failed_attempt_name(run_dir.name, number)).exists():
+        number += 1
+    target = run_dir.with_name(failed_attempt_name(run_dir.name, number))
+    run_dir.rename(target)
+    log = run_dir.parent / "logs" / f"{run_dir.name}.log"
+    if log.is_file():
+        log.rename(log.with_name(f"{target.name}.log"))
+    return target
+
+
 RUN_FILE = "run.json"
 """The run's identity: `run_id` is also in every checkpoint, so a checkpoint from another run is refused."""
 

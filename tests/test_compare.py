@@ -104,7 +104,7 @@ def test_cli_errors_exit_2(tmp_path):
 
 
 def test_compare_and_report_never_import_torch():
-    code = "import sys, rnnl2.compare, rnnl2.report, rnnl2.sweep; print('torch' in sys.modules)"
+    code = "import sys, rnnl2.compare, rnnl2.report, rnnl2.search.sweep; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from rnnl2.errors import ConfigError
-from rnnl2.halving import (
+from rnnl2.search.halving import (
     Trial,
     bracket_budget,
     bracket_sizes,

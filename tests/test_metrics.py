@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
-from rnnl2 import compare, evaluate, sweep
+from rnnl2 import compare, evaluate
+
+from rnnl2.search import sweep
 from rnnl2.config import DATA_KINDS, validate_config
 from rnnl2.data import build_splits
 from rnnl2.metrics import HIGHER_IS_BETTER, METRICS, TASK_OF_KIND, default_mode, validation_metrics

@@ -99,19 +99,19 @@ def test_a_tune_nests_its_trials_and_shows_pruned_ones_as_pruned(tmp_path, mlflo
 
 
 def test_a_driver_crash_closes_the_parent_run_failed(tmp_path, mlflow_store, monkeypatch):
-    import rnnl2.tune
+    import rnnl2.search.tune
     from rnnl2.launch import Launch
-    from rnnl2.tune_plan import TuneSpec, plan_tune
+    from rnnl2.search.tune_plan import TuneSpec, plan_tune
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the driver")
 
-    monkeypatch.setattr(rnnl2.tune, "select_best", broken)
+    monkeypatch.setattr(rnnl2.search.tune, "select_best", broken)
     config = write_config(tmp_path, TINY_TAGGING | {"train": {"epochs": 1, "batch_size": 16}})
     spec = TuneSpec(config, ["l2.lambda=loguniform(1e-5,1e-1)"], trials=1, fixed=["output.mlflow=true"])
     plan = plan_tune(spec, tune_dir=tmp_path / "T")
     with pytest.raises(RuntimeError, match="a bug"):
-        rnnl2.tune.run_tune(plan, Launch(jobs=1, threads=1))
+        rnnl2.search.tune.run_tune(plan, Launch(jobs=1, threads=1))
     parent = mlflow_store.get_run(json.loads((tmp_path / "T" / "mlflow.json").read_text())["run_id"])
     assert parent.info.status == "FAILED" and parent.data.tags["rnnl2.status"] == "failed"
 

@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 from helpers import TINY_TAGGING, metrics_without_timing, rnnl2_argv, write_config
 from rnnl2.cli import app
 from rnnl2.errors import ConfigError, Rnnl2Error
-from rnnl2.halving import Trial
-from rnnl2.pbt import FACTORS, copy_member, decide, interval_epochs, perturb, quantile_count
-from rnnl2.space import parse_space
-from rnnl2.tune_plan import TuneSpec, epoch_budget, plan_tune
+from rnnl2.search.halving import Trial
+from rnnl2.search.pbt import FACTORS, copy_member, decide, interval_epochs, perturb, quantile_count
+from rnnl2.search.space import parse_space
+from rnnl2.search.tune_outputs import trained_by
+from rnnl2.search.tune_plan import TuneSpec, epoch_budget, plan_tune
 from test_tune_recovery import ENV, trials_json, wait_until
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -157,6 +158,20 @@ def test_a_copy_killed_between_its_two_renames_is_redone(tmp_path):
     ]
 
 
+def test_the_values_that_trained_a_best_epoch_come_from_the_lineage(tmp_path):
+    """Copied at epoch 2 with λ 5e-3, best at epoch 2: its weights were trained with λ 5e-4 (the
+    donor's start); best at epoch 3, they had one epoch at 5e-3 after the copy."""
+    trial = Trial(number=1, name="t1", params={"l2.lambda": 5e-3}, bracket=0)
+    trial.lineage = [{"epoch": 0, "params": {"l2.lambda": 5e-4}, "from": None}]
+    trial.lineage.append({"epoch": 2, "params": {"l2.lambda": 5e-3}, "from": "t0"})
+    for best, expected in [(2, 5e-4), (3, 5e-3)]:
+        (tmp_path / "summary.json").write_text(json.dumps({"best_epoch": best}))
+        found = trained_by(trial, tmp_path)
+        assert found["params_at_best_epoch"] == {"l2.lambda": expected} and found["best_epoch"] == best
+    trial.lineage = trial.lineage[:1]  # never copied: its values are best.yaml's
+    assert trained_by(trial, tmp_path) == {}
+
+
 # ------------------------------------------------------------------------------ through the CLI
 
 
@@ -189,6 +204,25 @@ def test_a_population_trains_every_member_to_the_end_copying_at_each_interval(po
         assert f"lambda: {trial['params']['l2.lambda']}" in saved  # it finished with its own last λ
     header, *rows = (tune_dir / "trials.csv").read_text().splitlines()
     assert "l2.lambda schedule" in header and any(" → " in row for row in rows)
+
+
+def test_the_selection_says_which_values_trained_the_chosen_weights(population):
+    """A member's best epoch may predate its last copy: for every copied member the values in
+    effect up to its best epoch are read from its lineage; selection.json carries them for a
+    copied winner only."""
+    tune_dir = population["tune_dir"]
+    selection = json.loads((tune_dir / "selection.json").read_text())
+    trials = json.loads((tune_dir / "trials.json").read_text())["trials"]
+    winner = next(t for t in trials if t["number"] == selection["trial"])
+    assert ("params_at_best_epoch" in selection) == (len(winner["lineage"]) > 1)
+    assert selection["overrides"] == winner["params"]
+    copied = [t for t in trials if len(t["lineage"]) > 1]
+    for trial in copied:
+        best = json.loads((tune_dir / trial["name"] / "summary.json").read_text())["best_epoch"]
+        found = trained_by(Trial.from_json(trial), tune_dir / trial["name"])
+        before = [e for e in trial["lineage"] if e["epoch"] < best]
+        assert found["best_epoch"] == best and found["params_at_best_epoch"] == before[-1]["params"]
+    assert copied
 
 
 def test_a_population_rerun_trains_nothing(population):

@@ -20,8 +20,8 @@ from rnnl2.cli import app
 from rnnl2.runs import read_metrics, read_summary
 from rnnl2.run_state import folder_config_hash
 from rnnl2.launch.slurm import CLUSTER_ENV, SlurmRun, job_parameters
-from rnnl2.manifest import read_manifest
-from rnnl2.workers import RESUMED
+from rnnl2.search.manifest import read_manifest
+from rnnl2.launch.workers import RESUMED
 
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="the slurm extra")
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from rnnl2.errors import ConfigError
-from rnnl2.space import (
+from rnnl2.search.space import (
     DIGITS,
     RULES,
     grid_params,

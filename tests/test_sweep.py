@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from rnnl2.cli import app
 from rnnl2.config import load_config
-from rnnl2.sweep import build_spec, plan_sweep
-from rnnl2.grid import format_value, parse_axis
-from rnnl2.manifest import read_manifest
+from rnnl2.search.sweep import build_spec, plan_sweep
+from rnnl2.search.grid import format_value, parse_axis
+from rnnl2.search.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -381,7 +381,8 @@ def test_a_grid_too_large_is_refused_at_once(tiny_config, tmp_path):
 def test_a_crash_of_the_driver_closes_every_running_record(tiny_config, tmp_path):
     """A bug in the driver (here: its event printer) while runs are out stops them resumably and
     closes their manifest lines; none is left `running`, and the same sweep then finishes."""
-    from rnnl2.launch import Launch, run_sweep
+    from rnnl2.launch import Launch
+    from rnnl2.search.sweep_run import run_sweep
 
     spec = build_spec(tiny_config, ["l2.lambda=0,1e-3"], None, ["train.epochs=3"])
     sweep_dir, runs = plan_sweep(spec, tmp_path / "runs")

@@ -20,9 +20,9 @@ from rnnl2.cli import app
 from rnnl2.errors import ConfigError
 from rnnl2.launch import Launch
 from rnnl2.runs import read_metrics
-from rnnl2.tune import run_tune
-from rnnl2.tune_outputs import load_trials
-from rnnl2.tune_plan import TuneSpec, plan_tune
+from rnnl2.search.tune import run_tune
+from rnnl2.search.tune_outputs import load_trials
+from rnnl2.search.tune_plan import TuneSpec, plan_tune
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY_TAGGING, rnnl2_argv, write_config
-from rnnl2.workers import RESUMED
+from rnnl2.launch.workers import RESUMED
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # 3 trials, rungs at epochs 1 and 3: rung 0 trains all three for one epoch, rung 1 the best one

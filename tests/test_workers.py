@@ -18,9 +18,9 @@ import torch
 from helpers import TINY_TAGGING, rnnl2_argv, run_rnnl2, write_config
 from rnnl2.runs import read_metrics
 from rnnl2.status import FINISHED
-from rnnl2.manifest import read_manifest
+from rnnl2.search.manifest import read_manifest
 from rnnl2.cli.worker import run_task
-from rnnl2.workers import GlobalState, torch_flags
+from rnnl2.launch.workers import GlobalState, torch_flags
 
 TIMING = ("seconds", "samples_per_s")
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -71,7 +71,7 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
     """Run a grid of configurations × seeds; the same command again resumes it. Last stdout line: the sweep folder."""
-    from ..sweep import build_spec, dry_run_lines, parse_select, plan_sweep
+    from ..search.sweep import build_spec, dry_run_lines, parse_select, plan_sweep
 
     spec = build_spec(path, grid or [], seeds, overrides or [])
     folder, runs = plan_sweep(spec, runs_dir, sweep_dir)
@@ -79,8 +79,8 @@ def sweep(
         print("\n".join(dry_run_lines(spec, runs)))
         return
     metric, mode = parse_select(select)
-    from ..launch import run_sweep
-    from ..sweep import sweep_outcome
+    from ..search.sweep_run import run_sweep
+    from ..search.sweep import sweep_outcome
 
     launch = build_launch(backend, jobs, runs_per_gpu, threads, isolate, ray_address, slurm, fail_fast=fail_fast)
     at_once = "as SLURM schedules them" if backend is Backend.slurm else f"{launch.jobs} at a time"
@@ -199,7 +199,7 @@ def tune(
 ) -> None:
     """Search hyperparameters with successive halving (synchronous, per bracket): trials pause at
     rung epochs and the best 1/eta resume exactly. The same command continues it. Last stdout line: the tune folder."""
-    from ..tune_plan import TuneSpec, epoch_budget, plan_lines, plan_tune
+    from ..search.tune_plan import TuneSpec, epoch_budget, plan_lines, plan_tune
 
     spec = TuneSpec(
         config,
@@ -223,7 +223,7 @@ def tune(
     if dry_run:
         print("\n".join(plan_lines(plan, jobs)))
         return
-    from ..tune import run_tune
+    from ..search.tune import run_tune
 
     if not quiet and not as_json:
         err.print("\n".join(line.removeprefix("# ") for line in plan_lines(plan, jobs) if line.startswith("# ")))

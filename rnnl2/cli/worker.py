@@ -1,6 +1,6 @@
 """The warm worker's side (`python -m rnnl2.cli.worker`): import torch and the CLI once, then
 run each `rnnl2 <argv>` the driver sends in this process, as a fresh process would (the
-process-wide state is put back before and after each run; see `rnnl2.workers`, the driver's side)."""
+process-wide state is put back before and after each run; see `rnnl2.launch.workers`, the driver's side)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..workers import GlobalState, open_run_log
+from ..launch.workers import GlobalState, open_run_log
 from . import app
 
 

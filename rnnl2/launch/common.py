@@ -1,6 +1,5 @@
-"""What every backend shares: how a sweep is launched (`Launch`), threads and GPUs per run, a
-child `rnnl2 train` process, and how one run's end is read and recorded in the manifest. It
-knows the manifest's records, not how a sweep is planned."""
+"""What every backend shares: how the jobs are launched (`Launch`), threads and GPUs per run, a
+child `rnnl2 train` process, and how one run's end is read from its folder and log."""
 
 from __future__ import annotations
 
@@ -15,17 +14,14 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..runs import read_summary
-from ..sweep import summary_metrics
-from ..manifest import Manifest, PlannedRun
-from ..workers import RESUMED, die_with_parent, open_run_log
+from .workers import RESUMED, die_with_parent, open_run_log
 
-EventFn = Callable[[str, dict[str, Any]], None]
 POLL_SECONDS = 0.2
 
 
 @dataclass(kw_only=True)
 class Launch:
-    """How to run the sweep's processes."""
+    """How to run the jobs' processes (a sweep's runs, a tune rung's trials)."""
 
     jobs: int = 1
     backend: str = "local"
@@ -118,25 +114,6 @@ def gpu_ids() -> list[str]:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def finish(manifest: Manifest, run: PlannedRun, outcome: dict[str, Any], on_event: EventFn) -> dict[str, Any]:
-    """Record how one run ended: done with its metrics, or failed/interrupted with the error."""
-    code, summary = outcome["exit_code"], outcome.get("summary")
-    fields: dict[str, Any] = {"exit_code": code, "finished": time.time()}
-    if summary:
-        fields["metrics"] = summary_metrics(summary)
-    if code == 0:
-        record = manifest.update(run.name, status="done", **fields)
-    else:
-        status = "interrupted" if code in (130, -signal.SIGTERM, -signal.SIGINT) else "failed"
-        record = manifest.update(run.name, status=status, error=outcome.get("error") or f"exit code {code}", **fields)
-    on_event(record["status"], record)
-    return record
-
-
-def ignore_event(kind: str, record: dict[str, Any]) -> None:
-    """The event sink while a crash unwinds: the records are written, the printer may be the crash."""
 
 
 def read_outcome(code: int, run_dir: Path, log_path: Path) -> dict[str, Any]:

@@ -7,26 +7,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from ..sweep import SweepSpec, train_command
-
-from ..manifest import Manifest
-from ..workers import WarmWorker, wait_readable
 from .common import (
     POLL_SECONDS,
-    EventFn,
     Launch,
     cpu_count,
-    finish,
     gpu_for_slot,
-    ignore_event,
     read_outcome,
     start_child,
     stop_processes,
     thread_env,
     threads_per_run,
 )
+from .job import Job, Journal
+from .workers import WarmWorker, wait_readable
 
 
 def warm_slots(launch: Launch, threads: int, logs: Path) -> "WarmSlots":
@@ -69,7 +63,7 @@ class IsolatedSlots:
 
 
 class WarmSlots:
-    """The default: one warm worker per slot (`rnnl2.workers`), started once and reused; a
+    """The default: one warm worker per slot (`rnnl2.launch.workers`), started once and reused; a
     worker that died (its run crashed it, or was killed) is replaced for the next run."""
 
     def __init__(self, threads: int, gpus: list[str], logs: Path):
@@ -129,32 +123,31 @@ class WarmSlots:
         stop_processes([w.process for w in self.workers.values()])
 
 
-def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_event: EventFn) -> None:
-    """Up to `jobs` runs at once, in warm workers (or fresh processes with `isolate`); a failure
-    stops the others only with fail_fast."""
-    jobs = max(1, launch.jobs)
-    threads = threads_per_run(launch.threads, jobs, cpu_count())
-    logs = manifest.path.parent / "logs"
+def run_local(jobs: list[Job], journal: Journal, launch: Launch, folder: Path) -> None:
+    """Up to `launch.jobs` runs at once, in warm workers (or fresh processes with `isolate`),
+    logging to `folder`/logs; a failure stops the others only with fail_fast."""
+    width = max(1, launch.jobs)
+    threads = threads_per_run(launch.threads, width, cpu_count())
+    logs = folder / "logs"
     slots = IsolatedSlots(threads, launch.gpus) if launch.isolate else warm_slots(launch, threads, logs)
-    queue = list(todo)
-    running: dict[Any, Any] = {}  # slot → run
+    queue = list(jobs)
+    running: dict[int, Job] = {}  # slot → job
 
-    def ended(slot: int, code: int, report: EventFn = on_event) -> dict[str, Any]:
-        run = running.pop(slot)
-        return finish(manifest, run, read_outcome(code, run.run_dir, logs / f"{run.name}.log"), report)
+    def ended(slot: int, code: int, report: bool = True) -> bool:
+        job = running.pop(slot)
+        return journal.ended(job, read_outcome(code, job.run_dir, job.log_path), report)
 
     try:
         while queue or running:
-            for slot in [s for s in range(jobs) if s not in running]:
+            for slot in [s for s in range(width) if s not in running]:
                 if not queue:
                     break
-                run, record = queue.pop(0)
-                command = train_command(spec, run, (), record["resume"], record.get("pause_after"))
-                pid = slots.start(slot, command, logs / f"{run.name}.log")
-                running[slot] = run
-                on_event("start", manifest.update(run.name, status="running", started=time.time(), pid=pid))
+                job = queue.pop(0)
+                pid = slots.start(slot, job.argv, job.log_path)
+                running[slot] = job
+                journal.started(job, pid=pid)
             for slot, code in slots.wait(POLL_SECONDS):
-                if ended(slot, code)["status"] != "done" and launch.fail_fast:
+                if not ended(slot, code) and launch.fail_fast:
                     queue.clear()
                     slots.stop()
     except BaseException as error:  # Ctrl-C, SIGTERM, or a crash of this driver: stop the runs resumably
@@ -165,7 +158,7 @@ def run_local(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, o
         crashed = False
     finally:
         for slot, code in slots.drain():  # every record closes: none is left "running"
-            ended(slot, code, ignore_event if crashed else on_event)
+            ended(slot, code, report=not crashed)  # a crash unwinding: recorded, not printed
         if launch.isolate or queue or sys.exc_info()[0] is not None:  # stopped: no worker stays
             slots.close()
             launch.close()

@@ -1,6 +1,6 @@
 """`--backend slurm`: each run of a sweep (or of a tune rung) a SLURM job, submitted through
 submitit (the `slurm` extra) as one job array. A preempted or timed-out job stops its run, which
-saves last.pt, and is requeued to resume it exactly; the driver polls the jobs into the manifest."""
+saves last.pt, and is requeued to resume it exactly; the driver polls the jobs and tells its journal."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from typing import Any, Iterator
 import yaml
 
 from ..errors import INTERRUPTED, ConfigError, Rnnl2Error
-from .common import EventFn, Launch, finish, read_outcome, start_child, thread_env
 from ..run_state import FolderState, folder_state
-from ..sweep import SweepSpec, set_aside, train_command
-from ..manifest import Manifest, PlannedRun
-from ..workers import die_with_parent
+from ..runs import set_aside
+from .common import Launch, read_outcome, start_child, thread_env
+from .job import Job, Journal
+from .workers import die_with_parent
 
 CLUSTER_ENV = "RNNL2_SLURM_CLUSTER"
 """`local`: submitit's local executor runs the jobs on this machine, to try the backend without SLURM."""
@@ -155,51 +155,52 @@ def build_executor(folder: Path, options: list[str], threads: int | None, name: 
     return executor, threads or (cpus if isinstance(cpus, int) and cpus > 0 else 1)
 
 
-def slurm_run(spec: SweepSpec, run: PlannedRun, record: dict[str, Any], threads: int, logs: Path) -> SlurmRun:
-    pause, extra = record.get("pause_after"), ["--threads", str(threads)]
+def slurm_run(job: Job, threads: int) -> SlurmRun:
+    extra = ["--threads", str(threads)]
     return SlurmRun(
-        fresh=[*train_command(spec, run, (), False, pause), *extra],
-        resumed=[*train_command(spec, run, (), True, pause), *extra],
-        run_dir=str(run.run_dir),
-        log_path=str(logs / f"{run.name}.log"),
+        fresh=[*job.fresh_argv, *extra],
+        resumed=[*job.resumed_argv, *extra],
+        run_dir=str(job.run_dir),
+        log_path=str(job.log_path),
         env=thread_env(threads),
         cwd=os.getcwd(),
-        pause_after=pause,
-        config_hashes=sorted(run.accepted_hashes),
+        pause_after=job.pause_after,
+        config_hashes=sorted(job.config_hashes),
     )
 
 
-def run_slurm(spec: SweepSpec, todo: list, manifest: Manifest, launch: Launch, on_event: EventFn) -> None:
-    """Every run a job of one array (submitit's folder: <sweep>/slurm/); the driver records each
+def run_slurm(jobs: list[Job], journal: Journal, launch: Launch, folder: Path) -> None:
+    """Every job one of an array (submitit's folder: `folder`/slurm/); the driver notes each
     job's scheduler state as it changes (`job_state`: PENDING, RUNNING, REQUEUED, …) and how its
     run ended. Ctrl-C cancels the jobs (their runs save; a rerun resumes them)."""
-    if not todo:  # every run already done: nothing to submit, no scheduler needed
+    if not jobs:  # every run already done: nothing to submit, no scheduler needed
         return
-    sweep_dir = manifest.path.parent
-    executor, threads = build_executor(sweep_dir / "slurm", launch.slurm, launch.threads, f"rnnl2-{sweep_dir.name}")
-    calls = [slurm_run(spec, run, record, threads, sweep_dir / "logs") for run, record in todo]
+    executor, threads = build_executor(folder / "slurm", launch.slurm, launch.threads, f"rnnl2-{folder.name}")
+    calls = [slurm_run(job, threads) for job in jobs]
     try:
         with interruptible_children(), executor.batch():
-            jobs = [executor.submit(call) for call in calls]
+            submitted = [executor.submit(call) for call in calls]
     except RuntimeError as error:  # sbatch refused (submitit's FailedJobError / FailedSubmissionError)
         raise Rnnl2Error(f"cannot submit the jobs: {str(error).strip().splitlines()[-1]}") from None
-    pending = {}
-    for job, (run, _) in zip(jobs, todo):
-        pending[job.job_id] = (job, run)
-        fields = {"status": "running", "started": time.time(), "job_id": job.job_id, "job_state": None}
-        on_event("start", manifest.update(run.name, **fields))
+    pending: dict[str, tuple[Any, Job]] = {}
+    states: dict[str, str | None] = {}
+    for handle, job in zip(submitted, jobs):
+        pending[handle.job_id] = (handle, job)
+        states[handle.job_id] = None
+        journal.started(job, job_id=handle.job_id, job_state=None)
     try:
         while pending:
             time.sleep(POLL_SECONDS.get(executor.cluster, 1.0))
-            for job_id, (job, run) in list(pending.items()):
-                if job.state != manifest.record(run.name).get("job_state"):
-                    manifest.update(run.name, job_state=job.state)
-                if job.done():
+            for job_id, (handle, job) in list(pending.items()):
+                if handle.state != states[job_id]:
+                    states[job_id] = handle.state
+                    journal.noted(job, job_state=handle.state)
+                if handle.done():
                     del pending[job_id]
-                    if finish(manifest, run, job_outcome(job), on_event)["status"] != "done" and launch.fail_fast:
-                        cancel_jobs(pending, manifest, on_event)
+                    if not journal.ended(job, job_outcome(handle)) and launch.fail_fast:
+                        cancel_jobs(pending, journal)
     except KeyboardInterrupt:
-        cancel_jobs(pending, manifest, on_event)
+        cancel_jobs(pending, journal)
         raise
 
 
@@ -228,8 +229,8 @@ def job_outcome(job: Any) -> dict[str, Any]:
         return {"exit_code": -1, "error": f"slurm job {job.job_id}: {lines[-1] if lines else type(error).__name__}"}
 
 
-def cancel_jobs(pending: dict, manifest: Manifest, on_event: EventFn) -> None:
-    for job, run in pending.values():
-        job.cancel(check=False)
-        finish(manifest, run, {"exit_code": INTERRUPTED, "error": "interrupted"}, on_event)
+def cancel_jobs(pending: dict, journal: Journal) -> None:
+    for handle, job in pending.values():
+        handle.cancel(check=False)
+        journal.ended(job, {"exit_code": INTERRUPTED, "error": "interrupted"})
     pending.clear()

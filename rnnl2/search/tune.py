@@ -1,5 +1,5 @@
 """Run a tune: new trials from the sampler, successive halving of each bracket (`halving`), and
-each rung's training through `launch.execute`: a trial pauses at its rung with its checkpoint,
+each rung's training through `sweep_run.run_planned`: a trial pauses at its rung with its checkpoint,
 and a promoted one resumes exactly. trials.json is rewritten after every change and the run
 folders are the truth, so the same command continues an interrupted tune and retrains nothing."""
 
@@ -10,26 +10,25 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .errors import ConfigError, Rnnl2Warning
+from ..config import load_config
+from ..errors import ConfigError, Rnnl2Warning
+from ..launch import EventFn, Launch
+from ..mlflow_tracking import parent_run, tag_trial
+from ..run_state import FolderState, folder_state, killed_from_outside
+from ..runs import FolderLock, read_summary, remove_write_leftovers, set_aside
+from ..status import ACTIVE, FINISHED, ManifestStatus, RunStatus, TrialState
+from ..tracking import close_pruned
 from .halving import Trial, finite, run_bracket
-from .launch import Launch, execute
-from .runs import FolderLock, read_summary, remove_write_leftovers
-from .status import ACTIVE, FINISHED, ManifestStatus, RunStatus, TrialState
-from .samplers import build_sampler
-from .run_state import FolderState, folder_state, killed_from_outside
-from .sweep import set_aside
 from .manifest import Manifest, PlannedRun
 from .pbt import copy_member
 from .pbt import decide as decide_interval
-from .config import load_config
-from .mlflow_tracking import parent_run, tag_trial
-from .tracking import close_pruned
+from .samplers import build_sampler
+from .sweep_run import run_planned
 from .tune_outputs import load_trials, select_best, write_figures, write_trials
 from .tune_plan import TunePlan, check_definition, trial_name, write_definition
 
-EventFn = Callable[[str, dict[str, Any]], None]
 DRIVER_FILES = ("trials.json", "trials.csv", "sweep.jsonl", "tune.json", "best.yaml", "selection.json")
 """What the tune driver writes in its folder: a SIGKILLed driver may leave a temp file of each."""
 KILLED_RETRIES = 1
@@ -122,7 +121,7 @@ def run_tune(plan: TunePlan, launch: Launch, on_event: EventFn = lambda kind, in
 
 
 class Tuner:
-    """The trials of one tune folder, the manifest `launch.execute` keeps, and the sampler."""
+    """The trials of one tune folder, the manifest `run_planned` keeps, and the sampler."""
 
     def __init__(self, plan: TunePlan, launch: Launch, sampler: Any, on_event: EventFn):
         self.plan, self.launch, self.sampler, self.on_event = plan, launch, sampler, on_event
@@ -299,7 +298,7 @@ class Tuner:
             first = next(t for t in todo if t.name == batch[0][0].name)
             where = {"bracket": first.bracket, "rung": first.rung, "rungs": len(self.plan.rungs)}
             self.on_event("rung", {**where, "epoch": self.target(first), "names": [run.name for run, _ in batch]})
-        interrupted = bool(batch) and execute(self.plan.sweep_spec(), batch, self.manifest, self.launch, self.relay)
+        interrupted = bool(batch) and run_planned(self.plan.sweep_spec(), batch, self.manifest, self.launch, self.relay)
         self.save()
         self.sampler.update(todo, self.plan.rungs)
         return interrupted
@@ -335,7 +334,7 @@ class Tuner:
         return True
 
     def relay(self, kind: str, record: dict[str, Any]) -> None:
-        """`launch.execute`'s events: record each trial's end as soon as it comes."""
+        """`run_planned`'s events: record each trial's end as soon as it comes."""
         trial = next(t for t in self.trials if t.name == record["name"])
         if kind == "start":
             trial.state, self.started = TrialState.RUNNING, self.started + 1

@@ -11,11 +11,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, Rnnl2Warning
+from ..errors import ConfigError, Rnnl2Warning
+from ..runs import atomic_write
+from ..status import TrialState
 from .halving import Trial
-from .runs import atomic_write
 from .space import Space, grid_params, optuna_params, params_key, random_params, suggest
-from .status import TrialState
 
 STARTUP = 10
 """TPE's first trials are the random sampler's (the same seed gives the same ones), enqueued in

@@ -3,7 +3,7 @@ definition (`tune.json`), and every trial as a sweep's `PlannedRun`. Running it 
 
     runs/<name>/tune-<hash>/     tune.json (the definition)  trials.json, trials.csv (every trial)
         trial-0000-l2.lambda=0/  an ordinary run folder, paused at a rung or finished
-        sweep.jsonl, logs/       the manifest and logs `launch.execute` keeps, as for a sweep
+        sweep.jsonl, logs/       the manifest and logs a sweep keeps too, as for a sweep
         study.journal            the Optuna study (--sampler tpe without --storage)
         best.yaml, selection.json, figures/rung-<epochs>.png
 """
@@ -18,9 +18,13 @@ from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import load_config, to_plain_dict
-from .errors import ConfigError, Rnnl2Error
-from .metrics import default_mode
+from ..config import load_config, to_plain_dict
+from ..errors import ConfigError, Rnnl2Error
+from ..metrics import default_mode
+from ..run_state import config_hash
+from ..runs import read_json, read_summary, write_json
+from ..status import FINISHED
+from .grid import MAX_RUNS, format_value
 from .halving import (
     Trial,
     bracket_budget,
@@ -30,14 +34,10 @@ from .halving import (
     keep_count,
     rung_epochs,
 )
-from .runs import read_json, read_summary, write_json
-from .status import FINISHED
-from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
-from .run_state import config_hash
-from .sweep import SweepSpec, slug, train_command
-from .grid import MAX_RUNS, format_value
 from .manifest import PlannedRun
 from .pbt import interval_epochs, quantile_count
+from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
+from .sweep import SweepSpec, slug, train_command
 
 SAMPLERS = ("random", "grid", "tpe")
 SCHEDULERS = ("halving", "hyperband", "pbt")
@@ -115,7 +115,7 @@ class TunePlan:
         return f"rnnl2-tune-{definition_digest(self.definition)}"
 
     def sweep_spec(self) -> SweepSpec:
-        """What `launch.execute` and `train_command` read: the config file and the fixed overrides."""
+        """What `run_planned` and `train_command` read: the config file and the fixed overrides."""
         return SweepSpec(self.spec.config, list(self.spec.fixed))
 
     @property

@@ -15,8 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
-from .errors import ConfigError
-from .status import ACTIVE, TrialState
+from ..errors import ConfigError
+from ..status import ACTIVE, TrialState
 
 STATES = tuple(TrialState)
 

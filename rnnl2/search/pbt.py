@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import Rnnl2Error
+from ..errors import Rnnl2Error
+from ..runs import RUN_FILE, FolderLock, check_unlocked, read_json, read_summary, write_json
 from .halving import Trial, rank
-from .runs import RUN_FILE, FolderLock, check_unlocked, read_json, read_summary, write_json
 from .space import Space, draw, rounded
 
 QUANTILE = 0.25

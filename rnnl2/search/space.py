@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import ConfigError, short_repr
+from ..errors import ConfigError, short_repr
 from .grid import MAX_RUNS, format_value, parse_value, split_outside, split_top_level
 
 KINDS = ("loguniform", "uniform", "int", "choice")

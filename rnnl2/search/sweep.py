@@ -21,17 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-
-from .config import load_config, read_yaml, to_plain_dict
-from .errors import ConfigError, Rnnl2Error, Rnnl2Warning
-from .metrics import default_mode
+from ..config import load_config, read_yaml, to_plain_dict
+from ..errors import ConfigError, Rnnl2Error, Rnnl2Warning
+from ..metrics import default_mode
+from ..mlflow_tracking import log_parent_files
+from ..run_state import FolderState, config_hash, folder_state
+from ..runs import set_aside, write_json
+from ..status import ManifestStatus
 from .grid import MAX_RUNS, expand_values, format_value, parse_axis, parse_seeds, split_top_level
-from .manifest import Manifest, PlannedRun, read_manifest
-from .run_state import FolderState, config_hash, folder_state
+from .manifest import Manifest, PlannedRun, read_manifest, summary_metrics
 from .selection import Candidate, write_selection
-from .mlflow_tracking import log_parent_files
-from .runs import failed_attempt_name, write_json
-from .status import ManifestStatus
 
 
 @dataclass
@@ -164,19 +163,6 @@ def dry_run_lines(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
 # ------------------------------------------------------------------- reconciling
 
 
-def set_aside(run_dir: Path) -> Path:
-    """Move a failed attempt's folder (and its sweep log) to `<run>.failed-N/`, never deleting it."""
-    number = 1
-    while run_dir.with_name(failed_attempt_name(run_dir.name, number)).exists():
-        number += 1
-    target = run_dir.with_name(failed_attempt_name(run_dir.name, number))
-    run_dir.rename(target)
-    log = run_dir.parent / "logs" / f"{run_dir.name}.log"
-    if log.is_file():
-        log.rename(log.with_name(f"{target.name}.log"))
-    return target
-
-
 def reconcile(manifest: Manifest, runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[tuple[PlannedRun, bool]]]:
     """Read every run's state from its folder (`folder_state`) and bring the manifest in line;
     returns the runs already done and the runs to start, each with whether it resumes from its
@@ -212,18 +198,12 @@ def mirror_done_runs(spec: SweepSpec, done: list[PlannedRun]) -> int:
     """Runs that finished before tracking was asked for (`output.mlflow`/`output.tensorboard`
     turned on for a finished sweep: the same hash, so nothing retrains) are logged now from
     their folders; returns how many were."""
-    from .tracking import mirror_finished
+    from ..tracking import mirror_finished
 
     count = 0
     for run in done:
         count += mirror_finished(run.run_dir, load_config(spec.config, run.overrides))
     return count
-
-
-def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the manifest keeps of a run's summary.json: how it ended and its numbers."""
-    keep = ("status", "best_epoch", "best_metric", "best_value", "epochs_run", "steps", "wall_seconds", "final")
-    return {k: v for k, v in summary.items() if k in keep or k.startswith(("val_", "test_"))}
 
 
 def write_definition(sweep_dir: Path, spec: SweepSpec, runs: list[PlannedRun]) -> None:
@@ -307,7 +287,7 @@ class SweepOutcome:
 def sweep_outcome(sweep_dir: Path, spec: SweepSpec, result: Any, metric: str | None, mode: str | None) -> SweepOutcome:
     """The table of the finished runs (grouped by seed when there are several), and the selection
     by `metric` when one was asked for, every run ended and the sweep was not interrupted."""
-    from .compare import compare_runs
+    from ..compare import compare_runs
 
     done = any(r["status"] == "done" for r in result.records)
     selection = select_best(sweep_dir, metric, mode) if metric and done and not result.interrupted else None

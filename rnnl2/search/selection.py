@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .runs import write_json, write_text
+from ..runs import write_json, write_text
 
 
 @dataclass(kw_only=True)

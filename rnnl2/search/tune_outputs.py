@@ -10,14 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import Rnnl2Error
+from ..errors import Rnnl2Error
+from ..runs import read_json, read_summary, write_json, write_text
+from ..status import TrialState
+from .grid import format_value
 from .halving import STATES, Trial
-from .runs import read_json, write_json, write_text
+from .pbt import schedule_text
 from .selection import Candidate, write_selection
 from .space import Space
-from .status import TrialState
-from .grid import format_value
-from .pbt import schedule_text
 
 TRIALS_FILE = "trials.json"
 
@@ -68,12 +68,27 @@ def select_best(tune_dir: Path, trials: list[Trial], metric: str, mode: str) -> 
     in `sweep --select`'s format (one trial per configuration: n 1, std 0)."""
     candidates = [
         Candidate(
-            settings=t.params, value=value, run_dir=tune_dir / t.name, metrics=t.metrics, extra={"trial": t.number}
+            settings=t.params,
+            value=value,
+            run_dir=tune_dir / t.name,
+            metrics=t.metrics,
+            extra={"trial": t.number, **trained_by(t, tune_dir / t.name)},
         )
         for t in trials
         if t.state == TrialState.COMPLETED and (value := t.latest_value()) is not None
     ]
     return write_selection(tune_dir, candidates, metric, mode)
+
+
+def trained_by(trial: Trial, run_dir: Path) -> dict[str, Any]:
+    """pbt: what trained the chosen weights. The metrics are those of the member's best epoch,
+    whose weights may come from an ancestor with other values (its lineage); best.yaml and
+    `overrides` hold the member's last values. Empty for a trial without copies."""
+    best = (read_summary(run_dir) or {}).get("best_epoch")
+    if len(trial.lineage) < 2 or not isinstance(best, int):
+        return {}
+    trained = [entry for entry in trial.lineage if entry["epoch"] < best]
+    return {"best_epoch": best, "params_at_best_epoch": trained[-1]["params"], "lineage_to_best_epoch": trained}
 
 
 def plotted_space(spaces: list[Space]) -> Space:

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from .config.loading import parse_yaml
-from .errors import ConfigError, short_repr
+from ..config.loading import parse_yaml
+from ..errors import ConfigError, short_repr
 
 MAX_RUNS = 10_000
 """The most runs one sweep plans (all axes × variants × seeds): more is almost surely a typo in a

@@ -1,17 +1,21 @@
 """`sweep.jsonl`, the manifest one sweep or tune keeps: one record per planned run, and the
-statuses a record takes. Sweep, tune and every launch backend write it through `Manifest`."""
+statuses a record takes. Sweep and tune write it through `Manifest`; while the runs run, the
+backends' `launch.Journal` is a `ManifestJournal`, so no backend knows the manifest."""
 
 from __future__ import annotations
 
 import json
+import signal
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Rnnl2Error, Rnnl2Warning
-from .runs import read_jsonl, write_text
-from .status import ManifestStatus
+from ..errors import Rnnl2Error, Rnnl2Warning
+from ..launch.job import EventFn, Job
+from ..runs import read_jsonl, write_text
+from ..status import ManifestStatus
 
 STATUSES = tuple(ManifestStatus)
 
@@ -103,3 +107,43 @@ def read_manifest(sweep_dir: Path) -> list[dict[str, Any]]:
         if not isinstance(record.get("name"), str) or record.get("status") not in STATUSES:
             raise Rnnl2Error(f"{sweep_dir / 'sweep.jsonl'}: record {number} is not a sweep record; the file is damaged")
     return records
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest keeps of a run's summary.json: how it ended and its numbers."""
+    keep = ("status", "best_epoch", "best_metric", "best_value", "epochs_run", "steps", "wall_seconds", "final")
+    return {k: v for k, v in summary.items() if k in keep or k.startswith(("val_", "test_"))}
+
+
+class ManifestJournal:
+    """The `launch.Journal` of a sweep or tune: each job's start and end into its record of
+    `sweep.jsonl` (written before the printer hears of it), then to `on_event`."""
+
+    def __init__(self, manifest: Manifest, on_event: EventFn):
+        self.manifest, self.on_event = manifest, on_event
+
+    def started(self, job: Job, **fields: Any) -> None:
+        self.on_event(
+            "start", self.manifest.update(job.name, status=ManifestStatus.RUNNING, started=time.time(), **fields)
+        )
+
+    def noted(self, job: Job, **fields: Any) -> None:
+        self.manifest.update(job.name, **fields)
+
+    def ended(self, job: Job, outcome: dict[str, Any], report: bool = True) -> bool:
+        """Done with its metrics, or failed/interrupted with the error."""
+        code, summary = outcome["exit_code"], outcome.get("summary")
+        fields: dict[str, Any] = {"exit_code": code, "finished": time.time()}
+        if summary:
+            fields["metrics"] = summary_metrics(summary)
+        if code == 0:
+            record = self.manifest.update(job.name, status=ManifestStatus.DONE, **fields)
+        else:
+            interrupted = code in (130, -signal.SIGTERM, -signal.SIGINT)
+            status = ManifestStatus.INTERRUPTED if interrupted else ManifestStatus.FAILED
+            record = self.manifest.update(
+                job.name, status=status, error=outcome.get("error") or f"exit code {code}", **fields
+            )
+        if report:
+            self.on_event(str(record["status"]), record)
+        return record["status"] == ManifestStatus.DONE
