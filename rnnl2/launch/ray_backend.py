@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import Rnnl2Error
+from ..errors import INTERRUPTED, Rnnl2Error
 from .common import Launch, cpu_count, read_outcome, start_child, thread_env, threads_per_run
 from .job import Job, Journal
 
@@ -64,5 +64,5 @@ def run_ray(jobs: list[Job], journal: Journal, launch: Launch, folder: Path) -> 
 def cancel_tasks(ray, pending: dict, journal: Journal) -> None:
     for ref, job in list(pending.items()):
         ray.cancel(ref, force=True)
-        journal.ended(job, {"exit_code": 130, "error": "interrupted"})
+        journal.ended(job, {"exit_code": INTERRUPTED, "error": "interrupted"})
     pending.clear()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import Rnnl2Error, Rnnl2Warning
+from ..errors import INTERRUPTED, Rnnl2Error, Rnnl2Warning
 from ..launch.job import EventFn, Job
 from ..runs import read_jsonl, write_text
 from ..status import ManifestStatus
@@ -139,7 +139,7 @@ class ManifestJournal:
         if code == 0:
             record = self.manifest.update(job.name, status=ManifestStatus.DONE, **fields)
         else:
-            interrupted = code in (130, -signal.SIGTERM, -signal.SIGINT)
+            interrupted = code in (INTERRUPTED, -signal.SIGTERM, -signal.SIGINT)
             status = ManifestStatus.INTERRUPTED if interrupted else ManifestStatus.FAILED
             record = self.manifest.update(
                 job.name, status=status, error=outcome.get("error") or f"exit code {code}", **fields
