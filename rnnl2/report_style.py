@@ -105,5 +105,8 @@ def draw_baseline(axes, runs: list[Run], metric: str) -> None:
             va="top" if above else "bottom",
             color="grey",
             fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5},
+            zorder=5,
         )
-        ax.set_ylim(low, high)
+        room = 0.07 * (high - low)  # a strip for the note, so it never sits on a marker at the edge
+        ax.set_ylim(low, high + room) if above else ax.set_ylim(low - room, high)
