@@ -14,6 +14,9 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
 - pbt-N:       `--scheduler pbt --trials N`: a population of N random λ, trained to the end; every
                max-epochs ÷ 5 epochs the worst quarter copies a best member and perturbs its λ
                (costs N runs: N/8 of the grid's epochs);
+- late:        late-λ: a λ = 0 run that stops 2 epochs past its best epoch p, then `rnnl2 fork` of it at
+               p once per λ ∈ {1e-4 … 1e-1} (7), each continued for max-epochs ÷ 5 epochs with its λ;
+               the best by validation (costs p + 2 + 7 × max-epochs ÷ 5 epochs, about ⅓ of the grid's);
 - adaptive-*:  one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}: the
                hyper-loss on a held-out 10 % of the training split (`-train`) or on the validation
                split (`-val`), from the first step or once validation stops improving (`-plateau`),
@@ -54,6 +57,8 @@ ADAPTIVE = {  # method → the l2.adapt settings beside method=hypergradient (de
     "adaptive-val-implicit": ["l2.adapt.holdout=val", "l2.adapt.horizon=implicit"],
 }
 PBT = {"pbt-3": 3, "pbt-4": 4, "pbt-8": 8}  # method → population
+LATE = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]  # late-λ: the forks' λ (L2 from late on needs a larger λ)
+LATE_PATIENCE = 2  # the λ = 0 trunk stops this many epochs after its best
 TASKS = {  # config, max epochs, selection metric, test metric, whether higher is better
     "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy", True),
     "trec_small": ("trec_small.yaml", 9, "val_accuracy", "test_accuracy", True),
@@ -219,6 +224,51 @@ def adaptive(task: str, seed: int, method: str, lambda0: float, out: Path, threa
     }
 
 
+def late(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
+    """late-λ, as docs/search.md scripts it: a λ = 0 run stopped LATE_PATIENCE epochs past its
+    best epoch p; `rnnl2 fork` of it at p once per λ in LATE, each continued with its λ for
+    max-epochs ÷ 5 epochs (at least 1); the best by validation of the trunk and the forks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config, epochs, val_metric, test_metric, higher = TASKS[task]
+    folder = out / task / f"late-seed{seed}"
+    started = time.perf_counter()
+    trunk_dir = folder / "trunk-l2.lambda=0"
+    trunk_args = train_args(
+        CONFIGS / config,
+        [f"seed={seed}", "l2.lambda=0", f"train.early_stopping.patience={LATE_PATIENCE}"],
+        trunk_dir,
+    )
+    if trunk_args is not None:
+        rnnl2(*trunk_args, "--threads", str(threads), "-q")
+    trunk = read_json(trunk_dir / "summary.json")
+    p, length = trunk["best_epoch"], max(1, -(-epochs // 5))
+
+    def branch(lam: float) -> dict:
+        run_dir = folder / f"fork-l2.lambda={lam:g}"
+        if not (run_dir / "summary.json").is_file() or read_json(run_dir / "summary.json")["status"] == "paused":
+            if not run_dir.exists():
+                rnnl2("fork", str(trunk_dir), str(run_dir))
+            sets = ["--set", f"l2.lambda={lam}", "--set", f"train.epochs={p + length}"]
+            rnnl2("train", "--resume", str(run_dir), "--force", *sets, "--threads", str(threads), "-q")
+        return read_json(run_dir / "summary.json") | {"lambda": lam, "run_dir": str(run_dir)}
+
+    with ThreadPoolExecutor(jobs) as pool:
+        forks = list(pool.map(branch, LATE))
+    candidates = [trunk | {"lambda": 0.0, "run_dir": str(trunk_dir)}, *forks]
+    pick = max if higher else min
+    chosen = pick(candidates, key=lambda c: c[val_metric])
+    return {
+        "lambda": chosen["lambda"],
+        "val": chosen[val_metric],
+        "test": chosen[test_metric],
+        "run_dir": chosen["run_dir"],
+        "epochs": trunk["epochs_run"] + sum(f["epochs_run"] - p for f in forks),
+        "wall": time.perf_counter() - started,
+        "branch_epoch": p,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -227,7 +277,7 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["grid", "sh-random", "sh-tpe", "hb-random", *ADAPTIVE],
-        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", "shb-random", *PBT, *ADAPTIVE],
+        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", "shb-random", *PBT, *ADAPTIVE, "late"],
     )
     parser.add_argument("--budgets", nargs="+", default=["full", "third"], choices=["full", "third"])
     parser.add_argument("--jobs", type=int, default=2)
@@ -288,6 +338,8 @@ def main() -> None:
                 population = PBT[method]
                 found = search(task, seed, "random", population, args.out, args.jobs, threads, method, "pbt")
                 rows.append({"method": method, **found})
+            if "late" in args.methods:
+                rows.append({"method": "late-λ", **late(task, seed, args.out, args.jobs, threads)})
             for method in [m for m in args.methods if m in ADAPTIVE]:
                 for lambda0 in LAMBDA0:
                     rows.append(

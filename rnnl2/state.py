@@ -120,9 +120,13 @@ def save_checkpoints(run_dir: Path, s: Any, optimizer, scheduler, state: TrainSt
     if not s.cfg.output.save_checkpoints:
         return
     payload = checkpoint_payload(s, optimizer, scheduler, state)
-    if best:
-        save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
-    save_checkpoint(run_dir / "checkpoints" / "last.pt", {**payload, "resume": training_payload(state)})
+    resume = training_payload(state)
+    if best:  # with the state to resume from too, so `rnnl2 fork` can start a run from its best epoch;
+        # its best weights are the model's own tensors, stored once
+        save_checkpoint(
+            run_dir / "checkpoints" / "best.pt", {**payload, "resume": {**resume, "best_model": payload["model"]}}
+        )
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", {**payload, "resume": resume})
     state.saved_at = (state.epoch, state.step)
 
 

@@ -18,6 +18,11 @@ class Split(str, enum.Enum):
     test = "test"
 
 
+class ForkAt(str, enum.Enum):
+    best = "best"
+    last = "last"
+
+
 class Backend(str, enum.Enum):
     local = "local"
     ray = "ray"

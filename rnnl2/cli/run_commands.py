@@ -1,4 +1,4 @@
-"""The commands on one run: train, eval, predict, sample, and `config show|schema`."""
+"""The commands on one run: train, eval, predict, sample, fork, and `config show|schema`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..config.base import MAX_SEED
 from ..errors import ConfigError
 from .app import app, config_app
 from .console import err, out
-from .options import ConfigPath, Overrides, Split, Threads, check_output_file
+from .options import ConfigPath, ForkAt, Overrides, Split, Threads, check_output_file
 from .render import RichObserver, baseline_verdict, metrics_table, print_table, selection_table
 
 
@@ -174,6 +174,21 @@ def sample(
     from ..sample import sample_text
 
     print(sample_text(path, prompt, length, temperature, seed, device))
+
+
+@app.command()
+def fork(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder to start from (left as it is).")],
+    new_dir: Annotated[Path, typer.Argument(help="The new run folder (must not exist).")],
+    at: Annotated[ForkAt, typer.Option(help="Start from its best epoch's checkpoint, or from its last.")] = ForkAt.best,
+) -> None:
+    """A new run that starts where RUN_DIR was at its best epoch: continue it with other settings by
+    `rnnl2 train --resume NEW_DIR --force --set l2.lambda=…`. Last stdout line: the new folder."""
+    from ..fork import fork_run
+
+    origin = fork_run(run_dir, new_dir, at.value)
+    err.print(f"forked {run_dir} at epoch {origin['epoch']} (checkpoints/{at.value}.pt)")
+    print(new_dir)
 
 
 @config_app.command("show")

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Rnnl2Error
-from ..runs import RUN_FILE, FolderLock, check_unlocked, read_json, read_summary, write_json
+from ..fork import NOT_COPIED
+from ..runs import RUN_FILE, check_unlocked, read_json, read_summary, write_json
 from .halving import Trial, rank
 from .space import Space, draw, rounded
 
@@ -28,8 +29,6 @@ FACTORS = (0.8, 1.25)
 """A copied λ is multiplied by one of these (Ray's perturbation factors)."""
 RESAMPLE = 0.25
 """The chance that a copied value is drawn afresh from its space instead (Ray's resample_probability)."""
-NOT_COPIED = (FolderLock.NAME, "mlflow.json", "tensorboard")
-"""What stays the recipient's own: its lock and its tracking runs."""
 
 
 def interval_epochs(perturb_epochs: int, max_epochs: int) -> list[int]:
