@@ -107,8 +107,10 @@ def newest(folder: Path, pattern: str) -> Path | None:
 
 
 def folders(line: str) -> list[str]:
-    """The `runs/…` paths a command line names."""
-    return [word for word in words(line) if word.startswith("runs/")]
+    """The `runs/…` folders a command line reads (not the one it writes with --run-dir)."""
+    named = words(line)
+    written = {named[i + 1] for i, word in enumerate(named[:-1]) if word == "--run-dir"}
+    return [word for word in named if word.startswith("runs/") and word not in written]
 
 
 def runnable(line: str, scratch: Path) -> list[str] | None:
