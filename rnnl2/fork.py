@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from .checkpoints import CheckpointError, load_checkpoint
 from .errors import Rnnl2Error
-from .runs import RUN_FILE, FolderLock, MetricsLog, check_unlocked, read_json, read_run_id, read_summary, write_json
+from .runs import RUN_FILE, FolderLock, MetricsLog, read_json, read_run_id, read_summary, write_json
 from .status import RunStatus
 
 NOT_COPIED = (FolderLock.NAME, "mlflow.json", "tensorboard")
@@ -35,7 +35,14 @@ def fork_run(source: Path, target: Path, at: Literal["best", "last"] = "best") -
         raise Rnnl2Error(f"{source}: not a run folder (no config.yaml and run.json)")
     if target.exists():
         raise Rnnl2Error(f"{target}: already exists; a fork goes to a new folder")
-    check_unlocked(source)
+    if target.resolve().is_relative_to(source.resolve()):
+        raise Rnnl2Error(f"{target}: is inside {source}; a fork goes beside the run, not into it")
+    with FolderLock(source):  # no train --resume writes the source while it is copied
+        return copy_at(source, target, at)
+
+
+def copy_at(source: Path, target: Path, at: Literal["best", "last"]) -> dict[str, Any]:
+    """The fork itself, with the source locked: checked checkpoint, a hidden copy, then a rename."""
     checkpoint = source / "checkpoints" / f"{at}.pt"
     if not checkpoint.is_file():
         raise CheckpointError(f"{source}: there is no checkpoints/{at}.pt to fork from")

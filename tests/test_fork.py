@@ -115,3 +115,14 @@ def test_fork_refuses_an_existing_target_a_non_run_and_an_old_best_checkpoint(so
     refused = invoke("fork", old, tmp_path / "new")
     assert refused.exit_code == 2 and "fork --at last instead" in refused.output
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new*"))
+
+
+def test_fork_refuses_a_target_inside_the_source_and_a_source_being_written(source, tmp_path):
+    from rnnl2.runs import FolderLock
+
+    _, run_dir, _ = source
+    inside = invoke("fork", run_dir, run_dir / "sub")
+    assert inside.exit_code == 2 and "inside" in inside.output and not (run_dir / "sub").exists()
+    with FolderLock(run_dir):  # as a `train --resume` of the source holds it
+        busy = invoke("fork", run_dir, tmp_path / "new")
+    assert busy.exit_code == 2 and "another rnnl2 process" in busy.output and not (tmp_path / "new").exists()
