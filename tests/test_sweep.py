@@ -187,6 +187,11 @@ def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path)
     assert all(len(Path(r["run_dir"], "metrics.jsonl").read_text().splitlines()) == 3 for r in records)
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default (a shell's background job starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupted_run_continues_from_its_checkpoint_when_the_sweep_reruns(tiny_config, tmp_path):
     args = rnnl2_argv(
         "sweep",
@@ -200,7 +205,9 @@ def test_an_interrupted_run_continues_from_its_checkpoint_when_the_sweep_reruns(
         "--sweep-dir",
         str(tmp_path / "sweep"),
     )
-    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(  # Ctrl-C reaches it even when the tests run as a background job
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, restore_signals=True, preexec_fn=default_sigint
+    )
     metrics = tmp_path / "sweep" / "000-l2.lambda=0.001" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
