@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def equivalence_cases(folder: Path) -> dict[str, dict]:
     return cases
 
 
+GLOO_ABORT = "terminate called without an active exception"
+"""What a rank prints when a gloo thread aborts the process (C++ std::terminate, SIGABRT): a known
+flake of gloo on a loaded machine (pytorch/pytorch#65231), not an error of rnnl2's; seen once in
+about ten runs of this module here, so the job is run a second time, and only for it."""
+
+
 def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """Two CPU ranks through `python -m torch.distributed.run` on a free local port."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
@@ -79,9 +86,13 @@ def assert_close_runs(got: Path, expected: Path, atol: float = 1e-5) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
     """Every equivalence case trained once by one torchrun job of two ranks (one start-up for all)."""
-    folder = tmp_path_factory.mktemp("ddp")
-    (folder / "text.txt").write_text(LM_TEXT)
-    done = torchrun(__file__, "equivalence", str(folder))
+    for attempt in range(2):
+        folder = tmp_path_factory.mktemp("ddp")
+        (folder / "text.txt").write_text(LM_TEXT)
+        done = torchrun(__file__, "equivalence", str(folder))
+        if done.returncode == 0 or GLOO_ABORT not in done.stderr:
+            break
+        warnings.warn(f"attempt {attempt + 1}: a rank aborted inside gloo ({GLOO_ABORT!r}); once more", stacklevel=1)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder
 

@@ -136,6 +136,8 @@ def runnable(line: str, scratch: Path) -> list[str] | None:
     args = words(line)
     if args[0] in ("train", "sweep", "tune") and "--resume" not in args:
         args += SHRINK
+    if args[0] in ("sweep", "tune") and "--jobs" in args:
+        args[args.index("--jobs") + 1] = "1"  # one warm worker: a second one's start-up is most of a shrunk sweep
     if args[0] == "tune":
         args += ["--trials", "3"] if "--trials" not in args else []
         args[args.index("--trials") + 1] = "3"
