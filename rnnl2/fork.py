@@ -22,6 +22,7 @@ from typing import Any, Literal
 from .checkpoints import CheckpointError, load_checkpoint
 from .errors import Rnnl2Error
 from .runs import RUN_FILE, FolderLock, MetricsLog, read_json, read_run_id, read_summary, write_json
+from .state import check_resume_payload
 from .status import RunStatus
 
 NOT_COPIED = (FolderLock.NAME, "mlflow.json", "tensorboard")
@@ -54,10 +55,26 @@ def copy_at(source: Path, target: Path, at: Literal["best", "last"]) -> dict[str
         )
     if payload.get("run_id") != read_run_id(source):
         raise CheckpointError(f"{checkpoint}: belongs to another run; it was copied here from elsewhere")
+    check_resume_payload(payload)  # the checks `train --resume` makes, before anything is copied
     origin = {"source": str(source), "checkpoint": at, "epoch": payload["epoch"], "step": payload["step"]}
     built = target.with_name(f".{target.name}.fork")
     shutil.rmtree(built, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        build_copy(source, built, checkpoint, payload, origin, target)
+    except BaseException:  # a full disk or Ctrl-C on the way: no hidden half-copy is left behind
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    built.rename(target)
+    return origin
+
+
+def build_copy(
+    source: Path, built: Path, checkpoint: Path, payload: dict[str, Any], origin: dict[str, Any], target: Path
+) -> None:
+    """The copy in its hidden folder: the source's files, the checkpoint as last.pt, the metrics
+    and a paused summary that match it, and the origin in run.json."""
+    at = origin["checkpoint"]
     shutil.copytree(source, built, ignore=lambda folder, names: [n for n in names if n in NOT_COPIED])
     if at != "last":
         shutil.copyfile(checkpoint, built / "checkpoints" / "last.pt")
@@ -68,5 +85,3 @@ def copy_at(source: Path, target: Path, at: Literal["best", "last"]) -> dict[str
     paused: dict[str, Any] = {**kept, "status": RunStatus.PAUSED.value, "run_dir": str(target)}
     paused |= {"epochs_run": payload["epoch"], "steps": payload["step"], "forked_from": origin}
     write_json(built / "summary.json", paused)
-    built.rename(target)
-    return origin

@@ -51,7 +51,7 @@ def equivalence_cases(folder: Path) -> dict[str, dict]:
 GLOO_ABORT = "terminate called without an active exception"
 """What a rank prints when a gloo thread aborts the process (C++ std::terminate, SIGABRT): a known
 flake of gloo on a loaded machine (pytorch/pytorch#65231), not an error of rnnl2's; seen once in
-about ten runs of this module here, so the job is run a second time, and only for it."""
+eight runs of this module here, so the job is run a second time, and only for it."""
 
 
 def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
