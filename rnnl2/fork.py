@@ -21,12 +21,9 @@ from typing import Any, Literal
 
 from .checkpoints import CheckpointError, load_checkpoint
 from .errors import Rnnl2Error
-from .runs import RUN_FILE, FolderLock, MetricsLog, read_json, read_run_id, read_summary, write_json
+from .runs import NOT_COPIED, RUN_FILE, FolderLock, MetricsLog, read_json, read_run_id, read_summary, write_json
 from .state import check_resume_payload
 from .status import RunStatus
-
-NOT_COPIED = (FolderLock.NAME, "mlflow.json", "tensorboard")
-"""What a copy of a run folder leaves behind: the source's lock and its tracking runs."""
 
 
 def fork_run(source: Path, target: Path, at: Literal["best", "last"] = "best") -> dict[str, Any]:

@@ -219,6 +219,11 @@ class FolderLock:
         self.release()
 
 
+NOT_COPIED = (FolderLock.NAME, "mlflow.json", "tensorboard")
+"""What a copy of a run folder (a fork, a PBT member's weight copy) leaves behind: the source's
+lock and its tracking runs."""
+
+
 def locked(folder: Path, holder: str) -> RunLocked:
     return RunLocked(
         f"{folder} is being written by another rnnl2 process (pid {holder.strip() or 'unknown'}); "

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Rnnl2Error
-from ..fork import NOT_COPIED
-from ..runs import RUN_FILE, check_unlocked, read_json, read_summary, write_json
+from ..runs import NOT_COPIED, RUN_FILE, check_unlocked, read_json, read_summary, write_json
 from .halving import Trial, rank
 from .space import Space, draw, rounded
 
