@@ -17,6 +17,7 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
 - late:        late-λ: a λ = 0 run that stops 2 epochs past its best epoch p, then `rnnl2 fork` of it at
                p once per λ ∈ {1e-4 … 1e-1} (7), each continued for max-epochs ÷ 5 epochs with its λ;
                the best by validation (costs p + 2 + 7 × max-epochs ÷ 5 epochs, about ⅓ of the grid's);
+- late-tune:   the same as one `rnnl2 tune --scheduler late --sampler grid` (forks in warm workers);
 - adaptive-*:  one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}: the
                hyper-loss on a held-out 10 % of the training split (`-train`) or on the validation
                split (`-val`), from the first step or once validation stops improving (`-plateau`),
@@ -269,6 +270,34 @@ def late(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
     }
 
 
+def late_tune(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
+    """late-tune: `late`'s recipe as one `rnnl2 tune --scheduler late` (the same trunk, λ list and
+    fork length), in warm workers: its choice should equal `late`'s, its wall time less."""
+    config, epochs, _, test_metric, _ = TASKS[task]
+    folder = out / task / f"late-tune-seed{seed}"
+    space = "l2.lambda=choice(" + ",".join(f"{v:g}" for v in LATE) + ")"
+    started = time.perf_counter()
+    done = rnnl2(
+        "tune", str(CONFIGS / config), "--space", space, "--sampler", "grid", "--scheduler", "late",
+        "--set", f"seed={seed}", "--set", "l2.lambda=0", "--set", f"train.early_stopping.patience={LATE_PATIENCE}",
+        "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(threads),
+        "--tune-dir", str(folder), "--json", "-q",
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    chosen = Path(result["selection"]["run_dir"])
+    timing = out / task / f"late-tune-seed{seed}.wall"  # the first, complete run's wall time
+    if not timing.exists() or result.get("trained_now"):
+        timing.write_text(str(wall))
+    return {
+        "lambda": run_lambda(chosen),
+        "test": read_json(chosen / "summary.json")[test_metric],
+        "run_dir": str(chosen),
+        "epochs": result["epochs_used"],
+        "wall": float(timing.read_text()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -277,7 +306,18 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["grid", "sh-random", "sh-tpe", "hb-random", *ADAPTIVE],
-        choices=["grid", "sh-random", "sh-tpe", "hb-random", "hb-tpe", "shb-random", *PBT, *ADAPTIVE, "late"],
+        choices=[
+            "grid",
+            "sh-random",
+            "sh-tpe",
+            "hb-random",
+            "hb-tpe",
+            "shb-random",
+            *PBT,
+            *ADAPTIVE,
+            "late",
+            "late-tune",
+        ],
     )
     parser.add_argument("--budgets", nargs="+", default=["full", "third"], choices=["full", "third"])
     parser.add_argument("--jobs", type=int, default=2)
@@ -340,6 +380,8 @@ def main() -> None:
                 rows.append({"method": method, **found})
             if "late" in args.methods:
                 rows.append({"method": "late-λ", **late(task, seed, args.out, args.jobs, threads)})
+            if "late-tune" in args.methods:
+                rows.append({"method": "late-λ tune", **late_tune(task, seed, args.out, args.jobs, threads)})
             for method in [m for m in args.methods if m in ADAPTIVE]:
                 for lambda0 in LAMBDA0:
                     rows.append(

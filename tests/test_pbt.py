@@ -23,7 +23,8 @@ from rnnl2.search.halving import Trial
 from rnnl2.search.pbt import FACTORS, copy_member, decide, interval_epochs, perturb, quantile_count
 from rnnl2.search.space import parse_space
 from rnnl2.search.tune_outputs import trained_by
-from rnnl2.search.tune_plan import TuneSpec, epoch_budget, plan_tune
+from rnnl2.search.tune_lines import epoch_budget
+from rnnl2.search.tune_plan import TuneSpec, plan_tune
 from test_tune_recovery import ENV, trials_json, wait_until
 
 pytestmark = pytest.mark.usefixtures("single_thread")

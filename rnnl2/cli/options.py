@@ -120,6 +120,7 @@ class Scheduler(str, enum.Enum):
     halving = "halving"
     hyperband = "hyperband"
     pbt = "pbt"
+    late = "late"
 
 
 SchedulerChoice = Optional[Scheduler]

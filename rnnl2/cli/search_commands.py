@@ -133,12 +133,21 @@ def tune(
         typer.Option(
             help="halving: every bracket starts at the first rung; hyperband: bracket j starts at rung j, "
             "so one bracket trains every trial to the end; pbt: population-based training, the worst quarter "
-            "copies a best member's weights every --perturb-epochs and perturbs its values (×0.8/×1.25)."
+            "copies a best member's weights every --perturb-epochs and perturbs its values (×0.8/×1.25); "
+            "late: the config as given (λ = 0) trains until early stopping ends it, and each trial is a fork "
+            "of it at its best epoch, trained --fork-epochs more with its own values."
         ),
     ] = None,
     perturb_epochs: Annotated[
         Optional[int],
         typer.Option(min=1, help="--scheduler pbt: epochs between two copies (default: max-epochs ÷ 5, at least 1)."),
+    ] = None,
+    fork_epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="--scheduler late: epochs each fork trains past the trunk's best epoch (default: max-epochs ÷ 5).",
+        ),
     ] = None,
     trials: Annotated[
         Optional[int], typer.Option(min=1, help="Trials in all (grid: every grid point, the default).")
@@ -199,7 +208,8 @@ def tune(
 ) -> None:
     """Search hyperparameters with successive halving (synchronous, per bracket): trials pause at
     rung epochs and the best 1/eta resume exactly. The same command continues it. Last stdout line: the tune folder."""
-    from ..search.tune_plan import TuneSpec, epoch_budget, plan_lines, plan_tune
+    from ..search.tune_lines import epoch_budget, plan_lines
+    from ..search.tune_plan import TuneSpec, plan_tune
 
     spec = TuneSpec(
         config,
@@ -216,6 +226,7 @@ def tune(
         storage=storage,
         scheduler=(scheduler or Scheduler.halving).value,
         perturb_epochs=perturb_epochs,
+        fork_epochs=fork_epochs,
     )
     plan = plan_tune(spec, runs_dir, tune_dir)
     launch = build_launch(backend, jobs, runs_per_gpu, threads, isolate, ray_address, slurm)

@@ -51,6 +51,8 @@ class Trial:
     pending: dict[str, Any] | None = None
     """pbt: a copy decided and not yet trained on: `{from, epoch, params, donor_params}`, plus
     `copied` once the folder is in place; cleared when the trial reaches its next interval."""
+    until: int | None = None
+    """late: a fork's own train.epochs (the trunk's best epoch + --fork-epochs); None: max-epochs."""
 
     def latest_value(self) -> float | None:
         """Its metric at the last rung it reached (a completed trial's: its best over all its

@@ -60,12 +60,14 @@ class TuneResult:
 
     @property
     def epochs_used(self) -> int:
-        return sum(t.epochs for t in self.trials)
+        """Epochs trained; a late fork's epochs up to its fork point are the trunk's, counted once."""
+        inherited = sum(t.lineage[-1]["epoch"] for t in self.trials[1:] if self.plan.late and t.lineage)
+        return sum(t.epochs for t in self.trials) - inherited
 
     @property
     def grid_epochs(self) -> int:
-        """What training every trial to the end would cost."""
-        return len(self.trials) * self.plan.max_epochs
+        """What training every trial to the end would cost (late: the forks planned, made or not)."""
+        return (self.plan.trials if self.plan.late else len(self.trials)) * self.plan.max_epochs
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +143,8 @@ class Tuner:
         try:
             if self.plan.pbt:
                 return self.populate()
+            if self.plan.late:
+                return self.fork_late()
             for bracket in sorted({t.bracket for t in self.trials}):
                 if self.halve([t for t in self.trials if t.bracket == bracket]):
                     return True
@@ -177,6 +181,56 @@ class Tuner:
                 self.manifest.merge(list(self.runs.values()), replan=True)
                 self.decided(events)
         return False
+
+    def fork_late(self) -> bool:
+        """late: the trunk (trial 0, the config as given) trains until its own early stopping
+        ends it; every other trial is a fork of it at its best epoch p (`fork.fork_run`: weights,
+        optimizer and RNG states, early-stopping state, exactly) trained with its own values to
+        epoch p + fork-epochs. True when interrupted."""
+        if not self.trials:
+            params = self.plan.trunk_params()
+            trunk = Trial(0, trial_name(0, params), params, 0, lineage=[{"epoch": 0, "params": params, "from": None}])
+            self.trials.append(trunk)
+            self.runs[trunk.name] = self.plan.planned_run(trunk)
+            self.manifest.merge(list(self.runs.values()))
+            self.save()
+        trunk = self.trials[0]
+        if trunk.state in ACTIVE and self.train([trunk]):
+            return True
+        best = trunk.metrics.get("best_epoch")
+        if trunk.state != TrialState.COMPLETED or not isinstance(best, int):
+            return False  # nothing to fork: the tune ends with the trunk's failure
+        until = self.plan.fork_until(best)
+        if until <= best:
+            warnings.warn(
+                f"{trunk.name} was still improving at its last epoch ({best}): no fork has epochs left; "
+                "raise --max-epochs",
+                Rnnl2Warning,
+                stacklevel=2,
+            )
+            return False
+        while len(self.trials) < self.plan.trials:
+            params, _ = self.sampler.propose(len(self.trials) - 1, self.trials[1:])
+            number = len(self.trials)
+            trial = Trial(number, trial_name(number, params), params, 0, until=until)
+            trial.pending = {"from": trunk.name, "epoch": best, "params": params, "donor_params": trunk.params}
+            trial.lineage = [*trunk.lineage, {"epoch": best, "params": params, "from": trunk.name}]
+            self.trials.append(trial)
+            self.runs[trial.name] = self.plan.planned_run(trial)
+            self.save()
+        self.manifest.merge(list(self.runs.values()))
+        todo = [t for t in self.trials[1:] if t.state in ACTIVE]
+        return bool(todo) and self.train(todo)
+
+    def fork(self, trial: Trial) -> str:
+        """late: make the trial's folder `rnnl2 fork` of the trunk at the trunk's best epoch (its
+        lineage says which and where); the run below resumes it with the trial's own values."""
+        from ..fork import fork_run  # its checkpoint checks need torch: only a late tune pays for it
+
+        origin = trial.lineage[-1]
+        fork_run(self.runs[origin["from"]].run_dir, self.runs[trial.name].run_dir, "best")
+        trial.epochs = origin["epoch"]
+        return "resume"
 
     def carry_out_copies(self) -> None:
         """Every copy decided and not yet made: the recipient's folder becomes the donor's, as it
@@ -283,7 +337,7 @@ class Tuner:
                 self.emit("skip" if trial.state != TrialState.FAILED else "failed", trial)
                 continue
             target = self.target(trial)
-            pause = target if target < self.plan.max_epochs else None
+            pause = target if target < (trial.until or self.plan.max_epochs) else None
             record = self.manifest.update(
                 run.name,
                 status=ManifestStatus.PENDING,
@@ -304,7 +358,8 @@ class Tuner:
         return interrupted
 
     def target(self, trial: Trial) -> int:
-        return self.plan.rungs[trial.rung]
+        """The epoch the trial trains to now: its rung's, or a late fork's own end."""
+        return trial.until or self.plan.rungs[trial.rung]
 
     def prepare(self, trial: Trial, run: PlannedRun) -> str | None:
         """What the trial's folder says: None when it already reached its rung (recorded now),
@@ -313,15 +368,16 @@ class Tuner:
         code = record.get("exit_code") if record.get("status") == ManifestStatus.FAILED else None
         reading = folder_state(run.run_dir, run.accepted_hashes, code, self.target(trial))
         if reading.state == FolderState.ABSENT:
-            return "fresh"
+            return self.fork(trial) if trial.until else "fresh"
         if reading.state in (FolderState.DONE, FolderState.REACHED, FolderState.DIVERGED):
             self.settle(trial, reading.summary)
             return None
         if reading.state == FolderState.RESUME:
             return "resume"
         moved = set_aside(run.run_dir)
-        warnings.warn(f"{run.name}: kept its unfinished attempt in {moved.name}; starting it again", Rnnl2Warning)
-        return "fresh"
+        again = "forking it again" if trial.until else "starting it again"
+        warnings.warn(f"{run.name}: kept its unfinished attempt in {moved.name}; {again}", Rnnl2Warning)
+        return self.fork(trial) if trial.until else "fresh"
 
     def settle(self, trial: Trial, summary: dict[str, Any]) -> bool:
         """`settle` at the trial's rung; a pbt member is ranked by its metric at that epoch, and

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shlex
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,18 @@ from ..status import FINISHED
 from .grid import MAX_RUNS, format_value
 from .halving import (
     Trial,
-    bracket_budget,
     bracket_sizes,
     default_min_epochs,
     hyperband_sizes,
-    keep_count,
     rung_epochs,
 )
 from .manifest import PlannedRun
-from .pbt import interval_epochs, quantile_count
-from .space import Space, grid_params, grid_size, overrides, params_key, parse_spaces, random_params
-from .sweep import SweepSpec, slug, train_command
+from .pbt import interval_epochs
+from .space import Space, grid_size, overrides, parse_spaces
+from .sweep import SweepSpec, slug
 
 SAMPLERS = ("random", "grid", "tpe")
-SCHEDULERS = ("halving", "hyperband", "pbt")
+SCHEDULERS = ("halving", "hyperband", "pbt", "late")
 COMPARED = (
     "config_hash",
     "set",
@@ -53,6 +50,7 @@ COMPARED = (
     "scheduler",
     "perturb_epochs",
     "population",
+    "fork_epochs",
 )
 """Definition entries that must match for a tune folder to continue (`trials` may grow)."""
 
@@ -85,9 +83,13 @@ class TuneSpec:
     scheduler: str = "halving"
     """halving: every bracket starts at the first rung; hyperband: bracket j starts at rung j
     (`halving.hyperband_sizes`), so one bracket always runs its trials to the end; pbt: one
-    population of `trials` trains to the end, the worst copying the best every `perturb_epochs`."""
+    population of `trials` trains to the end, the worst copying the best every `perturb_epochs`;
+    late: a trunk (the config as given: λ = 0) trains until early stopping ends it, then `trials`
+    forks of it at its best epoch train `fork_epochs` more each with their own values."""
     perturb_epochs: int | None = None
     """pbt: epochs between two copies; None: max-epochs ÷ 5, at least 1."""
+    fork_epochs: int | None = None
+    """late: epochs each fork trains past the trunk's best epoch; None: max-epochs ÷ 5, rounded up."""
 
 
 @dataclass(kw_only=True)
@@ -122,6 +124,19 @@ class TunePlan:
     def pbt(self) -> bool:
         return self.spec.scheduler == "pbt"
 
+    @property
+    def late(self) -> bool:
+        return self.spec.scheduler == "late"
+
+    @property
+    def fork_epochs(self) -> int:
+        """late: epochs a fork trains past the trunk's best epoch."""
+        return self.definition.get("fork_epochs") or 0
+
+    def fork_until(self, best_epoch: int) -> int:
+        """late: a fork's train.epochs, when the trunk's best epoch is `best_epoch`."""
+        return min(best_epoch + self.fork_epochs, self.max_epochs)
+
     def bracket(self, number: int, remaining: int, jobs: int = 1) -> tuple[int, int]:
         """(size, first rung) of bracket `number` when `remaining` trials are still to start."""
         if self.pbt:
@@ -143,26 +158,41 @@ class TunePlan:
         return out
 
     def planned_run(self, trial: Trial) -> PlannedRun:
-        """A trial as a sweep run: its overrides (sampled values, then train.epochs = max-epochs)."""
-        sets = self.overrides(trial.params)
+        """A trial as a sweep run: its overrides (sampled values, then train.epochs = max-epochs,
+        or a late fork's own epochs). A pbt member that took another's folder, or a late fork,
+        holds its source's config until its next resume applies its own values with --force."""
+        epochs = trial.until or self.max_epochs
+        changes = [*overrides(trial.params), *([f"train.epochs={epochs}"] if trial.until else [])]
         return PlannedRun(
             index=trial.number,
             name=trial.name,
             varying=dict(trial.params),
-            overrides=sets,
-            config_hash=self.config_hash(trial.params),
+            overrides=self.overrides(trial.params, epochs),
+            config_hash=self.config_hash(trial.params, epochs),
             run_dir=self.tune_dir / trial.name,
-            epochs=self.max_epochs,
-            resume_sets=overrides(trial.params) if trial.pending else [],
+            epochs=epochs,
+            resume_sets=changes if trial.pending else [],
             source_hash=self.config_hash(trial.pending["donor_params"]) if trial.pending else None,
         )
 
-    def overrides(self, params: dict[str, Any]) -> list[str]:
-        """A trial's --set list: the fixed ones, its values, then train.epochs = max-epochs."""
-        return [*self.spec.fixed, *overrides(params), f"train.epochs={self.max_epochs}"]
+    def overrides(self, params: dict[str, Any], epochs: int | None = None) -> list[str]:
+        """A trial's --set list: the fixed ones, its values, then train.epochs (default: max-epochs)."""
+        return [*self.spec.fixed, *overrides(params), f"train.epochs={epochs or self.max_epochs}"]
 
-    def config_hash(self, params: dict[str, Any]) -> str:
-        return config_hash(to_plain_dict(load_config(self.spec.config, self.overrides(params))))
+    def config_hash(self, params: dict[str, Any], epochs: int | None = None) -> str:
+        return config_hash(to_plain_dict(load_config(self.spec.config, self.overrides(params, epochs))))
+
+    def trunk_params(self) -> dict[str, Any]:
+        """late: the trunk's values of the searched keys, as the config gives them (λ = 0 for a
+        late-λ search), so trials.csv and best.yaml name them like every fork's."""
+        resolved = to_plain_dict(load_config(self.spec.config, self.spec.fixed))
+        values = {}
+        for space in self.spaces:
+            node: Any = resolved
+            for part in space.key.split("."):
+                node = node[part]
+            values[space.key] = int(node) if isinstance(node, float) and node.is_integer() else node  # `0`, not `0.0`
+        return values
 
 
 def first_rung_from_run(run_dir: Path, max_epochs: int) -> tuple[int, str]:
@@ -200,6 +230,44 @@ def check_spaces(spec: TuneSpec, spaces: list[Space], max_epochs: int) -> None:
                 raise ConfigError(f"--space {space.text}: {error}") from None
 
 
+def plan_rungs(spec: TuneSpec, max_epochs: int, lr_schedule: Any) -> tuple[list[int], str, int | None]:
+    """The epochs where trials are compared, why the first is where it is, and late's fork epochs."""
+    fork_epochs = None
+    if spec.scheduler == "pbt":
+        if spec.min_epochs is not None or spec.first_rung_from is not None:
+            raise ConfigError(
+                "--min-epochs and --first-rung-from place halving's first rung; pbt compares every --perturb-epochs"
+            )
+        perturb = spec.perturb_epochs or max(1, max_epochs // 5)
+        if not 1 <= perturb <= max_epochs:
+            raise ConfigError(f"--perturb-epochs {perturb}: give 1 to --max-epochs ({max_epochs})")
+        rungs = interval_epochs(perturb, max_epochs)
+        reason = "--perturb-epochs" if spec.perturb_epochs else f"max-epochs {max_epochs} ÷ 5"
+    elif spec.scheduler == "late":
+        if spec.min_epochs is not None or spec.first_rung_from is not None:
+            raise ConfigError(
+                "--min-epochs and --first-rung-from place halving's first rung; late forks at the trunk's best epoch"
+            )
+        fork_epochs = spec.fork_epochs or -(-max_epochs // 5)
+        if max_epochs < 2 or not 1 <= fork_epochs < max_epochs:
+            raise ConfigError(
+                f"--fork-epochs {fork_epochs}: give 1 to --max-epochs − 1 ({max_epochs - 1}); "
+                "a fork continues the trunk from its best epoch"
+            )
+        rungs, reason = [max_epochs], "late: one run each"
+    else:
+        if spec.first_rung_from is not None:
+            if spec.min_epochs is not None:
+                raise ConfigError("give --min-epochs or --first-rung-from, not both")
+            min_epochs, reason = first_rung_from_run(spec.first_rung_from, max_epochs)
+        elif spec.min_epochs:
+            min_epochs, reason = spec.min_epochs, "--min-epochs"
+        else:
+            min_epochs, reason = default_min_epochs(lr_schedule, max_epochs, spec.eta)
+        rungs = rung_epochs(min_epochs, max_epochs, spec.eta)
+    return rungs, reason, fork_epochs
+
+
 def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | None = None) -> TunePlan:
     """Check the spec against the config and resolve its defaults; makes no folder."""
     if spec.sampler not in SAMPLERS:
@@ -216,6 +284,10 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         raise ConfigError("--scheduler pbt draws its population at random or on a grid: use --sampler random or grid")
     if spec.perturb_epochs is not None and spec.scheduler != "pbt":
         raise ConfigError("--perturb-epochs sets the interval of --scheduler pbt; add --scheduler pbt")
+    if spec.fork_epochs is not None and spec.scheduler != "late":
+        raise ConfigError("--fork-epochs sets how long each fork of --scheduler late trains; add --scheduler late")
+    if spec.scheduler == "late" and spec.sampler == "tpe":
+        raise ConfigError("--scheduler late forks at one epoch, all at once: use --sampler grid or random")
     if spec.eta < 2:
         raise ConfigError(f"--eta {spec.eta}: keep at least 2 (the best 1/eta of a rung go on)")
     base = load_config(spec.config, spec.fixed)
@@ -223,28 +295,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
     load_config(spec.config, [*spec.fixed, f"train.epochs={max_epochs}"])  # within the schema's bounds
     spaces = parse_spaces(spec.spaces)
     check_spaces(spec, spaces, max_epochs)
-    scheduler = base.optimizer.scheduler
-    if spec.scheduler == "pbt":
-        if spec.min_epochs is not None or spec.first_rung_from is not None:
-            raise ConfigError(
-                "--min-epochs and --first-rung-from place halving's first rung; pbt compares every --perturb-epochs"
-            )
-        perturb = spec.perturb_epochs or max(1, max_epochs // 5)
-        if not 1 <= perturb <= max_epochs:
-            raise ConfigError(f"--perturb-epochs {perturb}: give 1 to --max-epochs ({max_epochs})")
-        rungs = interval_epochs(perturb, max_epochs)
-        reason = "--perturb-epochs" if spec.perturb_epochs else f"max-epochs {max_epochs} ÷ 5"
-    else:
-        if spec.first_rung_from is not None:
-            if spec.min_epochs is not None:
-                raise ConfigError("give --min-epochs or --first-rung-from, not both")
-            min_epochs, reason = first_rung_from_run(spec.first_rung_from, max_epochs)
-        elif spec.min_epochs:
-            min_epochs, reason = spec.min_epochs, "--min-epochs"
-        else:
-            min_epochs, reason = default_min_epochs(scheduler, max_epochs, spec.eta)
-        rungs = rung_epochs(min_epochs, max_epochs, spec.eta)
-    trials = count_trials(spec, spaces)
+    rungs, reason, fork_epochs = plan_rungs(spec, max_epochs, base.optimizer.scheduler)
+    trials = count_trials(spec, spaces) + (spec.scheduler == "late")  # late: the trunk, then the forks
     stop = base.train.early_stopping
     definition = {
         "config": str(Path(spec.config).resolve()),
@@ -264,6 +316,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         definition["scheduler"] = spec.scheduler
     if spec.scheduler == "pbt":  # a population does not grow: more trials are another tune
         definition |= {"perturb_epochs": rungs[0] if len(rungs) > 1 else max_epochs, "population": trials}
+    if spec.scheduler == "late":
+        definition["fork_epochs"] = fork_epochs
     folder = tune_dir or runs_dir / base.name / f"tune-{definition_digest(definition)}"
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--tune-dir {folder}: is a file; give a folder")
@@ -315,71 +369,3 @@ def check_definition(plan: TunePlan) -> None:
 
 def write_definition(plan: TunePlan) -> None:
     write_json(plan.tune_dir / "tune.json", {**plan.definition, "study": plan.study_name})
-
-
-def epoch_budget(plan: TunePlan, jobs: int = 1) -> int:
-    """Epochs the whole tune trains when no trial stops early or fails."""
-    if plan.pbt:
-        return plan.trials * plan.max_epochs
-    return sum(bracket_budget(n, plan.rungs[start:], plan.spec.eta) for n, start in plan.brackets(jobs))
-
-
-def plan_lines(plan: TunePlan, jobs: int = 1) -> list[str]:
-    """The rung plan as shell comments: rungs, brackets and the epoch budget against training every
-    trial to the end; then the first bracket's `rnnl2 train` commands (tpe: its random start only)."""
-    brackets = plan.brackets(jobs)
-    budget = epoch_budget(plan, jobs)
-    scheduler = f", {plan.spec.scheduler}" if plan.spec.scheduler != "halving" else ""
-    lines = [
-        f"tune {plan.tune_dir}: {plan.trials} trials ({plan.spec.sampler}{scheduler}), {plan.metric} ({plan.mode})",
-        f"rungs at epochs {', '.join(map(str, plan.rungs))} (first: {plan.min_epochs_reason}), eta {plan.spec.eta}",
-    ]
-    if plan.pbt:
-        copies = quantile_count(plan.trials)
-        lines[1] = f"intervals end at epochs {', '.join(map(str, plan.rungs))} ({plan.min_epochs_reason})"
-        lines.append(f"population {plan.trials}: at each interval the worst {copies} copy one of the best {copies}")
-        lines.append(f"{budget} epochs (every member to the end; the copies add none)")
-        return [f"# {line}" for line in lines] + first_commands(plan, [size for size, _ in brackets[:1]])
-    flows = []
-    for size, start in brackets:
-        flow = [size]
-        for _ in plan.rungs[start + 1 :]:
-            flow.append(keep_count(flow[-1], plan.spec.eta))
-        prefix = f"from epoch {plan.rungs[start]}: " if start else ""
-        flows.append(prefix + " → ".join(map(str, flow)))
-    start = 0
-    for end in range(1, len(flows) + 1):  # runs of equal brackets on one line
-        if end == len(flows) or flows[end] != flows[start]:
-            which = f"bracket {start}" if end - start == 1 else f"brackets {start}–{end - 1}"
-            lines.append(f"{which}: {flows[start]} trials{' each' if end - start > 1 else ''}")
-            start = end
-    grid = plan.trials * plan.max_epochs
-    lines.append(f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every trial to the end)")
-    return [f"# {line}" for line in lines] + first_commands(plan, [size for size, _ in brackets[:1]])
-
-
-def first_commands(plan: TunePlan, sizes: list[int]) -> list[str]:
-    """The first bracket's train commands (stopping at the first rung); known in advance for
-    random and grid, and for tpe's random start (`samplers.STARTUP`)."""
-    from .samplers import STARTUP
-
-    size = sizes[0] if sizes else 0
-    known = size if plan.spec.sampler != "tpe" else 0 if plan.spec.storage else min(size, STARTUP)  # shared: unseeded
-    params: list[dict[str, Any]] = []
-    if plan.spec.sampler == "grid":
-        params = grid_params(plan.spaces, plan.spec.grid_points)[:known]
-    else:
-        taken: set[str] = set()
-        for number in range(known):
-            params.append(random_params(plan.spaces, plan.spec.seed, number, taken))
-            taken.add(params_key(params[-1]))
-    pause = plan.rungs[0] if len(plan.rungs) > 1 else None
-    lines = [
-        shlex.join(
-            train_command(plan.sweep_spec(), plan.planned_run(Trial(n, trial_name(n, p), p, 0)), pause_after=pause)
-        )
-        for n, p in enumerate(params)
-    ]
-    if known < size:
-        lines.append(f"# … and {size - known} trials tpe proposes from the results of the ones before")
-    return lines
