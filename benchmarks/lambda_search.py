@@ -252,10 +252,14 @@ def late(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
                 rnnl2("fork", str(trunk_dir), str(run_dir))
             sets = ["--set", f"l2.lambda={lam}", "--set", f"train.epochs={p + length}"]
             rnnl2("train", "--resume", str(run_dir), "--force", *sets, "--threads", str(threads), "-q")
-        return read_json(run_dir / "summary.json") | {"lambda": lam, "run_dir": str(run_dir)}
+            return read_json(run_dir / "summary.json") | {"lambda": lam, "run_dir": str(run_dir), "trained": True}
+        return read_json(run_dir / "summary.json") | {"lambda": lam, "run_dir": str(run_dir), "trained": False}
 
     with ThreadPoolExecutor(jobs) as pool:
         forks = list(pool.map(branch, LATE))
+    timing = out / task / f"late-seed{seed}.wall"  # the first, complete run's wall time, not a rerun's read
+    if not timing.exists() or trunk_args is not None or any(f["trained"] for f in forks):
+        timing.write_text(str(time.perf_counter() - started))
     candidates = [trunk | {"lambda": 0.0, "run_dir": str(trunk_dir)}, *forks]
     pick = max if higher else min
     chosen = pick(candidates, key=lambda c: c[val_metric])
@@ -265,28 +269,29 @@ def late(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
         "test": chosen[test_metric],
         "run_dir": chosen["run_dir"],
         "epochs": trunk["epochs_run"] + sum(f["epochs_run"] - p for f in forks),
-        "wall": time.perf_counter() - started,
+        "wall": float(timing.read_text()),
         "branch_epoch": p,
     }
 
 
-def late_tune(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
+def late_tune(task: str, seed: int, out: Path, jobs: int, threads: int, patience: int = LATE_PATIENCE) -> dict:
     """late-tune: `late`'s recipe as one `rnnl2 tune --scheduler late` (the same trunk, λ list and
     fork length), in warm workers: its choice should equal `late`'s, its wall time less."""
     config, epochs, _, test_metric, _ = TASKS[task]
-    folder = out / task / f"late-tune-seed{seed}"
+    label = "late-tune" if patience == LATE_PATIENCE else f"late-tune-p{patience}"
+    folder = out / task / f"{label}-seed{seed}"
     space = "l2.lambda=choice(" + ",".join(f"{v:g}" for v in LATE) + ")"
     started = time.perf_counter()
     done = rnnl2(
         "tune", str(CONFIGS / config), "--space", space, "--sampler", "grid", "--scheduler", "late",
-        "--set", f"seed={seed}", "--set", "l2.lambda=0", "--set", f"train.early_stopping.patience={LATE_PATIENCE}",
+        "--set", f"seed={seed}", "--set", "l2.lambda=0", "--set", f"train.early_stopping.patience={patience}",
         "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(threads),
         "--tune-dir", str(folder), "--json", "-q",
     )  # fmt: skip
     wall = time.perf_counter() - started
     result = json.loads(done.stdout.strip().splitlines()[-1])
     chosen = Path(result["selection"]["run_dir"])
-    timing = out / task / f"late-tune-seed{seed}.wall"  # the first, complete run's wall time
+    timing = out / task / f"{label}-seed{seed}.wall"  # the first, complete run's wall time
     if not timing.exists() or result.get("trained_now"):
         timing.write_text(str(wall))
     return {
@@ -321,6 +326,9 @@ def main() -> None:
     )
     parser.add_argument("--budgets", nargs="+", default=["full", "third"], choices=["full", "third"])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--late-patience", type=int, default=LATE_PATIENCE, help="late-tune: the trunk's early-stopping patience"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -381,7 +389,9 @@ def main() -> None:
             if "late" in args.methods:
                 rows.append({"method": "late-λ", **late(task, seed, args.out, args.jobs, threads)})
             if "late-tune" in args.methods:
-                rows.append({"method": "late-λ tune", **late_tune(task, seed, args.out, args.jobs, threads)})
+                found = late_tune(task, seed, args.out, args.jobs, threads, args.late_patience)
+                suffix = "" if args.late_patience == LATE_PATIENCE else f" (patience {args.late_patience})"
+                rows.append({"method": f"late-λ tune{suffix}", **found})
             for method in [m for m in args.methods if m in ADAPTIVE]:
                 for lambda0 in LAMBDA0:
                     rows.append(

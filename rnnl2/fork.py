@@ -35,7 +35,7 @@ def fork_run(source: Path, target: Path, at: Literal["best", "last"] = "best") -
         raise Rnnl2Error(f"{target}: already exists; a fork goes to a new folder")
     if target.resolve().is_relative_to(source.resolve()):
         raise Rnnl2Error(f"{target}: is inside {source}; a fork goes beside the run, not into it")
-    with FolderLock(source):  # no train --resume writes the source while it is copied
+    with FolderLock(source, shared=True):  # no train --resume writes it while it is copied; other forks may read
         return copy_at(source, target, at)
 
 

@@ -181,12 +181,14 @@ class FolderLock:
     (train, resume, a sweep's driver).
 
     `flock` on `<folder>/.lock`: the kernel drops it when the process dies, so a killed process
-    never leaves a stale lock; the file holds the holder's pid for the message a second writer gets."""
+    never leaves a stale lock; the file holds the holder's pid for the message a second writer gets.
+    `shared`: a reader's lock (`rnnl2 fork` copying a run): any number of readers at once, and
+    no writer while one reads."""
 
     NAME = ".lock"
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, shared: bool = False):
+        self.folder, self.shared = folder, shared
         self.handle: Any = None
 
     def acquire(self) -> FolderLock:
@@ -194,12 +196,15 @@ class FolderLock:
 
         handle = open(self.folder / self.NAME, "a+", encoding="utf-8")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read()
             handle.close()
             raise locked(self.folder, holder) from None
+        if self.shared:  # the pid in the file stays the last writer's
+            self.handle = handle
+            return self
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

@@ -138,7 +138,7 @@ def runnable(line: str, scratch: Path) -> list[str] | None:
         args += SHRINK
     if args[0] in ("sweep", "tune") and "--jobs" in args:
         args[args.index("--jobs") + 1] = "1"  # one warm worker: a second one's start-up is most of a shrunk sweep
-    if args[0] == "tune":
+    if args[0] == "tune" and "grid" not in args:  # a grid sampler runs every point of its grid
         args += ["--trials", "3"] if "--trials" not in args else []
         args[args.index("--trials") + 1] = "3"
     return args

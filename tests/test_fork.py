@@ -126,3 +126,15 @@ def test_fork_refuses_a_target_inside_the_source_and_a_source_being_written(sour
     with FolderLock(run_dir):  # as a `train --resume` of the source holds it
         busy = invoke("fork", run_dir, tmp_path / "new")
     assert busy.exit_code == 2 and "another rnnl2 process" in busy.output and not (tmp_path / "new").exists()
+
+
+def test_two_forks_of_one_run_may_copy_it_at_once_but_no_writer_meanwhile(source, tmp_path):
+    from rnnl2.errors import RunLocked
+    from rnnl2.runs import FolderLock
+
+    _, run_dir, _ = source
+    with FolderLock(run_dir, shared=True):  # as another `rnnl2 fork` of it holds it while it copies
+        second = invoke("fork", run_dir, tmp_path / "second")
+        with pytest.raises(RunLocked):
+            FolderLock(run_dir).acquire()  # a `train --resume` of the source waits for the copies
+    assert second.exit_code == 0, second.output

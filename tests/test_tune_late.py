@@ -26,9 +26,10 @@ OVERFITS = {
     "model": {"cell": "lstm", "hidden_size": 32},
     "optimizer": {"name": "adam", "lr": 0.03},
     "l2": {"lambda": 0},
-    "train": {"epochs": 16, "batch_size": 16, "early_stopping": {"patience": 2}},
+    "train": {"epochs": 16, "batch_size": 16},
 }
-"""32 sequences at a high learning rate: the λ = 0 trunk peaks at epoch 10 of 16 and stops at 12."""
+"""32 sequences at a high learning rate: the λ = 0 trunk (patience 2) peaks at epoch 10 of 16 and
+stops at 12; the refit trains all 16 epochs, as the config says."""
 SPACE = ["--space", "l2.lambda=choice(1e-3,1e-1)", "--sampler", "grid", "--scheduler", "late"]
 FORK_EPOCHS = 3
 
@@ -69,19 +70,23 @@ def test_each_fork_continues_the_trunk_from_its_best_epoch_with_its_lambda(tuned
         assert json.loads((fork / "run.json").read_text())["forked_from"]["epoch"] == best
 
 
-def test_the_choice_and_its_cost(tuned):
+def test_the_choice_its_cost_and_the_refit(tuned, tmp_path):
+    """The best fork (λ = 0.1 from the trunk's best epoch) also trains from scratch, as trial 3,
+    exactly a plain `rnnl2 train` at that λ; validation prefers the fork, and the choice says so."""
     report, trials = tuned["report"], tuned["trials"]
-    trunk_epochs = trials[0]["epochs"]
     best = trials[1]["lineage"][-1]["epoch"]
-    assert report["epochs_used"] == trunk_epochs + sum(t["epochs"] - best for t in trials[1:])
+    trunk, *forks, again = trials
+    assert report["epochs_used"] == trunk["epochs"] + sum(t["epochs"] - best for t in forks) + again["epochs"]
     assert report["grid_epochs"] == 3 * OVERFITS["train"]["epochs"]
+    assert again["params"] == {"l2.lambda": 0.1} and again["until"] is None and again["epochs"] == 16
+    alone = tmp_path / "alone"
+    result = invoke("train", tuned["config"], "--set", "l2.lambda=0.1", "--run-dir", alone, "-q")
+    assert result.exit_code == 0, result.output
+    assert val_losses(alone) == val_losses(tuned["folder"] / "tune" / again["name"])
     chosen = report["selection"]
-    assert chosen["overrides"] == {"l2.lambda": 0.1}  # late L2 beats the trunk on this over-fitting task
-    assert chosen["lineage_to_best_epoch"][-1] == {
-        "epoch": best,
-        "params": {"l2.lambda": 0.1},
-        "from": trials[0]["name"],
-    }
+    assert (chosen["trial"], chosen["overrides"]) == (2, {"l2.lambda": 0.1})  # the fork beats λ = 0.1 from scratch
+    assert chosen["lineage_to_best_epoch"][-1] == {"epoch": best, "params": {"l2.lambda": 0.1}, "from": trunk["name"]}
+    assert [entry[1] for entry in chosen["ranking"]] == sorted(t["values"][str(t["until"] or 16)] for t in trials)
 
 
 def test_a_fork_equals_rnnl2_fork_then_train_resume_by_hand(tuned, tmp_path):
@@ -120,7 +125,7 @@ def test_a_tune_stopped_before_its_forks_continues_to_the_same_result(tuned, tmp
     monkeypatch.setattr(tune_module.Tuner, "train", stop_at_the_forks)
     assert late_tune(config, tmp_path / "tune").exit_code == 130
     monkeypatch.undo()
-    trunk, first, second = (tmp_path / "tune" / t["name"] for t in tuned["trials"])
+    trunk, first, second = (tmp_path / "tune" / t["name"] for t in tuned["trials"][:3])
     assert not first.exists() and not second.exists()
     assert invoke("fork", trunk, first).exit_code == 0
     second.mkdir()
@@ -129,9 +134,12 @@ def test_a_tune_stopped_before_its_forks_continues_to_the_same_result(tuned, tmp
     assert result.exit_code == 0, result.output
     assert "kept its unfinished attempt in" in result.output and "forking it again" in result.output
     assert (second.with_name(f"{second.name}.failed-1") / "stray.txt").is_file()
-    for mine, unbroken in zip((first, second), tuned["trials"][1:]):
+    for mine, unbroken in zip((first, second), tuned["trials"][1:3]):
         assert val_losses(mine) == val_losses(tuned["folder"] / "tune" / unbroken["name"])
-    assert json.loads(result.stdout.splitlines()[-1])["selection"]["overrides"] == {"l2.lambda": 0.1}
+    assert json.loads(result.stdout.splitlines()[-1])["selection"]["trial"] == tuned["report"]["selection"]["trial"]
+    assert val_losses(tmp_path / "tune" / tuned["trials"][3]["name"]) == val_losses(
+        tuned["folder"] / "tune" / tuned["trials"][3]["name"]
+    )
 
 
 def test_a_trunk_still_improving_at_its_end_leaves_nothing_to_fork(tmp_path):
@@ -142,16 +150,19 @@ def test_a_trunk_still_improving_at_its_end_leaves_nothing_to_fork(tmp_path):
     assert [p.name for p in (tmp_path / "tune").glob("trial-*")] == ["trial-0000-l2.lambda=0"]
 
 
-def test_the_plan_names_the_trunk_and_the_budget(tmp_path):
+def test_the_plan_names_the_trunk_the_forks_and_the_refit(tmp_path):
     config = write_config(tmp_path, OVERFITS)
     result = late_tune(config, tmp_path / "tune", "--dry-run")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == f"# tune {tmp_path / 'tune'}: a trunk and 2 forks (grid, late), val_loss (min)"
     assert "until early stopping ends it (patience 2)" in lines[1]
-    assert lines[3] == "# at most 22 epochs (46% of 48 for every trial to the end)"  # 16 + 2 × 3
-    assert lines[4].startswith("rnnl2 train ") and "trial-0000-l2.lambda=0 --quiet" in lines[4]
+    assert lines[3] == "# then the best fork's values from scratch, to epoch 16 (none when the trunk is best)"
+    assert lines[4] == "# at most 38 epochs (79% of 48 for every value to the end)"  # 16 + 2 × 3 + 16
+    assert lines[5].startswith("rnnl2 train ") and "--set train.early_stopping.patience=2" in lines[5]
     assert not (tmp_path / "tune").exists()
+    alone = late_tune(config, tmp_path / "tune", "--dry-run", "--no-refit", "--trunk-patience", 3).stdout.splitlines()
+    assert "(patience 3)" in alone[1] and alone[3] == "# at most 22 epochs (46% of 48 for every value to the end)"
 
 
 @pytest.mark.parametrize(
@@ -161,6 +172,7 @@ def test_the_plan_names_the_trunk_and_the_budget(tmp_path):
         ({"scheduler": "halving", "fork_epochs": 2}, "add --scheduler late"),
         ({"min_epochs": 2}, "late forks at the trunk's best epoch"),
         ({"fork_epochs": 16}, "give 1 to --max-epochs − 1 (15)"),
+        ({"scheduler": "halving", "refit": False}, "add --scheduler late"),
     ],
 )
 def test_what_late_refuses(tmp_path, change, message):

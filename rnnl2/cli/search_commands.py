@@ -149,6 +149,19 @@ def tune(
             help="--scheduler late: epochs each fork trains past the trunk's best epoch (default: max-epochs ÷ 5).",
         ),
     ] = None,
+    trunk_patience: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, help="--scheduler late: the trunk's early-stopping patience, which its forks keep (default 2)."
+        ),
+    ] = None,
+    refit: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--refit/--no-refit",
+            help="--scheduler late: also train the best fork's values from scratch, as one more trial (default: on).",
+        ),
+    ] = None,
     trials: Annotated[
         Optional[int], typer.Option(min=1, help="Trials in all (grid: every grid point, the default).")
     ] = None,
@@ -227,6 +240,8 @@ def tune(
         scheduler=(scheduler or Scheduler.halving).value,
         perturb_epochs=perturb_epochs,
         fork_epochs=fork_epochs,
+        trunk_patience=trunk_patience,
+        refit=refit,
     )
     plan = plan_tune(spec, runs_dir, tune_dir)
     launch = build_launch(backend, jobs, runs_per_gpu, threads, isolate, ray_address, slurm)
@@ -252,6 +267,10 @@ def tune(
                 f"{sel['mean']:.4g}; test {sel['test']}; config in {sel['best_yaml']}",
                 highlight=False,
             )
+            past = sel.get("lineage_to_best_epoch") or []
+            if len(past) > 1:  # a pbt copy or a late fork: the chosen weights trained with a schedule
+                steps = " → ".join(f"{settings_text(step['params'])} from epoch {step['epoch']}" for step in past)
+                err.print(f"  its weights trained with {steps} (selection.json: lineage_to_best_epoch)", highlight=False)
         share = result.epochs_used / max(result.grid_epochs, 1)
         err.print(
             f"{result.epochs_used} epochs trained, {share:.0%} of {result.grid_epochs} for every trial to the end; "

@@ -26,6 +26,10 @@ class Candidate:
     """Its best checkpoint's val_*/test_* metrics."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Entries selection.json carries when this candidate wins (a tune's `trial` number)."""
+    group: str | None = None
+    """What it is averaged with: the runs of one group are seeds of one configuration. None: its
+    settings (a sweep). A tune gives each trial its own, since two trials with the same values
+    may differ (a pbt member's past, a late fork against its refit)."""
 
 
 def write_selection(folder: Path, candidates: list[Candidate], metric: str, mode: str) -> dict[str, Any] | None:
@@ -36,7 +40,7 @@ def write_selection(folder: Path, candidates: list[Candidate], metric: str, mode
     sign = 1 if mode == "min" else -1
     groups: dict[str, list[Candidate]] = {}
     for candidate in candidates:
-        groups.setdefault(json.dumps(candidate.settings, sort_keys=True), []).append(candidate)
+        groups.setdefault(candidate.group or json.dumps(candidate.settings, sort_keys=True), []).append(candidate)
     means = {key: statistics.fmean(c.value for c in members) for key, members in groups.items()}
     order = list(groups)
     ranked = sorted(groups, key=lambda key: (sign * means[key], order.index(key)))
@@ -48,7 +52,7 @@ def write_selection(folder: Path, candidates: list[Candidate], metric: str, mode
     selection = {
         "metric": metric,
         "mode": mode,
-        "overrides": json.loads(winner),
+        "overrides": best.settings,
         "mean": means[winner],
         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
         "n": len(values),
@@ -58,7 +62,7 @@ def write_selection(folder: Path, candidates: list[Candidate], metric: str, mode
         "val": {k: v for k, v in best.metrics.items() if k.startswith("val_")},
         "test": {k: v for k, v in best.metrics.items() if k.startswith("test_")},
         "best_yaml": str(folder / "best.yaml"),
-        "ranking": [[json.loads(key), means[key], len(groups[key])] for key in ranked],
+        "ranking": [[groups[key][0].settings, means[key], len(groups[key])] for key in ranked],
     }
     write_json(folder / "selection.json", selection)
     return selection

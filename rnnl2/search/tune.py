@@ -21,6 +21,7 @@ from ..runs import FolderLock, read_summary, remove_write_leftovers, set_aside
 from ..status import ACTIVE, FINISHED, ManifestStatus, RunStatus, TrialState
 from ..tracking import close_pruned
 from .halving import Trial, finite, run_bracket
+from .late import fork, fork_late
 from .manifest import Manifest, PlannedRun
 from .pbt import copy_member
 from .pbt import decide as decide_interval
@@ -61,7 +62,7 @@ class TuneResult:
     @property
     def epochs_used(self) -> int:
         """Epochs trained; a late fork's epochs up to its fork point are the trunk's, counted once."""
-        inherited = sum(t.lineage[-1]["epoch"] for t in self.trials[1:] if self.plan.late and t.lineage)
+        inherited = sum(t.lineage[-1]["epoch"] for t in self.trials if t.until and t.lineage)
         return sum(t.epochs for t in self.trials) - inherited
 
     @property
@@ -144,7 +145,7 @@ class Tuner:
             if self.plan.pbt:
                 return self.populate()
             if self.plan.late:
-                return self.fork_late()
+                return fork_late(self)
             for bracket in sorted({t.bracket for t in self.trials}):
                 if self.halve([t for t in self.trials if t.bracket == bracket]):
                     return True
@@ -181,56 +182,6 @@ class Tuner:
                 self.manifest.merge(list(self.runs.values()), replan=True)
                 self.decided(events)
         return False
-
-    def fork_late(self) -> bool:
-        """late: the trunk (trial 0, the config as given) trains until its own early stopping
-        ends it; every other trial is a fork of it at its best epoch p (`fork.fork_run`: weights,
-        optimizer and RNG states, early-stopping state, exactly) trained with its own values to
-        epoch p + fork-epochs. True when interrupted."""
-        if not self.trials:
-            params = self.plan.trunk_params()
-            trunk = Trial(0, trial_name(0, params), params, 0, lineage=[{"epoch": 0, "params": params, "from": None}])
-            self.trials.append(trunk)
-            self.runs[trunk.name] = self.plan.planned_run(trunk)
-            self.manifest.merge(list(self.runs.values()))
-            self.save()
-        trunk = self.trials[0]
-        if trunk.state in ACTIVE and self.train([trunk]):
-            return True
-        best = trunk.metrics.get("best_epoch")
-        if trunk.state != TrialState.COMPLETED or not isinstance(best, int):
-            return False  # nothing to fork: the tune ends with the trunk's failure
-        until = self.plan.fork_until(best)
-        if until <= best:
-            warnings.warn(
-                f"{trunk.name} was still improving at its last epoch ({best}): no fork has epochs left; "
-                "raise --max-epochs",
-                Rnnl2Warning,
-                stacklevel=2,
-            )
-            return False
-        while len(self.trials) < self.plan.trials:
-            params, _ = self.sampler.propose(len(self.trials) - 1, self.trials[1:])
-            number = len(self.trials)
-            trial = Trial(number, trial_name(number, params), params, 0, until=until)
-            trial.pending = {"from": trunk.name, "epoch": best, "params": params, "donor_params": trunk.params}
-            trial.lineage = [*trunk.lineage, {"epoch": best, "params": params, "from": trunk.name}]
-            self.trials.append(trial)
-            self.runs[trial.name] = self.plan.planned_run(trial)
-            self.save()
-        self.manifest.merge(list(self.runs.values()))
-        todo = [t for t in self.trials[1:] if t.state in ACTIVE]
-        return bool(todo) and self.train(todo)
-
-    def fork(self, trial: Trial) -> str:
-        """late: make the trial's folder `rnnl2 fork` of the trunk at the trunk's best epoch (its
-        lineage says which and where); the run below resumes it with the trial's own values."""
-        from ..fork import fork_run  # its checkpoint checks need torch: only a late tune pays for it
-
-        origin = trial.lineage[-1]
-        fork_run(self.runs[origin["from"]].run_dir, self.runs[trial.name].run_dir, "best")
-        trial.epochs = origin["epoch"]
-        return "resume"
 
     def carry_out_copies(self) -> None:
         """Every copy decided and not yet made: the recipient's folder becomes the donor's, as it
@@ -368,7 +319,7 @@ class Tuner:
         code = record.get("exit_code") if record.get("status") == ManifestStatus.FAILED else None
         reading = folder_state(run.run_dir, run.accepted_hashes, code, self.target(trial))
         if reading.state == FolderState.ABSENT:
-            return self.fork(trial) if trial.until else "fresh"
+            return fork(self, trial) if trial.until else "fresh"
         if reading.state in (FolderState.DONE, FolderState.REACHED, FolderState.DIVERGED):
             self.settle(trial, reading.summary)
             return None
@@ -377,7 +328,7 @@ class Tuner:
         moved = set_aside(run.run_dir)
         again = "forking it again" if trial.until else "starting it again"
         warnings.warn(f"{run.name}: kept its unfinished attempt in {moved.name}; {again}", Rnnl2Warning)
-        return self.fork(trial) if trial.until else "fresh"
+        return fork(self, trial) if trial.until else "fresh"
 
     def settle(self, trial: Trial, summary: dict[str, Any]) -> bool:
         """`settle` at the trial's rung; a pbt member is ranked by its metric at that epoch, and

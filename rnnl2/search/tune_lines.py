@@ -7,7 +7,6 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ..config import load_config
 from .grid import format_value
 from .halving import Trial, bracket_budget, keep_count
 from .pbt import quantile_count
@@ -21,7 +20,7 @@ def epoch_budget(plan: TunePlan, jobs: int = 1) -> int:
     if plan.pbt:
         return plan.trials * plan.max_epochs
     if plan.late:
-        return plan.max_epochs + (plan.trials - 1) * plan.fork_epochs
+        return plan.max_epochs * (1 + plan.refit) + (plan.trials - 1) * plan.fork_epochs
     return sum(bracket_budget(n, plan.rungs[start:], plan.spec.eta) for n, start in plan.brackets(jobs))
 
 
@@ -89,19 +88,24 @@ def first_commands(plan: TunePlan, sizes: list[int]) -> list[str]:
 
 
 def late_lines(plan: TunePlan, budget: int) -> list[str]:
-    """late's plan: the trunk's command, then what each fork does once the trunk's best epoch p is known."""
+    """late's plan: the trunk's command, then what each fork (and the refit) does once the
+    trunk's best epoch p is known."""
     forks, grid = plan.trials - 1, plan.trials * plan.max_epochs
-    stop = load_config(plan.spec.config, plan.spec.fixed).train.early_stopping
-    until = f"early stopping ends it (patience {stop.patience})" if stop.patience else f"epoch {plan.max_epochs}"
-    trunk = Trial(0, trial_name(0, plan.trunk_params()), plan.trunk_params(), 0)
+    params = plan.trunk_params()
+    trunk = Trial(0, trial_name(0, params), params, 0)
     keys = " ".join(f"--set {s.key}=…" for s in plan.spaces)
     lines = [
         f"tune {plan.tune_dir}: a trunk and {forks} forks ({plan.spec.sampler}, late), {plan.metric} ({plan.mode})",
-        f"the trunk trains the config as given ({settings(trunk.params)}) until {until}; p: its best epoch",
+        f"the trunk trains the config as given ({settings(params)}) until early stopping ends it "
+        f"(patience {plan.definition['trunk_patience']}); p: its best epoch",
         f"each fork: rnnl2 fork TRUNK FORK at p, then train --resume FORK --force {keys} "
         f"--set train.epochs=p+{plan.fork_epochs} (at most {plan.max_epochs})",
-        f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every trial to the end)",
     ]
+    if plan.refit:
+        lines.append(
+            f"then the best fork's values from scratch, to epoch {plan.max_epochs} (none when the trunk is best)"
+        )
+    lines.append(f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every value to the end)")
     return [f"# {line}" for line in lines] + [shlex.join(train_command(plan.sweep_spec(), plan.planned_run(trunk)))]
 
 

@@ -65,7 +65,7 @@ def cell(value: Any) -> Any:
 
 def select_best(tune_dir: Path, trials: list[Trial], metric: str, mode: str) -> dict[str, Any] | None:
     """The best completed trial by `metric`: best.yaml (its resolved config) and selection.json,
-    in `sweep --select`'s format (one trial per configuration: n 1, std 0)."""
+    in `sweep --select`'s format (each trial on its own, even two with the same values: n 1, std 0)."""
     candidates = [
         Candidate(
             settings=t.params,
@@ -73,6 +73,7 @@ def select_best(tune_dir: Path, trials: list[Trial], metric: str, mode: str) -> 
             run_dir=tune_dir / t.name,
             metrics=t.metrics,
             extra={"trial": t.number, **trained_by(t, tune_dir / t.name)},
+            group=t.name,
         )
         for t in trials
         if t.state == TrialState.COMPLETED and (value := t.latest_value()) is not None

@@ -38,6 +38,8 @@ from .sweep import SweepSpec, slug
 
 SAMPLERS = ("random", "grid", "tpe")
 SCHEDULERS = ("halving", "hyperband", "pbt", "late")
+LATE_PATIENCE = 2
+"""late: the trunk stops this many epochs past its best (a fork that never beats it, as many after the fork)."""
 COMPARED = (
     "config_hash",
     "set",
@@ -51,6 +53,8 @@ COMPARED = (
     "perturb_epochs",
     "population",
     "fork_epochs",
+    "trunk_patience",
+    "refit",
 )
 """Definition entries that must match for a tune folder to continue (`trials` may grow)."""
 
@@ -85,11 +89,17 @@ class TuneSpec:
     (`halving.hyperband_sizes`), so one bracket always runs its trials to the end; pbt: one
     population of `trials` trains to the end, the worst copying the best every `perturb_epochs`;
     late: a trunk (the config as given: λ = 0) trains until early stopping ends it, then `trials`
-    forks of it at its best epoch train `fork_epochs` more each with their own values."""
+    forks of it at its best epoch train `fork_epochs` more each with their own values, and the
+    best fork's values train once more from scratch (`refit`)."""
     perturb_epochs: int | None = None
     """pbt: epochs between two copies; None: max-epochs ÷ 5, at least 1."""
     fork_epochs: int | None = None
     """late: epochs each fork trains past the trunk's best epoch; None: max-epochs ÷ 5, rounded up."""
+    trunk_patience: int | None = None
+    """late: the trunk's (and so its forks') early-stopping patience; None: 2."""
+    refit: bool | None = None
+    """late: train the best fork's values from scratch too, as one more trial (None: yes), so that
+    validation can choose between λ from the fork point and λ from the start."""
 
 
 @dataclass(kw_only=True)
@@ -133,6 +143,17 @@ class TunePlan:
         """late: epochs a fork trains past the trunk's best epoch."""
         return self.definition.get("fork_epochs") or 0
 
+    @property
+    def refit(self) -> bool:
+        return bool(self.definition.get("refit"))
+
+    def trunk_sets(self, trial: Trial) -> list[str]:
+        """late: the trunk's early-stopping patience, for the trunk and its forks (whose folders
+        hold the trunk's config); none for a refit, which trains as the config says."""
+        if not self.late or not (trial.number == 0 or trial.until):
+            return []
+        return [f"train.early_stopping.patience={self.definition['trunk_patience']}"]
+
     def fork_until(self, best_epoch: int) -> int:
         """late: a fork's train.epochs, when the trunk's best epoch is `best_epoch`."""
         return min(best_epoch + self.fork_epochs, self.max_epochs)
@@ -161,26 +182,29 @@ class TunePlan:
         """A trial as a sweep run: its overrides (sampled values, then train.epochs = max-epochs,
         or a late fork's own epochs). A pbt member that took another's folder, or a late fork,
         holds its source's config until its next resume applies its own values with --force."""
-        epochs = trial.until or self.max_epochs
+        epochs, extra = trial.until or self.max_epochs, self.trunk_sets(trial)
         changes = [*overrides(trial.params), *([f"train.epochs={epochs}"] if trial.until else [])]
+        donor = trial.pending["donor_params"] if trial.pending else None
         return PlannedRun(
             index=trial.number,
             name=trial.name,
             varying=dict(trial.params),
-            overrides=self.overrides(trial.params, epochs),
-            config_hash=self.config_hash(trial.params, epochs),
+            overrides=self.overrides(trial.params, epochs, extra),
+            config_hash=self.config_hash(trial.params, epochs, extra),
             run_dir=self.tune_dir / trial.name,
             epochs=epochs,
             resume_sets=changes if trial.pending else [],
-            source_hash=self.config_hash(trial.pending["donor_params"]) if trial.pending else None,
+            source_hash=self.config_hash(donor, None, extra) if donor is not None else None,
         )
 
-    def overrides(self, params: dict[str, Any], epochs: int | None = None) -> list[str]:
-        """A trial's --set list: the fixed ones, its values, then train.epochs (default: max-epochs)."""
-        return [*self.spec.fixed, *overrides(params), f"train.epochs={epochs or self.max_epochs}"]
+    def overrides(self, params: dict[str, Any], epochs: int | None = None, extra: list[str] | None = None) -> list[str]:
+        """A trial's --set list: the fixed ones, `extra` (late's trunk patience), its values, then
+        train.epochs (default: max-epochs)."""
+        tail = [*overrides(params), f"train.epochs={epochs or self.max_epochs}"]
+        return [*self.spec.fixed, *(extra or []), *tail]
 
-    def config_hash(self, params: dict[str, Any], epochs: int | None = None) -> str:
-        return config_hash(to_plain_dict(load_config(self.spec.config, self.overrides(params, epochs))))
+    def config_hash(self, params: dict[str, Any], epochs: int | None = None, extra: list[str] | None = None) -> str:
+        return config_hash(to_plain_dict(load_config(self.spec.config, self.overrides(params, epochs, extra))))
 
     def trunk_params(self) -> dict[str, Any]:
         """late: the trunk's values of the searched keys, as the config gives them (λ = 0 for a
@@ -286,6 +310,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
         raise ConfigError("--perturb-epochs sets the interval of --scheduler pbt; add --scheduler pbt")
     if spec.fork_epochs is not None and spec.scheduler != "late":
         raise ConfigError("--fork-epochs sets how long each fork of --scheduler late trains; add --scheduler late")
+    if (spec.trunk_patience is not None or spec.refit is not None) and spec.scheduler != "late":
+        raise ConfigError("--trunk-patience and --refit/--no-refit shape --scheduler late; add --scheduler late")
     if spec.scheduler == "late" and spec.sampler == "tpe":
         raise ConfigError("--scheduler late forks at one epoch, all at once: use --sampler grid or random")
     if spec.eta < 2:
@@ -317,7 +343,8 @@ def plan_tune(spec: TuneSpec, runs_dir: Path = Path("runs"), tune_dir: Path | No
     if spec.scheduler == "pbt":  # a population does not grow: more trials are another tune
         definition |= {"perturb_epochs": rungs[0] if len(rungs) > 1 else max_epochs, "population": trials}
     if spec.scheduler == "late":
-        definition["fork_epochs"] = fork_epochs
+        definition |= {"fork_epochs": fork_epochs, "trunk_patience": spec.trunk_patience or LATE_PATIENCE}
+        definition["refit"] = spec.refit is not False
     folder = tune_dir or runs_dir / base.name / f"tune-{definition_digest(definition)}"
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--tune-dir {folder}: is a file; give a folder")

@@ -1,0 +1,96 @@
+"""`tune --scheduler late` (docs/search.md, "Late λ"): the trunk (trial 0, the config as given:
+λ = 0) trains until its early stopping ends it; every other trial is `rnnl2 fork` of it at its
+best epoch p, resumed with its own values to epoch p + --fork-epochs; with refit, the best fork's
+values train once more from scratch, so validation chooses between λ from p and λ from the start.
+
+These are steps of the tune driver (`tune.Tuner`, passed in as `tuner`): they add trials, save
+them, and train them through its `train`, so a killed driver's rerun continues from the folders
+as for every scheduler. A fork's folder is made when its run is about to start (`fork`, called
+from `Tuner.prepare`), so one lost or damaged on the way is forked again."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ..errors import Rnnl2Warning
+from ..status import ACTIVE, TrialState
+from .halving import Trial
+from .tune_plan import trial_name
+
+
+def fork_late(tuner: Any) -> bool:
+    """late: the trunk (trial 0, the config as given) trains until its own early stopping
+    ends it; every other trial is a fork of it at its best epoch p (`fork.fork_run`: weights,
+    optimizer and RNG states, early-stopping state, exactly) trained with its own values to
+    epoch p + fork-epochs. True when interrupted."""
+    if not tuner.trials:
+        params = tuner.plan.trunk_params()
+        trunk = Trial(0, trial_name(0, params), params, 0, lineage=[{"epoch": 0, "params": params, "from": None}])
+        tuner.trials.append(trunk)
+        tuner.runs[trunk.name] = tuner.plan.planned_run(trunk)
+        tuner.manifest.merge(list(tuner.runs.values()))
+        tuner.save()
+    trunk = tuner.trials[0]
+    if trunk.state in ACTIVE and tuner.train([trunk]):
+        return True
+    best = trunk.metrics.get("best_epoch")
+    if trunk.state != TrialState.COMPLETED or not isinstance(best, int):
+        return False  # nothing to fork: the tune ends with the trunk's failure
+    until = tuner.plan.fork_until(best)
+    if until <= best:
+        warnings.warn(
+            f"{trunk.name} was still improving at its last epoch ({best}): no fork has epochs left; raise --max-epochs",
+            Rnnl2Warning,
+            stacklevel=2,
+        )
+        return False
+    while len(tuner.trials) < tuner.plan.trials:
+        params, _ = tuner.sampler.propose(len(tuner.trials) - 1, tuner.trials[1:])
+        number = len(tuner.trials)
+        trial = Trial(number, trial_name(number, params), params, 0, until=until)
+        trial.pending = {"from": trunk.name, "epoch": best, "params": params, "donor_params": trunk.params}
+        trial.lineage = [*trunk.lineage, {"epoch": best, "params": params, "from": trunk.name}]
+        tuner.trials.append(trial)
+        tuner.runs[trial.name] = tuner.plan.planned_run(trial)
+        tuner.save()
+    tuner.manifest.merge(list(tuner.runs.values()))
+    todo = [t for t in tuner.trials[1 : tuner.plan.trials] if t.state in ACTIVE]
+    if todo and tuner.train(todo):
+        return True
+    return refit(tuner, trunk)
+
+
+def refit(tuner: Any, trunk: Trial) -> bool:
+    """late with refit: the best fork's values once more, from scratch to max-epochs with the
+    config's own early stopping, as one more trial; validation then chooses between λ from
+    the fork point and λ from the start. No refit when the trunk is best. True when interrupted."""
+    forks = tuner.trials[: tuner.plan.trials]
+    if not tuner.plan.refit or any(t.state in ACTIVE for t in forks):
+        return False
+    if len(tuner.trials) == tuner.plan.trials:
+        sign = 1 if tuner.plan.mode == "min" else -1
+        done = [t for t in forks if t.state == TrialState.COMPLETED and t.latest_value() is not None]
+        best = min(done, key=lambda t: (sign * (t.latest_value() or 0.0), t.number), default=trunk)
+        if best is trunk:  # ties go to the trunk too: λ = 0 needs no refit
+            return False
+        number = len(tuner.trials)
+        again = Trial(number, trial_name(number, best.params), dict(best.params), 0)
+        again.lineage = [{"epoch": 0, "params": dict(best.params), "from": None}]
+        tuner.trials.append(again)
+        tuner.runs[again.name] = tuner.plan.planned_run(again)
+        tuner.manifest.merge(list(tuner.runs.values()))
+        tuner.save()
+    again = tuner.trials[tuner.plan.trials]
+    return again.state in ACTIVE and tuner.train([again])
+
+
+def fork(tuner: Any, trial: Trial) -> str:
+    """late: make the trial's folder `rnnl2 fork` of the trunk at the trunk's best epoch (its
+    lineage says which and where); the run below resumes it with the trial's own values."""
+    from ..fork import fork_run  # its checkpoint checks need torch: only a late tune pays for it
+
+    origin = trial.lineage[-1]
+    fork_run(tuner.runs[origin["from"]].run_dir, tuner.runs[trial.name].run_dir, "best")
+    trial.epochs = origin["epoch"]
+    return "resume"
