@@ -270,7 +270,9 @@ def tune(
             past = sel.get("lineage_to_best_epoch") or []
             if len(past) > 1:  # a pbt copy or a late fork: the chosen weights trained with a schedule
                 steps = " → ".join(f"{settings_text(step['params'])} from epoch {step['epoch']}" for step in past)
-                err.print(f"  its weights trained with {steps} (selection.json: lineage_to_best_epoch)", highlight=False)
+                err.print(
+                    f"  its weights trained with {steps} (selection.json: lineage_to_best_epoch)", highlight=False
+                )
         share = result.epochs_used / max(result.grid_epochs, 1)
         err.print(
             f"{result.epochs_used} epochs trained, {share:.0%} of {result.grid_epochs} for every trial to the end; "
