@@ -163,8 +163,7 @@ def tune_table(result: Any) -> Table:
     table = Table(title=f"{result.tune_dir} — {metric} at each rung ({'lower' if sign > 0 else 'higher'} is better)")
     keys = [s.key for s in plan.spaces]
     tests = sorted({k for t in result.trials for k in t.metrics if k.startswith("test_")})
-    rungs = [] if plan.late else plan.rungs  # late: each fork ends at its own epoch; its best value is the column
-    values = ["best"] if plan.late else [f"@{r}" for r in rungs]
+    values = ["best"] if plan.late else [f"@{r}" for r in plan.rungs]  # late: each fork ends at its own epoch
     for column in ["trial", *keys, *values, "state", "epochs", *tests]:
         table.add_column(column, justify="left" if column in ("trial", "state") else "right")
 
@@ -175,7 +174,7 @@ def tune_table(result: Any) -> Table:
     chosen = (result.selection or {}).get("trial")
     for t in sorted(result.trials, key=lambda t: (t.state != "completed", -t.rung, last(t), t.number)):
         cells = [t.name.split("-", 2)[1], *(format_setting(t.params.get(k)) for k in keys)]
-        cells += [format_cell(t.latest_value())] if plan.late else [format_cell(t.values.get(r)) for r in rungs]
+        cells += [format_cell(t.latest_value())] if plan.late else [format_cell(t.values.get(r)) for r in plan.rungs]
         cells += [t.state, str(t.epochs), *(format_cell(t.metrics.get(k)) for k in tests)]
         table.add_row(*cells, style="bold green" if t.number == chosen else None)
     return table

@@ -25,12 +25,7 @@ def fork_late(tuner: Any) -> bool:
     optimizer and RNG states, early-stopping state, exactly) trained with its own values to
     epoch p + fork-epochs. True when interrupted."""
     if not tuner.trials:
-        params = tuner.plan.trunk_params()
-        trunk = Trial(0, trial_name(0, params), params, 0, lineage=[{"epoch": 0, "params": params, "from": None}])
-        tuner.trials.append(trunk)
-        tuner.runs[trunk.name] = tuner.plan.planned_run(trunk)
-        tuner.manifest.merge(list(tuner.runs.values()))
-        tuner.save()
+        add(tuner, from_scratch(0, tuner.plan.trunk_params()))
     trunk = tuner.trials[0]
     if trunk.state in ACTIVE and tuner.train([trunk]):
         return True
@@ -51,10 +46,7 @@ def fork_late(tuner: Any) -> bool:
         trial = Trial(number, trial_name(number, params), params, 0, until=until)
         trial.pending = {"from": trunk.name, "epoch": best, "params": params, "donor_params": trunk.params}
         trial.lineage = [*trunk.lineage, {"epoch": best, "params": params, "from": trunk.name}]
-        tuner.trials.append(trial)
-        tuner.runs[trial.name] = tuner.plan.planned_run(trial)
-        tuner.save()
-    tuner.manifest.merge(list(tuner.runs.values()))
+        add(tuner, trial)
     todo = [t for t in tuner.trials[1 : tuner.plan.trials] if t.state in ACTIVE]
     if todo and tuner.train(todo):
         return True
@@ -74,15 +66,22 @@ def refit(tuner: Any, trunk: Trial) -> bool:
         best = min(done, key=lambda t: (sign * (t.latest_value() or 0.0), t.number), default=trunk)
         if best is trunk:  # ties go to the trunk too: λ = 0 needs no refit
             return False
-        number = len(tuner.trials)
-        again = Trial(number, trial_name(number, best.params), dict(best.params), 0)
-        again.lineage = [{"epoch": 0, "params": dict(best.params), "from": None}]
-        tuner.trials.append(again)
-        tuner.runs[again.name] = tuner.plan.planned_run(again)
-        tuner.manifest.merge(list(tuner.runs.values()))
-        tuner.save()
+        add(tuner, from_scratch(len(tuner.trials), dict(best.params)))
     again = tuner.trials[tuner.plan.trials]
     return again.state in ACTIVE and tuner.train([again])
+
+
+def from_scratch(number: int, params: dict[str, Any]) -> Trial:
+    """The trunk or the refit: a trial that trains its values from epoch 0."""
+    return Trial(number, trial_name(number, params), params, 0, lineage=[{"epoch": 0, "params": params, "from": None}])
+
+
+def add(tuner: Any, trial: Trial) -> None:
+    """A new trial in the tune: planned, in the manifest and saved before anything trains it."""
+    tuner.trials.append(trial)
+    tuner.runs[trial.name] = tuner.plan.planned_run(trial)
+    tuner.manifest.merge(list(tuner.runs.values()))
+    tuner.save()
 
 
 def fork(tuner: Any, trial: Trial) -> str:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .grid import format_value
 from .halving import Trial, bracket_budget, keep_count
 from .pbt import quantile_count
-from .space import grid_params, params_key, random_params
+from .space import grid_params, overrides, params_key, random_params
 from .sweep import train_command
 from .tune_plan import TunePlan, trial_name
 
@@ -96,7 +95,7 @@ def late_lines(plan: TunePlan, budget: int) -> list[str]:
     keys = " ".join(f"--set {s.key}=…" for s in plan.spaces)
     lines = [
         f"tune {plan.tune_dir}: a trunk and {forks} forks ({plan.spec.sampler}, late), {plan.metric} ({plan.mode})",
-        f"the trunk trains the config as given ({settings(params)}) until early stopping ends it "
+        f"the trunk trains the config as given ({', '.join(overrides(params))}) until early stopping ends it "
         f"(patience {plan.definition['trunk_patience']}); p: its best epoch",
         f"each fork: rnnl2 fork TRUNK FORK at p, then train --resume FORK --force {keys} "
         f"--set train.epochs=p+{plan.fork_epochs} (at most {plan.max_epochs})",
@@ -107,7 +106,3 @@ def late_lines(plan: TunePlan, budget: int) -> list[str]:
         )
     lines.append(f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every value to the end)")
     return [f"# {line}" for line in lines] + [shlex.join(train_command(plan.sweep_spec(), plan.planned_run(trunk)))]
-
-
-def settings(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={format_value(v)}" for k, v in params.items())

@@ -17,6 +17,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..compare import flatten
 from ..config import load_config, to_plain_dict
 from ..errors import ConfigError, Rnnl2Error
 from ..metrics import default_mode
@@ -209,14 +210,11 @@ class TunePlan:
     def trunk_params(self) -> dict[str, Any]:
         """late: the trunk's values of the searched keys, as the config gives them (λ = 0 for a
         late-λ search), so trials.csv and best.yaml name them like every fork's."""
-        resolved = to_plain_dict(load_config(self.spec.config, self.spec.fixed))
-        values = {}
-        for space in self.spaces:
-            node: Any = resolved
-            for part in space.key.split("."):
-                node = node[part]
-            values[space.key] = int(node) if isinstance(node, float) and node.is_integer() else node  # `0`, not `0.0`
-        return values
+        resolved = flatten(to_plain_dict(load_config(self.spec.config, self.spec.fixed)))
+        values = {space.key: resolved[space.key] for space in self.spaces}
+        return {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()
+        }  # `0`, not `0.0`
 
 
 def first_rung_from_run(run_dir: Path, max_epochs: int) -> tuple[int, str]:
