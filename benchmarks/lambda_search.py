@@ -17,7 +17,9 @@ Methods (the selection metric is each task's validation metric; nobody looks at 
 - late:        late-λ: a λ = 0 run that stops 2 epochs past its best epoch p, then `rnnl2 fork` of it at
                p once per λ ∈ {1e-4 … 1e-1} (7), each continued for max-epochs ÷ 5 epochs with its λ;
                the best by validation (costs p + 2 + 7 × max-epochs ÷ 5 epochs, about ⅓ of the grid's);
-- late-tune:   the same as one `rnnl2 tune --scheduler late --sampler grid` (forks in warm workers);
+- late-tune:   the same as one `rnnl2 tune --scheduler late --sampler grid --no-refit` (forks in warm workers);
+- late-refit:  `tune --scheduler late` over λ ∈ {1e-4, 1e-3, 1e-2, 1e-1}, then the best fork's λ from
+               scratch (the refit); the best of trunk, forks and refit by validation;
 - adaptive-*:  one `rnnl2 train` with `l2.adapt: hypergradient` from λ₀ ∈ {1e-7, 1e-5, 1e-3}: the
                hyper-loss on a held-out 10 % of the training split (`-train`) or on the validation
                split (`-val`), from the first step or once validation stops improving (`-plateau`),
@@ -59,6 +61,7 @@ ADAPTIVE = {  # method → the l2.adapt settings beside method=hypergradient (de
 }
 PBT = {"pbt-3": 3, "pbt-4": 4, "pbt-8": 8}  # method → population
 LATE = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]  # late-λ: the forks' λ (L2 from late on needs a larger λ)
+LATE_DECADE = [1e-4, 1e-3, 1e-2, 1e-1]  # late-refit: a decade apart, so the forks and the refit fit in ⅓ of the grid
 LATE_PATIENCE = 2  # the λ = 0 trunk stops this many epochs after its best
 TASKS = {  # config, max epochs, selection metric, test metric, whether higher is better
     "seed_overfit": ("seed_overfit.yaml", 27, "val_accuracy", "test_accuracy", True),
@@ -274,17 +277,21 @@ def late(task: str, seed: int, out: Path, jobs: int, threads: int) -> dict:
     }
 
 
-def late_tune(task: str, seed: int, out: Path, jobs: int, threads: int, patience: int = LATE_PATIENCE) -> dict:
-    """late-tune: `late`'s recipe as one `rnnl2 tune --scheduler late` (the same trunk, λ list and
-    fork length), in warm workers: its choice should equal `late`'s, its wall time less."""
+def late_tune(
+    task: str, seed: int, out: Path, jobs: int, threads: int, patience: int = LATE_PATIENCE, refit: bool = False
+) -> dict:
+    """late-tune: `late`'s recipe as one `rnnl2 tune --scheduler late --no-refit` (the same trunk,
+    λ list and fork length), in warm workers: its choice should equal `late`'s, its wall time less.
+    With `refit` (late-refit): the decade list LATE_DECADE, and the best fork's λ from scratch too."""
     config, epochs, _, test_metric, _ = TASKS[task]
-    label = "late-tune" if patience == LATE_PATIENCE else f"late-tune-p{patience}"
+    label = ("late-refit" if refit else "late-tune") + ("" if patience == LATE_PATIENCE else f"-p{patience}")
     folder = out / task / f"{label}-seed{seed}"
-    space = "l2.lambda=choice(" + ",".join(f"{v:g}" for v in LATE) + ")"
+    space = "l2.lambda=choice(" + ",".join(f"{v:g}" for v in (LATE_DECADE if refit else LATE)) + ")"
     started = time.perf_counter()
     done = rnnl2(
         "tune", str(CONFIGS / config), "--space", space, "--sampler", "grid", "--scheduler", "late",
-        "--set", f"seed={seed}", "--set", "l2.lambda=0", "--set", f"train.early_stopping.patience={patience}",
+        "--set", f"seed={seed}", "--set", "l2.lambda=0", "--trunk-patience", str(patience),
+        "--refit" if refit else "--no-refit",
         "--max-epochs", str(epochs), "--jobs", str(jobs), "--threads", str(threads),
         "--tune-dir", str(folder), "--json", "-q",
     )  # fmt: skip
@@ -322,6 +329,7 @@ def main() -> None:
             *ADAPTIVE,
             "late",
             "late-tune",
+            "late-refit",
         ],
     )
     parser.add_argument("--budgets", nargs="+", default=["full", "third"], choices=["full", "third"])
@@ -392,6 +400,9 @@ def main() -> None:
                 found = late_tune(task, seed, args.out, args.jobs, threads, args.late_patience)
                 suffix = "" if args.late_patience == LATE_PATIENCE else f" (patience {args.late_patience})"
                 rows.append({"method": f"late-λ tune{suffix}", **found})
+            if "late-refit" in args.methods:
+                found = late_tune(task, seed, args.out, args.jobs, threads, args.late_patience, refit=True)
+                rows.append({"method": "late-λ + refit (decades)", **found})
             for method in [m for m in args.methods if m in ADAPTIVE]:
                 for lambda0 in LAMBDA0:
                     rows.append(
