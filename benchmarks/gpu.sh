@@ -70,8 +70,9 @@ if [ "$DEVICE" = cpu ]; then
   done
 fi
 
-# 5. one training step of K λ-grid members fused (a bmm-stacked LSTM; vmap has no rule for aten::lstm)
-#    against K separate models, K = 8, 32, 128 on CUDA (8 on the CPU): is `sweep --fused` worth building?
+# 5. one training step of K λ-grid members fused (a bmm-stacked LSTM, and one block-diagonal wide
+#    nn.LSTM up to K = 32; vmap has no rule for aten::lstm) against K separate models, K = 8, 32, 128
+#    on CUDA (8 on the CPU): is `sweep --fused` worth building?
 if [ "$DEVICE" = cuda ]; then MEMBERS="8 32 128"; else MEMBERS="8"; fi
 timeout 300 $PY benchmarks/fused_step.py --members $MEMBERS --device "$DEVICE" --threads "${FUSED_THREADS:-2}" \
   | tee "$WORK/fused.txt"
