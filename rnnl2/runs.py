@@ -198,10 +198,13 @@ class FolderLock:
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
+            # A writer refused: by readers only (forks copying it) when a reader's lock is still free;
+            # then the pid in the file is an earlier writer's, not a holder's.
+            reading = not self.shared and shared_lock_free(handle)
             handle.seek(0)
             holder = handle.read()
             handle.close()
-            raise locked(self.folder, holder) from None
+            raise locked(self.folder, holder, reading) from None
         if self.shared:  # the pid in the file stays the last writer's
             self.handle = handle
             return self
@@ -229,7 +232,21 @@ NOT_COPIED = (FolderLock.NAME, "mlflow.json", "tensorboard")
 lock and its tracking runs."""
 
 
-def locked(folder: Path, holder: str) -> RunLocked:
+def shared_lock_free(handle: Any) -> bool:
+    """Whether a reader's lock on this open lock file can be taken now (taken and dropped at once)."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
+
+
+def locked(folder: Path, holder: str, reading: bool = False) -> RunLocked:
+    if reading:
+        return RunLocked(f"{folder} is being copied by `rnnl2 fork` in another process; wait for it to finish")
     return RunLocked(
         f"{folder} is being written by another rnnl2 process (pid {holder.strip() or 'unknown'}); "
         "wait for it to finish or stop it first"

@@ -135,6 +135,6 @@ def test_two_forks_of_one_run_may_copy_it_at_once_but_no_writer_meanwhile(source
     _, run_dir, _ = source
     with FolderLock(run_dir, shared=True):  # as another `rnnl2 fork` of it holds it while it copies
         second = invoke("fork", run_dir, tmp_path / "second")
-        with pytest.raises(RunLocked):
-            FolderLock(run_dir).acquire()  # a `train --resume` of the source waits for the copies
+        with pytest.raises(RunLocked, match="being copied by `rnnl2 fork`"):
+            FolderLock(run_dir).acquire()  # a `train --resume` of the source waits for the copies, and is told so
     assert second.exit_code == 0, second.output
