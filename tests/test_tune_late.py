@@ -150,6 +150,17 @@ def test_a_trunk_still_improving_at_its_end_leaves_nothing_to_fork(tmp_path):
     assert [p.name for p in (tmp_path / "tune").glob("trial-*")] == ["trial-0000-l2.lambda=0"]
 
 
+def test_a_tune_that_keeps_the_trunk_says_a_grid_is_the_check(tmp_path):
+    config = write_config(tmp_path, OVERFITS)
+    result = invoke(
+        "tune", config, "--space", "l2.lambda=choice(1e-9)", *SPACE[2:], "--fork-epochs", 1,
+        "--tune-dir", tmp_path / "tune", "--jobs", 1,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "selected trial 0 " in result.output and "no fork beat the trunk" in result.output
+    assert "only a grid from scratch can tell" in result.output
+
+
 def test_the_plan_names_the_trunk_the_forks_and_the_refit(tmp_path):
     config = write_config(tmp_path, OVERFITS)
     result = late_tune(config, tmp_path / "tune", "--dry-run")

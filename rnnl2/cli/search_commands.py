@@ -273,6 +273,13 @@ def tune(
                 err.print(
                     f"  its weights trained with {steps} (selection.json: lineage_to_best_epoch)", highlight=False
                 )
+            if result.plan.late and sel["trial"] == 0:  # the trunk: no fork beat λ as the config gives it
+                err.print(
+                    "  no fork beat the trunk: L2 added at its best epoch did not help. Where L2 has to act "
+                    "from the first epoch only a grid from scratch can tell (`rnnl2 sweep CONFIG --grid ...`; "
+                    'docs/search.md, "Late λ")',
+                    highlight=False,
+                )
         share = result.epochs_used / max(result.grid_epochs, 1)
         err.print(
             f"{result.epochs_used} epochs trained, {share:.0%} of {result.grid_epochs} for every trial to the end; "
