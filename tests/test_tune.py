@@ -222,6 +222,14 @@ def test_rerunning_a_finished_tune_trains_nothing_and_picks_the_same_best(tuned)
     assert result.stdout.strip().splitlines()[-1] == str(tune_dir)
     other = CliRunner().invoke(app, tune_args(tuned["config"], tune_dir, "--trials", "4", "--eta", "3"))
     assert other.exit_code == 2 and "holds a different tune" in other.output and "eta" in other.output
+    respelled = tune_args(tuned["config"], tune_dir, "--trials", "4", "--json")
+    respelled[respelled.index(LAMBDA)] = "l2.lambda = 0.0 | loguniform(0.00001, 0.1)"  # the same space
+    same = CliRunner().invoke(app, respelled)
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["trained_now"] == 0
+    assert json.loads((tune_dir / "tune.json").read_text())["spaces"] == [LAMBDA]  # the folder's spelling stays
+    wider = CliRunner().invoke(app, [*respelled[:3], "l2.lambda=0|loguniform(1e-6,1e-1)", *respelled[4:]])
+    assert wider.exit_code == 2 and "holds a different tune" in wider.output
 
 
 def test_compare_and_report_read_a_tune_folder(tuned, tmp_path):

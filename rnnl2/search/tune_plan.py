@@ -377,19 +377,39 @@ def count_trials(spec: TuneSpec, spaces: list[Space]) -> int:
 
 
 def check_definition(plan: TunePlan) -> None:
-    """A tune folder continues only the tune it was made for; --trials may change."""
+    """A tune folder continues only the tune it was made for; --trials may change. Spaces
+    spelled differently but equal in meaning continue it in the folder's spelling, so the Optuna
+    study's name and its categorical labels stay those it was made with."""
     path = plan.tune_dir / "tune.json"
     if not path.is_file():
         if (plan.tune_dir / "trials.json").is_file():
             raise Rnnl2Error(f"{plan.tune_dir} holds trials.json but no tune.json; use another --tune-dir")
         return
     saved = read_json(path)
-    differs = [k for k in COMPARED if saved.get(k) != plan.definition.get(k)]
+    differs = [k for k in COMPARED if not same_setting(k, saved.get(k), plan.definition.get(k))]
     if differs:
         what = "; ".join(f"{k}: {saved.get(k)!r} there, {plan.definition.get(k)!r} now" for k in differs)
         raise ConfigError(
             f"{plan.tune_dir} holds a different tune ({what}); use another --tune-dir or the same options"
         )
+    if saved.get("spaces") != plan.definition.get("spaces"):
+        plan.definition["spaces"] = saved["spaces"]
+        plan.spaces[:] = parse_spaces(saved["spaces"])
+
+
+def same_setting(key: str, saved: Any, now: Any) -> bool:
+    """Whether a recorded tune setting equals this call's: spaces by what they mean, so
+    `choice(1e-4)` and `choice(0.0001)` are one space; every other setting as written."""
+    if key != "spaces" or saved == now:
+        return saved == now
+    try:
+        return [meaning(space) for space in parse_spaces(saved)] == [meaning(space) for space in parse_spaces(now)]
+    except (ConfigError, TypeError, AttributeError):  # an edited tune.json: not this tune
+        return False
+
+
+def meaning(space: Space) -> tuple[Any, ...]:
+    return space.key, space.kind, space.low, space.high, space.choices, space.explicit
 
 
 def write_definition(plan: TunePlan) -> None:
