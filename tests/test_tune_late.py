@@ -153,12 +153,30 @@ def test_a_trunk_still_improving_at_its_end_leaves_nothing_to_fork(tmp_path):
 def test_a_tune_that_keeps_the_trunk_says_a_grid_is_the_check(tmp_path):
     config = write_config(tmp_path, OVERFITS)
     result = invoke(
-        "tune", config, "--space", "l2.lambda=choice(1e-9)", *SPACE[2:], "--fork-epochs", 1,
+        "tune", config, "--space", "l2.lambda=choice(1e-9)", *SPACE[2:], "--fork-epochs", 1, "--no-refit",
         "--tune-dir", tmp_path / "tune", "--jobs", 1,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "selected trial 0 " in result.output and "no fork beat the trunk" in result.output
-    assert "only a grid from scratch can tell" in result.output
+    assert "only a grid from scratch can tell" in result.output and "no fork or refit" not in result.output
+
+
+def test_when_every_fork_ties_the_trunk_the_earliest_is_refit(tmp_path):
+    config = write_config(tmp_path, OVERFITS)
+    space = "l2.lambda=choice(1e-9,1e-8)"  # too small to move the trunk's best within one epoch
+    result = invoke(
+        "tune", config, "--space", space, *SPACE[2:], "--fork-epochs", 1, "--tune-dir", tmp_path / "tune",
+        "--jobs", 1, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trials = json.loads((tmp_path / "tune" / "trials.json").read_text())["trials"]
+    trunk_best = min(val_losses(tmp_path / "tune" / trials[0]["name"]))
+    assert [min(val_losses(tmp_path / "tune" / t["name"])) for t in trials[1:3]] == [trunk_best, trunk_best]
+    refit = trials[3]
+    assert refit["params"] == {"l2.lambda": 1e-9} and refit["lineage"] == [
+        {"epoch": 0, "params": {"l2.lambda": 1e-9}, "from": None}
+    ]
+    assert len(val_losses(tmp_path / "tune" / refit["name"])) == OVERFITS["train"]["epochs"]
 
 
 def test_the_plan_names_the_trunk_the_forks_and_the_refit(tmp_path):
@@ -168,7 +186,10 @@ def test_the_plan_names_the_trunk_the_forks_and_the_refit(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == f"# tune {tmp_path / 'tune'}: a trunk and 2 forks (grid, late), val_loss (min)"
     assert "until early stopping ends it (patience 2)" in lines[1]
-    assert lines[3] == "# then the best fork's values from scratch, to epoch 16 (none when the trunk is best)"
+    assert (
+        lines[3]
+        == "# then the best fork's values from scratch, to epoch 16 (the earliest fork when none beats the trunk)"
+    )
     assert lines[4] == "# at most 38 epochs (79% of 48 for every value to the end)"  # 16 + 2 × 3 + 16
     assert lines[5].startswith("rnnl2 train ") and "--set train.early_stopping.patience=2" in lines[5]
     assert not (tmp_path / "tune").exists()

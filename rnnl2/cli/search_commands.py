@@ -273,10 +273,11 @@ def tune(
                 err.print(
                     f"  its weights trained with {steps} (selection.json: lineage_to_best_epoch)", highlight=False
                 )
-            if result.plan.late and sel["trial"] == 0:  # the trunk: no fork beat λ as the config gives it
+            if result.plan.late and sel["trial"] == 0:  # the trunk: no fork (nor the refit) beat the config's λ
+                tried = "no fork or refit" if len(result.trials) > result.plan.trials else "no fork"
                 err.print(
-                    "  no fork beat the trunk: L2 added at its best epoch did not help. Where L2 has to act "
-                    "from the first epoch only a grid from scratch can tell (`rnnl2 sweep CONFIG --grid ...`; "
+                    f"  {tried} beat the trunk: L2 added at its best epoch did not help. Whether another λ "
+                    "from the first epoch would, only a grid from scratch can tell (`rnnl2 sweep CONFIG --grid ...`; "
                     'docs/search.md, "Late λ")',
                     highlight=False,
                 )

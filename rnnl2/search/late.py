@@ -56,15 +56,17 @@ def fork_late(tuner: Any) -> bool:
 def refit(tuner: Any, trunk: Trial) -> bool:
     """late with refit: the best fork's values once more, from scratch to max-epochs with the
     config's own early stopping, as one more trial; validation then chooses between λ from
-    the fork point and λ from the start. No refit when the trunk is best. True when interrupted."""
+    the fork point and λ from the start. When no fork beats the trunk (each ties it, holding the
+    trunk's best), the earliest fork is refit: a tie says nothing about L2 from the first epoch,
+    which the refit tests. True when interrupted."""
     forks = tuner.trials[: tuner.plan.trials]
     if not tuner.plan.refit or any(t.state in ACTIVE for t in forks):
         return False
     if len(tuner.trials) == tuner.plan.trials:
         sign = 1 if tuner.plan.mode == "min" else -1
-        done = [t for t in forks if t.state == TrialState.COMPLETED and t.latest_value() is not None]
-        best = min(done, key=lambda t: (sign * (t.latest_value() or 0.0), t.number), default=trunk)
-        if best is trunk:  # ties go to the trunk too: λ = 0 needs no refit
+        done = [t for t in forks[1:] if t.state == TrialState.COMPLETED and t.latest_value() is not None]
+        best = min(done, key=lambda t: (sign * (t.latest_value() or 0.0), t.number), default=None)
+        if best is None or best.params == trunk.params:  # no fork, or the trunk's own values
             return False
         add(tuner, from_scratch(len(tuner.trials), dict(best.params)))
     again = tuner.trials[tuner.plan.trials]

@@ -102,7 +102,7 @@ def late_lines(plan: TunePlan, budget: int) -> list[str]:
     ]
     if plan.refit:
         lines.append(
-            f"then the best fork's values from scratch, to epoch {plan.max_epochs} (none when the trunk is best)"
+            f"then the best fork's values from scratch, to epoch {plan.max_epochs} (the earliest fork when none beats the trunk)"
         )
     lines.append(f"at most {budget} epochs ({budget / grid:.0%} of {grid} for every value to the end)")
     return [f"# {line}" for line in lines] + [shlex.join(train_command(plan.sweep_spec(), plan.planned_run(trunk)))]
