@@ -239,7 +239,7 @@ def summary_numbers(summary: dict[str, Any]) -> dict[str, float]:
 def run_task(run: Run) -> str:
     """The task of a run's data kind (regression, classification, ...), or the kind itself."""
     kind = run.config.get("data.kind")
-    return TASK_OF_KIND.get(kind, str(kind))
+    return TASK_OF_KIND.get(str(kind), str(kind))
 
 
 def run_row(run: Run, keys: list[str], metrics: list[str]) -> dict[str, Any]:

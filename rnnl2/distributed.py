@@ -144,7 +144,7 @@ class Ranks:
             return type(hidden)(self.gather_hidden(h) for h in hidden)
         import torch.distributed as dist
 
-        sizes = [None] * self.world
+        sizes = [0] * self.world  # filled by the gather
         dist.all_gather_object(sizes, hidden.shape[1])
         padded = torch.zeros(hidden.shape[0], max(sizes), *hidden.shape[2:], dtype=hidden.dtype, device=hidden.device)
         padded[:, : hidden.shape[1]] = hidden  # gloo gathers equal shapes only

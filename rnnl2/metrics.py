@@ -58,7 +58,9 @@ def versus_baseline(result: dict[str, Any], metric: str | None = None) -> dict[s
         best = result.get("best_metric")
         metric = "test_" + best.removeprefix("val_") if isinstance(best, str) else "test_loss"
     model, base = result.get(metric), (baselines.get(name) or {}).get(metric)
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (model, base)):
+    if not (isinstance(model, (int, float)) and isinstance(base, (int, float))):
+        return None
+    if not (math.isfinite(model) and math.isfinite(base)):
         return None
     sign = 1 if default_mode(metric) == "min" else -1
     change = sign * (base - model) / abs(base) if base else 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -142,7 +142,7 @@ def validate_config(raw: dict[str, Any], source: str = "config", base_dir: Path 
         raise ConfigError(f"{source}: invalid config\n" + "\n".join(f"  {l}" for l in lines)) from None
 
 
-def describe_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any], raw: dict[str, Any]) -> str:
     """One readable line for one pydantic error: `key.path: what is wrong, got value`."""
     loc = strip_union_tags(list(error["loc"]), raw)
     path = ".".join(str(part) for part in loc) or "(top level)"
@@ -187,7 +187,8 @@ def section_model(loc: Sequence[Any], raw: dict[str, Any]) -> type[BaseModel] | 
     model: type[BaseModel] = RunConfig
     for key in loc[:-1]:
         if model is RunConfig and key == "data":
-            data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+            given = raw.get("data")
+            data = given if isinstance(given, dict) else {}
             kinds = {m.model_fields["kind"].default: m for m in DATA_KINDS}
             model = kinds.get(data.get("kind", "seed_tagging"), SeedTaggingData)
             continue

@@ -46,7 +46,7 @@ def label_ids(path: Path, labels: Sequence[str], lines: Sequence[int], classes: 
 
 
 def stratified_split(
-    labels: Sequence, ratio: float, seed: int, path: Path, split: str, ratio_name: str
+    labels: Sequence | np.ndarray, ratio: float, seed: int, path: Path, split: str, ratio_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held) row indices, sorted: `ratio` of each class held out at random (seeded), every
     class keeping at least one example. An empty held-out part is an error naming `split`."""

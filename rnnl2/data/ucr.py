@@ -105,6 +105,7 @@ def build_sequence_classification(cfg: SequenceClassificationData) -> Splits:
         train_rows = np.arange(len(labels))
         val = load_ucr_file(cfg, spec, Path(cfg.val_path))
     else:
+        assert cfg.val_ratio is not None  # the schema sets it whenever val_path is absent
         train_rows, val_rows = stratified_split(
             class_ids, cfg.val_ratio, cfg.seed, train_path, "validation", "val_ratio"
         )
