@@ -5,12 +5,14 @@ ETA, and the tune's rung). Piped, only the lines are written, as a log would wan
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.live import Live
 
 from .console import err
 from .live import Board
+
+Printer = TypeVar("Printer", bound="LiveLine")
 
 
 class LiveLine:
@@ -22,7 +24,7 @@ class LiveLine:
             Live(board, console=err, refresh_per_second=4, transient=True) if not quiet and err.is_terminal else None
         )
 
-    def __enter__(self) -> "LiveLine":
+    def __enter__(self: Printer) -> Printer:  # a SweepPrinter's `with` yields the SweepPrinter
         if self.live is not None:
             self.live.start()
         return self
