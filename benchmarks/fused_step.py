@@ -153,7 +153,7 @@ class BlockDiagonalLSTM(nn.Module):
                 mask = torch.zeros_like(wide, dtype=torch.bool)
                 for member, model in enumerate(models):
                     rows = gate_rows(member, k)
-                    own = getattr(model.rnn, name)
+                    own = getattr(model.rnn, name).detach().cpu()
                     if wide.dim() == 1:
                         wide[rows] = own
                         mask[rows] = True
@@ -172,8 +172,8 @@ class BlockDiagonalLSTM(nn.Module):
                     slice(member * CLASSES, (member + 1) * CLASSES),
                     slice(member * HIDDEN, (member + 1) * HIDDEN),
                 )
-                self.head.weight[rows, cols] = model.head.weight
-                self.head.bias[rows] = model.head.bias
+                self.head.weight[rows, cols] = model.head.weight.detach().cpu()
+                self.head.bias[rows] = model.head.bias.detach().cpu()
                 head_mask[rows, cols] = True
             self.masks["head.weight"] = head_mask
             self.masks["head.bias"] = torch.ones_like(self.head.bias, dtype=torch.bool)
@@ -198,9 +198,7 @@ class BlockDiagonalLSTM(nn.Module):
 
 def make_blockdiag(models, lambdas):
     device = next(models[0].parameters()).device
-    wide = BlockDiagonalLSTM([m.cpu() for m in models]).to(device)
-    for m in models:
-        m.to(device)
+    wide = BlockDiagonalLSTM(models).to(device)  # built on the CPU from copies of the members' weights
     wide.masks = {name: mask.to(device) for name, mask in wide.masks.items()}
     lam = wide.member_lambdas(lambdas)
     named = dict(wide.named_parameters())

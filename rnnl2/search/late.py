@@ -59,12 +59,12 @@ def refit(tuner: Any, trunk: Trial) -> bool:
     the fork point and λ from the start. When no fork beats the trunk (each ties it, holding the
     trunk's best), the earliest fork is refit: a tie says nothing about L2 from the first epoch,
     which the refit tests. True when interrupted."""
-    forks = tuner.trials[: tuner.plan.trials]
-    if not tuner.plan.refit or any(t.state in ACTIVE for t in forks):
+    planned = tuner.trials[: tuner.plan.trials]  # the trunk and its forks
+    if not tuner.plan.refit or any(t.state in ACTIVE for t in planned):
         return False
     if len(tuner.trials) == tuner.plan.trials:
         sign = 1 if tuner.plan.mode == "min" else -1
-        done = [t for t in forks[1:] if t.state == TrialState.COMPLETED and t.latest_value() is not None]
+        done = [t for t in planned[1:] if t.state == TrialState.COMPLETED and t.latest_value() is not None]
         best = min(done, key=lambda t: (sign * (t.latest_value() or 0.0), t.number), default=None)
         if best is None or best.params == trunk.params:  # no fork, or the trunk's own values
             return False

@@ -211,10 +211,9 @@ class TunePlan:
         """late: the trunk's values of the searched keys, as the config gives them (λ = 0 for a
         late-λ search), so trials.csv and best.yaml name them like every fork's."""
         resolved = flatten(to_plain_dict(load_config(self.spec.config, self.spec.fixed)))
-        values = {space.key: resolved[space.key] for space in self.spaces}
-        return {
-            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()
-        }  # `0`, not `0.0`
+        values = (resolved[space.key] for space in self.spaces)
+        integral = (int(v) if isinstance(v, float) and v.is_integer() else v for v in values)  # `0`, not `0.0`
+        return dict(zip((space.key for space in self.spaces), integral))
 
 
 def first_rung_from_run(run_dir: Path, max_epochs: int) -> tuple[int, str]:
