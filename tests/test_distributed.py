@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_TAGGING
+from helpers import GLOO_ABORT, TINY_TAGGING
 
 TIMING = ("seconds", "samples_per_s")
 LM_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 30
@@ -46,12 +46,6 @@ def equivalence_cases(folder: Path) -> dict[str, dict]:
         "train": {"epochs": 2, "batch_size": 5, "checkpoint_every_steps": 3},
     }
     return cases
-
-
-GLOO_ABORT = "terminate called without an active exception"
-"""What a rank prints when a gloo thread aborts the process (C++ std::terminate, SIGABRT): a known
-flake of gloo on a loaded machine (pytorch/pytorch#65231), not an error of rnnl2's; seen once in
-eight runs of this module here, so the job is run a second time, and only for it."""
 
 
 def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
