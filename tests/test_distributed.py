@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import GLOO_ABORT, TINY_TAGGING
+from helpers import GLOO_ABORT, TINY_TAGGING, run_two_ranks
 
 TIMING = ("seconds", "samples_per_s")
 LM_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 30
@@ -137,12 +137,8 @@ def test_sigkilled_job_resumes_with_nproc_to_the_uninterrupted_end(two_ranks, tm
     saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["resume"]["step_in_epoch"]) == (1, 1)  # global step 6 of 10
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    resumed = subprocess.run(
-        [sys.executable, "-m", "rnnl2", "train", "--resume", str(run_dir), "--nproc", "2", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
+    resumed = run_two_ranks(
+        [sys.executable, "-m", "rnnl2", "train", "--resume", str(run_dir), "--nproc", "2", "-q"], timeout=240, env=env
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == str(run_dir)  # rank 0 alone prints
