@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import sys
 from dataclasses import dataclass, replace
 from typing import Any
@@ -203,13 +204,24 @@ def check_distributed(ranks: Ranks, cfg: Any) -> None:
         raise ConfigError(f"device: {cfg.device} under torchrun; use cuda (each rank takes its LOCAL_RANK's GPU)")
 
 
-def close_ranks() -> None:
-    """Leave the process group at the end of a run (torchrun waits for every rank)."""
+def close_ranks(finished: bool = False) -> None:
+    """Leave the process group at the end of a run (torchrun waits for every rank).
+
+    A run that `finished` on this rank meets the others at a barrier first: a rank that tears its
+    gloo pairs down while a peer is still reading them can abort inside gloo after the run is
+    complete (pytorch#65231), and the launcher would report a finished run as a lost rank. A rank
+    that failed skips the barrier (its peers may be gone); a barrier that finds a peer gone is
+    the failure already being reported, so it is not raised again."""
     global _ranks
     if _ranks is not None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if finished and _ranks.world > 1:
+                try:
+                    dist.barrier()
+                except RuntimeError:
+                    pass
             dist.destroy_process_group()
         _ranks = None
 
@@ -235,13 +247,29 @@ def lost_a_rank(error: BaseException, ranks: Ranks) -> bool:
     return ranks.world > 1 and isinstance(error, RuntimeError) and any(text in str(error) for text in PEER_LOST)
 
 
+RANKS_DONE_ENV = "RNNL2_RANKS_DONE"
+"""The folder in which each rank of a `--nproc` job marks that its command finished and reported."""
+
+
+def mark_rank_done() -> None:
+    """Tell `launch_processes` that this rank's command finished and reported: what it does after
+    (leaving the process group, the interpreter's exit) can no longer lose the run."""
+    folder = os.environ.get(RANKS_DONE_ENV)
+    if folder and os.path.isdir(folder):
+        sys.stdout.flush()  # what this rank printed is out before it counts as reported
+        sys.stderr.flush()
+        open(os.path.join(folder, os.environ.get("RANK", "0")), "w").close()
+
+
 def launch_processes(nproc: int, argv: list[str], cfg: Any = None) -> int:
     """`rnnl2 train ... --nproc N`: the same command on N local processes through torchrun's
     launcher (a free port on localhost); the exit code of rank 0, else of the first rank that failed.
     A config (`cfg`) is checked here first, so a refusal prints once, not once per rank; a rank
-    killed by a signal is named (exit 1), the run resumable from its last checkpoint."""
+    killed by a signal is named (exit 1), the run resumable from its last checkpoint. A rank that
+    dies only after it marked its command done (`mark_rank_done`; gloo can abort in teardown,
+    pytorch#65231) leaves a finished, reported run: exit 0, with a note."""
     import logging
-    import signal
+    import tempfile
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -264,19 +292,36 @@ def launch_processes(nproc: int, argv: list[str], cfg: Any = None) -> int:
         max_restarts=0,
         monitor_interval=0.2,
     )
-    try:
-        elastic_launch(config, sys.executable)("-m", "rnnl2", *argv)
-    except ChildFailedError as failed:
-        rank, first = failed.get_first_failure()
-        if first.exitcode < 0:  # a signal from outside (the launcher stops the others with SIGTERM after)
-            name = signal.Signals(-first.exitcode).name
-            raise RankLost(f"rank {rank} was killed by {name}; the launcher stopped the other ranks") from None
-        codes = {rank: failure.exitcode for rank, failure in failed.failures.items()}
-        code = codes.get(0, next(iter(codes.values())))
-        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
-    except SignalException:
-        return 130
+    with tempfile.TemporaryDirectory(prefix="rnnl2-ranks-") as done_folder:
+        os.environ[RANKS_DONE_ENV] = done_folder  # the ranks inherit the launcher's environment
+        try:
+            elastic_launch(config, sys.executable)("-m", "rnnl2", *argv)
+        except ChildFailedError as failed:
+            if all(os.path.exists(os.path.join(done_folder, str(rank))) for rank in failed.failures):
+                rank, _ = failed.get_first_failure()
+                print(
+                    f"note: rank {rank} died leaving the process group, after the run finished and was"
+                    " reported (a known gloo teardown abort, pytorch#65231); the run is complete",
+                    file=sys.stderr,
+                )
+                return 0
+            return _failed_launch(failed)
+        except SignalException:
+            return 130
+        finally:
+            os.environ.pop(RANKS_DONE_ENV, None)
     return 0
+
+
+def _failed_launch(failed: Any) -> int:
+    """The exit code of a job in which a rank failed before its command was done."""
+    rank, first = failed.get_first_failure()
+    if first.exitcode < 0:  # a signal from outside (the launcher stops the others with SIGTERM after)
+        name = signal.Signals(-first.exitcode).name
+        raise RankLost(f"rank {rank} was killed by {name}; the launcher stopped the other ranks") from None
+    codes = {rank: failure.exitcode for rank, failure in failed.failures.items()}
+    code = codes.get(0, next(iter(codes.values())))
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
 
 
 def without_option(argv: list[str], option: str) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import GLOO_ABORT, TINY_TAGGING, run_two_ranks
+from helpers import GLOO_ABORT, TINY_TAGGING, rnnl2_argv, run_two_ranks, write_config
 
 TIMING = ("seconds", "samples_per_s")
 LM_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 30
@@ -163,6 +163,40 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             queue.append(child)
     return found
+
+
+ABORT_AT_EXIT = """
+import atexit, os
+if os.environ.get("RANK") == "1":
+    if os.environ.get("ABORT_BEFORE_DONE"):
+        os.environ.pop("RNNL2_RANKS_DONE", None)  # this rank never says its command is done
+    atexit.register(os.abort)  # SIGABRT as the interpreter exits, as a gloo teardown abort does
+"""
+"""A sitecustomize for the ranks: rank 1 dies of SIGABRT after its command returned."""
+
+
+@pytest.mark.parametrize("before_done", [False, True], ids=["after-done", "before-done"])
+def test_a_rank_aborting_after_its_run_is_done_does_not_fail_the_job(tmp_path, before_done):
+    """Gloo can abort a rank in teardown after the run finished (pytorch#65231). A rank that had
+    marked its command done leaves a complete, reported run: exit 0, the folder on stdout, a note.
+    One that dies before its mark is a lost rank, as any signal is: exit 1, named."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(ABORT_AT_EXIT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "site"), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
+    if before_done:
+        env["ABORT_BEFORE_DONE"] = "1"
+    run_dir = tmp_path / "ranks"
+    argv = rnnl2_argv("train", str(write_config(tmp_path, TINY_TAGGING)), "--nproc", "2", "--run-dir", str(run_dir))
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=240)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    if before_done:
+        assert done.returncode == 1, done.stderr
+        assert "error: rank 1 was killed by SIGABRT" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == str(run_dir)
+        assert "note: rank 1 died leaving the process group, after the run finished" in done.stderr
 
 
 @pytest.mark.parametrize("rows", [15, 4, 1])

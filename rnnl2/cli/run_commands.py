@@ -76,6 +76,7 @@ def train(
 
     use_threads(threads)
     observer = RichObserver(quiet=quiet or as_json, verbose=verbose)
+    finished = False
     try:
         if resume is not None:
             from ..resume import resume as resume_run
@@ -83,14 +84,21 @@ def train(
             result = resume_run(resume, cfg, overrides or [], force, observer, pause_after)
         else:
             result = run(cfg, runs_dir, run_dir, observer, pause_after=pause_after)
+        finished = True
     finally:
         observer.close()
-        from ..distributed import close_ranks, is_main_process
+        from ..distributed import close_ranks, is_main_process, mark_rank_done
 
-        close_ranks()
-    if not is_main_process():  # under torchrun, rank 0 alone reports
-        return
-    summary = result.summary
+        if not finished:
+            close_ranks()
+    if is_main_process():  # under torchrun, rank 0 alone reports
+        report_finished(result.summary, result.run_dir, as_json)
+    mark_rank_done()  # reported before the ranks part: a teardown abort cannot lose the line
+    close_ranks(finished=True)
+
+
+def report_finished(summary: dict, run_dir: Path, as_json: bool) -> None:
+    """The end of `train`: the summary as JSON, or a finished line on stderr and the folder on stdout."""
     if as_json:
         print(json.dumps(summary))
         return
@@ -104,7 +112,7 @@ def train(
         f"  {baseline_verdict(summary)}".rstrip(),
         highlight=False,
     )
-    print(result.run_dir)
+    print(run_dir)
 
 
 @app.command("eval")
