@@ -158,6 +158,8 @@ def test_resume_after_the_sweep_is_killed_skips_done_runs(tiny_config, tmp_path)
         "l2.lambda=0,1e-3,1e-2",
         "--set",
         "train.epochs=3",
+        "--set",
+        "data.num_train=6400",  # about a second a run: long enough for the poll below to see run 2 running
         "--runs-dir",
         str(tmp_path / "runs"),
         "--sweep-dir",
