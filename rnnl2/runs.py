@@ -40,7 +40,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -67,6 +67,19 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def new_stamped_folder(parent: Path) -> Path:
+    """A new, empty `parent/<time>-<id>` folder; another id when one by that name was just made."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while True:
+        folder = parent / f"{stamp}-{secrets.token_hex(3)}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
 def create_run_dir(
     runs_dir: Path, name: str, explicit: Path | None = None, run_id: str | None = None
 ) -> tuple[Path, FolderLock]:
@@ -88,16 +101,7 @@ def create_run_dir(
             raise
         run_dir = explicit
     else:
-        parent = runs_dir / name
-        parent.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        while True:
-            run_dir = parent / f"{stamp}-{secrets.token_hex(3)}"
-            try:
-                run_dir.mkdir()
-                break
-            except FileExistsError:
-                continue
+        run_dir = new_stamped_folder(runs_dir / name)
         lock = FolderLock(run_dir).acquire()
     identity = {"run_id": run_id or new_run_id(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(run_dir / RUN_FILE, identity)
@@ -312,7 +316,7 @@ class MetricsLog:
         self.columns = list(rows[0]) if rows else None
         table = io.StringIO()
         if rows:
-            writer = csv.DictWriter(table, fieldnames=self.columns, extrasaction="ignore")
+            writer = csv.DictWriter(table, fieldnames=list(rows[0]), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         write_text(self.csv, table.getvalue())

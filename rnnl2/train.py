@@ -20,6 +20,7 @@ from .errors import Interrupted, RunFailed
 from .evaluate import build_loss, evaluate, prefixed
 from .memory import is_allocation_error, out_of_memory
 from .models import count_parameters
+from .observer import Observer
 from .optim import build_optimizer, build_scheduler, decoupled_decay_, needs_manual_decoupled_decay
 from .regularization import L2Penalty
 from .regularizers import describe_terms
@@ -56,15 +57,6 @@ class TrainingInterrupted(Interrupted):
     def __init__(self, run_dir: Path):
         super().__init__(f"the run stopped after saving its state; continue with: rnnl2 train --resume {run_dir}")
         self.run_dir = run_dir
-
-
-class Observer:
-    """Progress callbacks; the CLI supplies one that prints, the default stays silent."""
-
-    def on_start(self, info: dict[str, Any]) -> None: ...
-    def on_epoch_start(self, epoch: int, steps: int) -> None: ...
-    def on_step(self, step: int, loss: float | None) -> None: ...
-    def on_epoch_end(self, row: dict[str, Any]) -> None: ...
 
 
 @dataclass

@@ -3,21 +3,25 @@ Rich tables of selection, metrics, comparisons and tune trials. Nothing here dec
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ..observer import Observer
 from .console import err, out
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
-class RichObserver:
+
+class RichObserver(Observer):
     """Progress for `train`: a Rich bar on a terminal, one plain line per epoch otherwise."""
 
     def __init__(self, quiet: bool, verbose: bool):
         self.quiet, self.verbose = quiet, verbose
         self.live = err.is_terminal and not quiet
-        self.progress = None
+        self.progress: Progress | None = None
         self.epochs = 0
 
     def on_start(self, info: dict[str, Any]) -> None:
@@ -56,8 +60,10 @@ class RichObserver:
 
     def on_step(self, step: int, loss: float | None) -> None:
         if self.progress is not None:
-            fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
-            self.progress.update(self.task, completed=step, **fields)
+            if loss is None:  # the loss is read from the device every few steps only
+                self.progress.update(self.task, completed=step)
+            else:
+                self.progress.update(self.task, completed=step, loss=f"{loss:.4f}")
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
         if self.quiet:

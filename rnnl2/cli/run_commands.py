@@ -83,6 +83,7 @@ def train(
 
             result = resume_run(resume, cfg, overrides or [], force, observer, pause_after)
         else:
+            assert cfg is not None  # without --resume a CONFIG was required above
             result = run(cfg, runs_dir, run_dir, observer, pause_after=pause_after)
         finished = True
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, model_serializer, model_validator
 
@@ -359,7 +359,7 @@ class TextClassificationData(Section):
         return self
 
 
-DATA_KINDS: tuple[type[Section], ...] = (
+AnyDataKind = Union[
     SeedTaggingData,
     SineData,
     AddingData,
@@ -367,5 +367,6 @@ DATA_KINDS: tuple[type[Section], ...] = (
     SequenceClassificationData,
     TextLMData,
     TextClassificationData,
-)
-DataConfig = Annotated[Union[DATA_KINDS], Field(discriminator="kind")]
+]
+DataConfig = Annotated[AnyDataKind, Field(discriminator="kind")]
+DATA_KINDS: tuple[type[Section], ...] = get_args(AnyDataKind)
