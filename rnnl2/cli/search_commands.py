@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..config.base import MAX_SEED
-from ..errors import INTERRUPTED, RUN_FAILED
+from ..errors import INTERRUPTED, RUN_FAILED, ConfigError
 from .app import app
 from .console import err
 from .options import (
@@ -67,6 +67,15 @@ def sweep(
         Optional[str],
         typer.Option(help="Pick the best configuration by METRIC[:min|max] (mean over seeds); writes best.yaml."),
     ] = None,
+    fused: Annotated[
+        bool,
+        typer.Option(
+            "--fused",
+            help="Train the runs, which may differ only in l2.lambda, as one block-diagonal model in this "
+            "process (same batches for all; each still gets its own run folder). For GPUs: slower than "
+            "separate runs on a CPU.",
+        ),
+    ] = False,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")] = False,
 ) -> None:
@@ -84,6 +93,9 @@ def sweep(
 
     launch = build_launch(backend, jobs, runs_per_gpu, threads, isolate, ray_address, slurm, fail_fast=fail_fast)
     at_once = "as SLURM schedules them" if backend is Backend.slurm else f"{launch.jobs} at a time"
+    if fused:
+        check_fused(spec, runs, backend, isolate)
+        launch.fused, at_once = True, "fused into one model"
     if not quiet:
         err.print(f"sweep {folder}: {len(runs)} runs, {at_once} ({backend.value})", highlight=False)
     with SweepPrinter(runs, quiet or as_json) as printer:
@@ -112,6 +124,18 @@ def sweep(
         raise typer.Exit(code=INTERRUPTED)
     if outcome.failed:
         raise typer.Exit(code=RUN_FAILED)
+
+
+def check_fused(spec: Any, runs: list, backend: Backend, isolate: bool) -> None:
+    """`--fused` refused before anything runs: another backend, --isolate, or runs that cannot fuse."""
+    if backend is not Backend.local or isolate:
+        raise ConfigError("--fused trains the runs in this process: use it with the local backend, without --isolate")
+    from ..config import load_config
+    from ..fused import fuse_refusal
+
+    refusal = fuse_refusal([load_config(spec.config, list(run.overrides)) for run in runs])
+    if refusal:
+        raise ConfigError(f"--fused: {refusal}")
 
 
 @app.command()

@@ -20,6 +20,8 @@ def execute(jobs: list[Job], journal: Journal, launch: Launch, folder: Path) -> 
     """Run `jobs` on the chosen backend, its logs (and SLURM's files) under `folder`. Returns
     whether Ctrl-C or SIGTERM stopped it (the runs saved their state; a rerun resumes them)."""
     runner = run_ray if launch.backend == "ray" else run_local
+    if launch.fused:
+        from .fused_backend import run_fused as runner  # here, so torch loads only for a fused sweep
     if launch.backend == "slurm":
         from .slurm import run_slurm as runner  # here, so submitit loads only for SLURM sweeps
     previous = signal.signal(signal.SIGTERM, raise_interrupt)

@@ -39,6 +39,8 @@ class Launch:
     """`--runs-per-gpu K`: K runs share each GPU (local: `jobs` = K per visible GPU; Ray: num_gpus=1/K)."""
     slurm: list[str] = field(default_factory=list)
     """`--slurm KEY=VALUE`s: submitit's job parameters for the slurm backend (see `rnnl2.launch.slurm`)."""
+    fused: bool = False
+    """`sweep --fused`: the fresh runs that differ only in λ train as one wide model in this process."""
 
     def close(self) -> None:
         """End the warm workers (idle ones leave at end-of-file on their stdin)."""

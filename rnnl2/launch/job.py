@@ -30,6 +30,9 @@ class Job:
     """The epoch it stops after (a tune rung), or None: to its end."""
     config_hashes: tuple[str, ...] = ()
     """The configs its folder may hold (`run_state.folder_state`); another one is set aside."""
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    """What `fresh_argv` trains (CONFIG and its `--set`s), for a backend that trains in this process (`--fused`)."""
 
     @property
     def argv(self) -> list[str]:

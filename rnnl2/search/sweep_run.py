@@ -40,6 +40,8 @@ def job_of(spec: SweepSpec, run: PlannedRun, record: dict[str, Any], logs: Path)
         log_path=logs / f"{run.name}.log",
         pause_after=pause,
         config_hashes=tuple(sorted(run.accepted_hashes)),
+        config=spec.config,
+        overrides=tuple(run.overrides),
     )
 
 
