@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The GPU figures of issue 11 in one go (< 8 minutes on one GPU), written to $RESULTS as JSON:
+# The GPU figures of issue 11 in one go (≈ 10 minutes on one GPU, unmeasured since part 6 joined), written to $RESULTS as JSON:
 #   1. rnnl2 against the hand-written loop on CUDA (seed model, cuDNN)      target: rnnl2/plain ≤ 1.05
 #   2. fp32 vs bf16 (and fp32 deterministic): samples/s and test accuracy of the seed model
 #   3. a λ sweep of 8 runs at --runs-per-gpu 1, 2, 4, 8: runs per hour      target: K=8 ≥ 4 × K=1
 #   5. one step of K fused λ-grid members against K separate models (benchmarks/fused_step.py)
+#   6. `sweep --fused` of K = 8 and 32 λ against the same sweep in warm workers, end to end
+#      (benchmarks/fused_sweep.py; --runs-per-gpu 8 on CUDA)            target: fused ≥ 2 × runs/h
 #
 #   bash benchmarks/gpu.sh                 # RESULTS=cuda-results.json by default; GPU 0
 #   RESULTS=$OUT/gpu.json bash benchmarks/gpu.sh
 #
-# DEVICE=cpu gives the same figures on the CPU, where they stand in for a GPU (≈ 4 minutes on 2
+# DEVICE=cpu gives the same figures on the CPU, where they stand in for a GPU (≈ 5 minutes on 2
 # cores): part 1 is skipped (benchmarks/overhead.py measures it on the CPU), part 3 runs at --jobs
 # 1 and 2 (one torch thread per run) instead of --runs-per-gpu, and part 4 times one run on 2 gloo
 # ranks (--nproc 2, one thread each) against one process with 2 threads.
@@ -77,6 +79,14 @@ if [ "$DEVICE" = cuda ]; then MEMBERS="8 32 128"; else MEMBERS="8"; fi
 timeout 300 $PY benchmarks/fused_step.py --members $MEMBERS --device "$DEVICE" --threads "${FUSED_THREADS:-2}" \
   | tee "$WORK/fused.txt"
 
+# 6. the λ grid end to end: `sweep --fused` against warm workers (K = 8 and 32 on CUDA, 8 on the CPU)
+if [ "$DEVICE" = cuda ]; then
+  timeout 400 $PY benchmarks/fused_sweep.py --members 8 32 --epochs 2 --repeats 1 --device cuda --runs-per-gpu 8 \
+    | tee "$WORK/fused_sweep.txt"
+else
+  timeout 400 $PY benchmarks/fused_sweep.py --members 8 --epochs 1 --repeats 1 | tee "$WORK/fused_sweep.txt"
+fi
+
 WORK=$WORK RESULTS=$RESULTS STARTED=$started DEVICE=$DEVICE $PY - <<'EOF'
 import json, os, time
 from pathlib import Path
@@ -128,6 +138,7 @@ result = {
     "most_over_one_slot": last["runs_per_hour"] / first["runs_per_hour"],  # K=8 over K=1 on CUDA
     "ddp": ddp,
     "fused_step": (work / "fused.txt").read_text().splitlines(),
+    "fused_sweep": (work / "fused_sweep.txt").read_text().splitlines(),
     "total_seconds": time.time() - int(os.environ["STARTED"]),
 }
 Path(os.environ["RESULTS"]).write_text(json.dumps(result, indent=2))

@@ -44,6 +44,9 @@ from .train import stop_reason, update_best
 from .wide_model import WideNet
 
 FLOAT32_MAX = 3.4028234663852886e38
+MAX_MEMBERS = 32
+"""The most runs one block-diagonal model holds: its recurrent weights grow as K², so at K = 32
+a seed-sized LSTM's are already 32 × the FLOPs of the blocks; larger grids train in groups."""
 FUSABLE_KINDS = ("seed_tagging", "sequence_classification", "text_classification")
 """Data whose heads fuse: per-step and pooled classification (regression reshapes its outputs;
 text_lm carries its hidden state from batch to batch)."""
@@ -217,8 +220,9 @@ class FusedGroup:
         grad_sums = torch.zeros(K, device=self.device)
         samples = steps = 0
         self.wide.train()
+        active = torch.tensor([m.active for m in self.members], device=self.device, dtype=torch.float32)
         for batch in self.first.train.batches(cfg.train.batch_size, self.generator):
-            losses, norms = self.step(batch)
+            losses, norms = self.step(batch, active)
             size = batch.targets.shape[0]
             loss_sums += losses * size
             grad_sums += norms
@@ -232,7 +236,7 @@ class FusedGroup:
             if m.active:
                 sync_member(self.wide, k, m, self.optimizer)
                 m.state.step, m.state.step_in_epoch, m.state.samples = m.state.step + steps, steps, samples
-                m.state.loss_sum, m.state.grad_sum = loss_sums[k], grad_sums[k]
+                m.state.loss_sum, m.state.grad_sum = loss_sums[k].clone(), grad_sums[k].clone()
                 m.state.checked_step = m.state.step
         if stop.signal and steps < planned:  # a signal ended the epoch part-way: resumable mid-epoch
             for m in self.active():
@@ -248,8 +252,10 @@ class FusedGroup:
                 }
                 self.end_member_epoch(m, stats, epoch_start, stop)
 
-    def step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step of every member: (each member's data loss, its gradient norm before clipping)."""
+    def step(self, batch: Any, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step of every member (`active`: 1 for a member still training, 0 for one
+        that has finished, whose block no longer matters): each member's data loss, and its
+        gradient norm before clipping."""
         C, K = self.wide.C, self.K
         outputs = self.wide(batch.inputs, batch.lengths)
         losses = torch.stack([self.loss_fn(outputs[..., k * C : (k + 1) * C], batch.targets) for k in range(K)])
@@ -263,7 +269,7 @@ class FusedGroup:
             for name, p in self.params.items():
                 squares.index_add_(0, self.ids[name].view(-1), gradient(p).reshape(-1).square())
             norms = squares[:K].sqrt()
-            scale = torch.tensor([m.active for m in self.members], device=self.device, dtype=norms.dtype)
+            scale = active
             if self.cfg.train.clip_grad_norm is not None:  # clip_grad_norm_'s coefficient, per member
                 scale = scale * (self.cfg.train.clip_grad_norm / (norms + 1e-6)).clamp(max=1.0)
             factor = torch.cat([scale, scale.new_zeros(1)])

@@ -171,6 +171,24 @@ def test_sweep_fused_equals_the_sweep_and_a_rerun_skips_it(tmp_path):
     assert again.exit_code == 0 and json.loads(again.output)["skipped"] == 3
 
 
+def test_a_grid_larger_than_a_group_trains_in_groups(tmp_path, monkeypatch):
+    """At most MAX_MEMBERS runs share one wide model (it grows as K²); more train group after group."""
+    import rnnl2.fused
+
+    monkeypatch.setattr(rnnl2.fused, "MAX_MEMBERS", 2)
+    config = write_config(tmp_path, merged(TINY_TAGGING, {"train": {"epochs": 2}}))
+    grid = ["--grid", "l2.lambda=0,1e-3,1e-2,1e-1"]
+    fused = CliRunner().invoke(app, ["sweep", str(config), *grid, "--sweep-dir", str(tmp_path / "fused"), "--fused"])
+    plain = CliRunner().invoke(app, ["sweep", str(config), *grid, "--sweep-dir", str(tmp_path / "plain")])
+    assert fused.exit_code == 0 and plain.exit_code == 0, fused.output + plain.output
+    records = [json.loads(line) for line in (tmp_path / "fused" / "sweep.jsonl").read_text().splitlines()]
+    assert [r["fused"] for r in records] == [2, 2, 2, 2]
+    first, second = (records[0], records[2]), (records[1], records[3])  # runs 0, 2 then 1, 3
+    assert min(r["started"] for r in second) >= max(r["finished"] for r in first)
+    for record in records:
+        assert_same_run(Path(record["run_dir"]), tmp_path / "plain" / record["name"])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -17,10 +17,11 @@ from .local import run_local
 
 
 def run_fused(jobs: list[Job], journal: Journal, launch: Launch, folder: Path) -> None:
-    """The fresh jobs as one fused group (when there are two or more), the rest through `run_local`."""
+    """The fresh jobs (two or more) in fused groups of at most `MAX_MEMBERS`, one group after
+    another; the rest, and every run a group hands back, through `run_local`."""
     import torch
 
-    from ..fused import Member, prepare_members, train_fused
+    from ..fused import MAX_MEMBERS, Member, prepare_members, train_fused
 
     fresh = [job for job in jobs if not job.resume and job.pause_after is None and job.config is not None]
     if len(fresh) < 2:
@@ -28,19 +29,19 @@ def run_fused(jobs: list[Job], journal: Journal, launch: Launch, folder: Path) -
     rest = [job for job in jobs if job not in fresh]
     if fresh:
         torch.set_num_threads(threads_per_run(launch.threads, 1, cpu_count()))
+    groups = -(-len(fresh) // MAX_MEMBERS)  # ceil: as few groups as the size allows, of equal size ±1
+    for group in (fresh[g::groups] for g in range(groups)):
         members = [
             Member(load_config(job.config, list(job.overrides)), job.run_dir, ended_by(journal, job))
-            for job in fresh
+            for job in group
             if job.config is not None
         ]
         prepare_members(members)
-        for job in fresh:
-            write_log_line(job, f"trained in a fused group of {len(fresh)} runs by process {os.getpid()}")
-            journal.started(job, pid=os.getpid(), fused=len(fresh))
+        for job in group:
+            write_log_line(job, f"trained in a fused group of {len(group)} runs by process {os.getpid()}")
+            journal.started(job, pid=os.getpid(), fused=len(group))
         alone = {id(m) for m in train_fused(members)}
-        for job, member in zip(fresh, members):
-            if id(member) in alone:
-                rest.append(on_its_own(job))
+        rest += [on_its_own(job) for job, member in zip(group, members) if id(member) in alone]
     if rest:
         run_local(rest, journal, launch, folder)
 
