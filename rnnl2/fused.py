@@ -148,6 +148,7 @@ class FusedGroup:
         self.wide = WideNet([m.s.model for m in members], self.cfg).to(self.device)
         self.params = dict(self.wide.named_parameters())
         self.ids = {name: t.to(self.device) for name, t in self.wide.member_ids.items()}
+        self.entries = {name: t.to(self.device) for name, t in self.wide.member_entries.items()}
         self.lam_steps = self.lambda_tensors()
         self.coupled = self.cfg.l2.mode == "weight_decay"  # λ·θ inside the step, after clipping
         self.optimizer = build_optimizer(
@@ -265,10 +266,8 @@ class FusedGroup:
             if not self.coupled:
                 for p, lam in self.lam_steps:
                     gradient(p).add_(lam * p)  # the gradient of every member's (λ_k/2)·Σθ², before clipping
-            squares = torch.zeros(K + 1, device=self.device)
-            for name, p in self.params.items():
-                squares.index_add_(0, self.ids[name].view(-1), gradient(p).reshape(-1).square())
-            norms = squares[:K].sqrt()
+            squares = [gradient(p).view(-1)[self.entries[name]].square().sum(1) for name, p in self.params.items()]
+            norms = torch.stack(squares).sum(0).sqrt()  # (K,): a gather and row sums, deterministic on CUDA too
             scale = active
             if self.cfg.train.clip_grad_norm is not None:  # clip_grad_norm_'s coefficient, per member
                 scale = scale * (self.cfg.train.clip_grad_norm / (norms + 1e-6)).clamp(max=1.0)
