@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Callable
 
 from ..config import load_config
 from ..runs import remove_unstarted, set_aside
@@ -58,9 +59,13 @@ def on_its_own(job: Job) -> Job:
     return job
 
 
-def ended_by(journal: Journal, job: Job):  # type: ignore[no-untyped-def]
+def ended_by(journal: Journal, job: Job) -> Callable[[dict[str, Any]], None]:
     """The member's `on_end`: its outcome recorded in the journal as the job's."""
-    return lambda outcome: journal.ended(job, outcome)
+
+    def ended(outcome: dict[str, Any]) -> None:
+        journal.ended(job, outcome)
+
+    return ended
 
 
 def write_log_line(job: Job, line: str) -> None:
