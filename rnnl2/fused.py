@@ -210,9 +210,10 @@ class FusedGroup:
         checkpoints and early-stopping decision; a member that ends is finished at once."""
         cfg, K = self.cfg, self.K
         epoch_start = time.perf_counter()
-        for m in self.members:
-            m.state.start_epoch(self.device, self.generator)  # all hold the same shuffle state
-        done = self.members[0].state.step - self.members[0].state.step_in_epoch
+        training = self.active()
+        for m in training:  # all hold the same shuffle state; a finished member's is its last epoch's
+            m.state.start_epoch(self.device, self.generator)
+        done = training[0].state.step - training[0].state.step_in_epoch
         planned = min(
             self.first.train.num_batches(cfg.train.batch_size),
             cfg.train.max_steps - done if cfg.train.max_steps else math.inf,
