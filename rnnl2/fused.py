@@ -252,7 +252,7 @@ class FusedGroup:
                     "steps": steps,
                     "samples": samples,
                 }
-                self.end_member_epoch(m, stats, epoch_start, stop)
+                self.end_member_epoch(k, m, stats, epoch_start, stop)
 
     def step(self, batch: Any, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step of every member (`active`: 1 for a member still training, 0 for one
@@ -281,7 +281,7 @@ class FusedGroup:
         self.optimizer.step()
         return losses.detach(), norms
 
-    def end_member_epoch(self, m: Member, stats: dict[str, Any], epoch_start: float, stop: StopRequest) -> None:
+    def end_member_epoch(self, k: int, m: Member, stats: dict[str, Any], epoch_start: float, stop: StopRequest) -> None:
         """The epoch's row (validation included), checkpoints and stop decision of one member, as `train` makes them."""
         row = epoch_row(m.s, m.state, stats, m.penalty, m.optimizer, epoch_start)
         if not math.isfinite(row["val_loss"]):
@@ -299,6 +299,19 @@ class FusedGroup:
             return  # every member stops after this epoch, resumable from its end
         if status != RunStatus.COMPLETED or m.state.epoch >= self.cfg.train.epochs:
             finish_member(m, status, self.started)
+            self.retire(k)
+
+    @torch.no_grad()
+    def retire(self, k: int) -> None:
+        """Zero a finished member's block and its optimizer state: with zero gradients it then stays
+        zero (an optimizer's update from zero moments is zero), so nothing it holds can grow into
+        an inf or NaN that the shared kernels would carry to the members still training."""
+        for name, p in self.params.items():
+            index = self.wide.index(name, k)
+            p[index] = 0
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value[index] = 0
 
 
 def stop_member(m: Member, started: float, status: str, code: int, error: str) -> None:
