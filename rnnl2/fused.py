@@ -35,7 +35,8 @@ from .evaluate import build_loss, evaluate, prefixed
 from .optim import build_optimizer, build_scheduler
 from .regularization import L2Penalty
 from .run_records import epoch_row, naive_baselines, write_summary
-from .runs import create_run_dir, new_run_id, write_config
+from .mlflow_tracking import check_mlflow
+from .runs import check_tensorboard, check_writable, create_run_dir, new_run_id, write_config
 from .setup import Setup, build_setup
 from .state import StopRequest, TrainState, save_checkpoints
 from .status import RunStatus
@@ -118,6 +119,9 @@ def prepare_members(members: list[Member]) -> None:
     if refusal:
         raise ConfigError(f"sweep --fused: {refusal}")
     for m in members:
+        check_writable(m.run_dir.parent)  # what `train.run` checks before it builds anything
+        check_tensorboard(m.cfg.output.tensorboard)
+        check_mlflow(m.cfg.output.mlflow)
         m.s = build_setup(m.cfg)
 
 
