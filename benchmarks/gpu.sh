@@ -4,8 +4,8 @@
 #   2. fp32 vs bf16 (and fp32 deterministic): samples/s and test accuracy of the seed model
 #   3. a λ sweep of 8 runs at --runs-per-gpu 1, 2, 4, 8: runs per hour      target: K=8 ≥ 4 × K=1
 #   5. one step of K fused λ-grid members against K separate models (benchmarks/fused_step.py)
-#   6. `sweep --fused` of K = 8 and 32 λ against the same sweep in warm workers, end to end
-#      (benchmarks/fused_sweep.py; --runs-per-gpu 8 on CUDA)            target: fused ≥ 2 × runs/h
+#   6. `sweep --fused` of K = 8, 32 and 128 λ (128: four groups of 32) against the same sweep in
+#      warm workers, end to end (benchmarks/fused_sweep.py; --runs-per-gpu 8)   target: ≥ 2 × runs/h
 #
 #   bash benchmarks/gpu.sh                 # RESULTS=cuda-results.json by default; GPU 0
 #   RESULTS=$OUT/gpu.json bash benchmarks/gpu.sh
@@ -79,9 +79,9 @@ if [ "$DEVICE" = cuda ]; then MEMBERS="8 32 128"; else MEMBERS="8"; fi
 timeout 300 $PY benchmarks/fused_step.py --members $MEMBERS --device "$DEVICE" --threads "${FUSED_THREADS:-2}" \
   | tee "$WORK/fused.txt"
 
-# 6. the λ grid end to end: `sweep --fused` against warm workers (K = 8 and 32 on CUDA, 8 on the CPU)
+# 6. the λ grid end to end: `sweep --fused` against warm workers (K = 8, 32, 128 on CUDA, 8 on the CPU)
 if [ "$DEVICE" = cuda ]; then
-  timeout 400 $PY benchmarks/fused_sweep.py --members 8 32 --epochs 2 --repeats 1 --device cuda --runs-per-gpu 8 \
+  timeout 400 $PY benchmarks/fused_sweep.py --members 8 32 128 --epochs 1 --repeats 1 --device cuda --runs-per-gpu 8 \
     | tee "$WORK/fused_sweep.txt"
 else
   timeout 400 $PY benchmarks/fused_sweep.py --members 8 --epochs 1 --repeats 1 | tee "$WORK/fused_sweep.txt"
