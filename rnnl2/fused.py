@@ -4,17 +4,19 @@ each ends in its own ordinary run folder: its metrics rows, summary and checkpoi
 `rnnl2 train` writes, so `eval`, `fork` and `train --resume` take a member like any run.
 
 The wide model and where each member's weights sit are `wide_model`'s. Off-block gradients are
-zeroed every step, so no member ever reads another's state; each member's data loss, L2 gradient λ_k·θ_k, gradient norm and clipping
-are its own. That is the same arithmetic as K separate runs up to the order of float sums
-(tested to float tolerance). Early stopping is per member: a member that stops is finished at
-once (best checkpoint evaluated, summary written) and the others go on.
+zeroed every step, so no member ever reads another's state; each member's data loss, L2
+gradient λ_k·θ_k, gradient norm and clipping are its own. That is the arithmetic of K separate
+runs up to the order of float sums (tests/test_fused.py: 1e-5). Early stopping is per member: a
+member that stops is finished at once (best checkpoint evaluated, summary written), its block
+zeroed, and the others go on.
 
 Why this form: on the CPU every batched form is slower than separate models (benchmarks/
-fused_step.py: 3.6–4.5× at K = 8), because the wide matmuls do K× the work of the blocks; on a
-GPU a seed-sized LSTM uses a sliver of the device, and one wide kernel fills it. Dropout is
-refused (the members would share masks), as is what is not one elementwise step of every
-member: adaptive λ, L1/AR/TAR/max-norm, fp16/bf16, locked dropout, decoupled decay, a plateau
-schedule, regression heads and stateful language models (`fuse_refusal` names which)."""
+fused_step.py: 3.6–4.5× per step at K = 8; benchmarks/fused_sweep.py: 0.14× the runs per hour of
+warm workers), because the wide matmuls do K× the work of the blocks; on a GPU a seed-sized LSTM
+uses a sliver of the device, and one wide kernel fills it. Dropout is refused (the members would
+share masks), as is what is not one elementwise step of every member: adaptive λ,
+L1/AR/TAR/max-norm, fp16/bf16, locked dropout, decoupled decay, a plateau schedule, regression
+heads and stateful language models (`fuse_refusal` names which)."""
 
 from __future__ import annotations
 
