@@ -208,6 +208,14 @@ def test_what_cannot_fuse_is_refused_before_anything_runs(tmp_path, extra, messa
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_dry_run_says_its_lines_are_not_fused(tmp_path):
+    config = write_config(tmp_path, TINY_TAGGING)
+    result = CliRunner().invoke(app, sweep_args(config, tmp_path / "sweep", "--fused", "--dry-run"))
+    assert result.exit_code == 0 and "run without it to train them fused" in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("rnnl2 train ")]
+    assert len(lines) == 3 and not (tmp_path / "sweep").exists()
+
+
 def test_forecasts_and_huge_lambdas_are_refused():
     series = validate_config({"name": "sine", "data": {"kind": "sine"}})
     assert "data.kind sine is not fused" in fuse_refusal([series, series])

@@ -85,6 +85,8 @@ def sweep(
     spec = build_spec(path, grid or [], seeds, overrides or [])
     folder, runs = plan_sweep(spec, runs_dir, sweep_dir)
     if dry_run:
+        if fused:  # a fused group is no command line: say what the lines are
+            err.print("note: --dry-run lists the runs one `rnnl2 train` each; run without it to train them fused")
         print("\n".join(dry_run_lines(spec, runs)))
         return
     metric, mode = parse_select(select)

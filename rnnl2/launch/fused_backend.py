@@ -42,7 +42,10 @@ def run_fused(jobs: list[Job], journal: Journal, launch: Launch, folder: Path) -
             write_log_line(job, f"trained in a fused group of {len(group)} runs by process {os.getpid()}")
             journal.started(job, pid=os.getpid(), fused=len(group))
         alone = {id(m) for m in train_fused(members)}
-        rest += [on_its_own(job) for job, member in zip(group, members) if id(member) in alone]
+        for job, member in zip(group, members):
+            if id(member) in alone:
+                journal.noted(job, fused=None)  # it trains on its own from here
+                rest.append(on_its_own(job))
     if rest:
         run_local(rest, journal, launch, folder)
 
