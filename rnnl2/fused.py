@@ -153,7 +153,6 @@ class FusedGroup:
         self.first, self.cfg, self.device, self.K = first, first.cfg, first.device, len(members)
         self.wide = WideNet([m.s.model for m in members], self.cfg).to(self.device)
         self.params = dict(self.wide.named_parameters())
-        self.ids = {name: t.to(self.device) for name, t in self.wide.member_ids.items()}
         self.entries = {name: t.to(self.device) for name, t in self.wide.member_entries.items()}
         self.lam_steps = self.lambda_tensors()
         self.coupled = self.cfg.l2.mode == "weight_decay"  # λ·θ inside the step, after clipping
@@ -278,9 +277,11 @@ class FusedGroup:
             scale = active
             if self.cfg.train.clip_grad_norm is not None:  # clip_grad_norm_'s coefficient, per member
                 scale = scale * (self.cfg.train.clip_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-            factor = torch.cat([scale, scale.new_zeros(1)])
-            for name, p in self.params.items():
-                gradient(p).mul_(factor[self.ids[name]])  # off-block entries (member id K) to 0
+            for name, p in self.params.items():  # member k's entries scaled by its factor, off-block ones to 0
+                flat, entries = gradient(p).view(-1), self.entries[name]
+                kept = flat[entries] * scale[:, None]
+                flat.zero_()
+                flat.index_copy_(0, entries.view(-1), kept.view(-1))
             if self.coupled:
                 for p, lam in self.lam_steps:
                     gradient(p).add_(lam * p)  # weight_decay=λ: what the optimizer adds in its step

@@ -59,16 +59,11 @@ class WideNet(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.zero_()
-        self.member_ids: dict[str, torch.Tensor] = {}
-        """name → (the wide parameter's shape) the member owning each entry, K off-block."""
         self.member_entries: dict[str, torch.Tensor] = {}
-        """name → (K, entries of one member) flat positions of member k's entries, row k."""
+        """name → (K, entries of one member) flat positions of member k's entries, row k: 1/K of
+        the wide parameter's size, where a map of every entry's owner would be all of it."""
         for name in self.names:
-            ids = torch.full(wide[name].shape, K, dtype=torch.long)
             flat = torch.arange(wide[name].numel()).view(wide[name].shape)
-            for k in range(K):
-                ids[self.index(name, k)] = k
-            self.member_ids[name] = ids
             self.member_entries[name] = torch.stack([flat[self.index(name, k)].reshape(-1) for k in range(K)])
         for k, member in enumerate(members):
             self.load_member(k, member)
