@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu.sh                 # RESULTS=cuda-results.json by default; GPU 0
 #   RESULTS=$OUT/gpu.json bash benchmarks/gpu.sh
 #
-# DEVICE=cpu gives the same figures on the CPU, where they stand in for a GPU (≈ 5 minutes on 2
+# DEVICE=cpu gives the same figures on the CPU, where they stand in for a GPU (174 s measured on 2
 # cores): part 1 is skipped (benchmarks/overhead.py measures it on the CPU), part 3 runs at --jobs
 # 1 and 2 (one torch thread per run) instead of --runs-per-gpu, and part 4 times one run on 2 gloo
 # ranks (--nproc 2, one thread each) against one process with 2 threads.

@@ -20,7 +20,8 @@ from .runs import FolderLock, check_writable, read_run_id, read_summary, write_c
 from .status import FINISHED
 from .checkpoints import CheckpointError, load_checkpoint
 from .state import check_resume_payload, config_differences, restore_state
-from .train import Observer, RunResult, train_epochs
+from .observer import Observer
+from .train import RunResult, train_epochs
 from .setup import build_setup
 
 
