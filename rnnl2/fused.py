@@ -272,14 +272,16 @@ class FusedGroup:
             if not self.coupled:
                 for p, lam in self.lam_steps:
                     gradient(p).add_(lam * p)  # the gradient of every member's (λ_k/2)·Σθ², before clipping
-            squares = [gradient(p).view(-1)[self.entries[name]].square().sum(1) for name, p in self.params.items()]
-            norms = torch.stack(squares).sum(0).sqrt()  # (K,): a gather and row sums, deterministic on CUDA too
+            gathered = {name: gradient(p).view(-1)[self.entries[name]] for name, p in self.params.items()}
+            norms = (
+                torch.stack([g.square().sum(1) for g in gathered.values()]).sum(0).sqrt()
+            )  # (K,): a gather and row sums, deterministic on CUDA too
             scale = active
             if self.cfg.train.clip_grad_norm is not None:  # clip_grad_norm_'s coefficient, per member
                 scale = scale * (self.cfg.train.clip_grad_norm / (norms + 1e-6)).clamp(max=1.0)
             for name, p in self.params.items():  # member k's entries scaled by its factor, off-block ones to 0
                 flat, entries = gradient(p).view(-1), self.entries[name]
-                kept = flat[entries] * scale[:, None]
+                kept = gathered[name] * scale[:, None]
                 flat.zero_()
                 flat.index_copy_(0, entries.view(-1), kept.view(-1))
             if self.coupled:
